@@ -1,0 +1,235 @@
+"""Errors raised by the OpenRouter provider.
+
+::
+
+    OpenRouterError
+     ├─ OpenRouterValidationError        bad input, found before any request (also a ValueError)
+     ├─ OpenRouterConnectionConfigError  the Airflow connection is unusable (also a ValueError)
+     ├─ KeyNameNotUniqueError            a name matches more than one key
+     ├─ OpenRouterTransportError         no usable HTTP answer: connect failure, timeout, dropped connection
+     └─ OpenRouterAPIError               OpenRouter answered with an error status
+         ├─ BadRequestError            400
+         ├─ AuthenticationError        401
+         ├─ PaymentRequiredError       402
+         ├─ ForbiddenError             403
+         ├─ NotFoundError              404
+         ├─ ConflictError              409
+         ├─ RateLimitedError           429 (``retry_after`` in seconds, when the server said)
+         ├─ ServerError                5xx
+         └─ UnreadableResponseError    a body that is not the JSON the API promises
+
+Messages carry the HTTP method, the path, the status and OpenRouter's own message, and never a credential:
+requests are identified by method and path only, and the path of the key endpoints holds only key hashes.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import time
+from collections.abc import Mapping
+from typing import Any
+
+try:  # Airflow >= 3.2
+    from airflow.sdk.exceptions import AirflowException
+except ImportError:  # pragma: no cover - Airflow 3.1
+    from airflow.exceptions import AirflowException  # type: ignore[no-redef,attr-defined,unused-ignore]
+
+
+class OpenRouterError(AirflowException):
+    """Base class of every error this provider raises."""
+
+
+class OpenRouterValidationError(OpenRouterError, ValueError):
+    """An argument is invalid; raised before any request is made."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        self.field = field
+        self.problem = problem
+        super().__init__(f"{field}: {problem}")
+
+
+class OpenRouterConnectionConfigError(OpenRouterError, ValueError):
+    """The Airflow connection cannot be used (no key, malformed extras, ...)."""
+
+    def __init__(self, conn_id: str, field: str, problem: str) -> None:
+        self.conn_id = conn_id
+        self.field = field
+        self.problem = problem
+        super().__init__(f"Connection {conn_id!r}, field {field!r}: {problem}")
+
+
+class KeyNameNotUniqueError(OpenRouterError):
+    """More than one key carries the name that was asked for."""
+
+    def __init__(self, name: str, hashes: list[str]) -> None:
+        self.name = name
+        self.hashes = hashes
+        super().__init__(
+            f"{len(hashes)} keys are named {name!r} ({', '.join(h[:12] + '…' for h in hashes)}); "
+            "target one by its hash instead"
+        )
+
+
+class OpenRouterTransportError(OpenRouterError):
+    """The request got no HTTP answer.
+
+    ``reached_server`` is ``False`` when the connection was never established (the server cannot have acted on
+    the request), ``None`` when that is unknown (a timeout or a connection dropped after sending).
+    """
+
+    def __init__(self, method: str, path: str, detail: str, *, reached_server: bool | None) -> None:
+        self.method = method
+        self.path = path
+        self.detail = detail
+        self.reached_server = reached_server
+        super().__init__(f"{method} {path} failed: {detail}")
+
+
+class OpenRouterAPIError(OpenRouterError):
+    """OpenRouter answered with an error status."""
+
+    status: int
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        method: str,
+        path: str,
+        code: int | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.status = status
+        self.message = message
+        self.method = method
+        self.path = path
+        self.code = code
+        self.metadata = dict(metadata) if metadata else None
+        super().__init__(f"{method} {path} returned {status}: {message}")
+
+
+class BadRequestError(OpenRouterAPIError):
+    """400: OpenRouter rejected the request's parameters."""
+
+
+class AuthenticationError(OpenRouterAPIError):
+    """401: the key is missing, invalid or disabled."""
+
+
+class PaymentRequiredError(OpenRouterAPIError):
+    """402: the account or key has run out of credit."""
+
+
+class ForbiddenError(OpenRouterAPIError):
+    """403: the key may not do this (e.g. a regular key calling a management endpoint)."""
+
+
+class NotFoundError(OpenRouterAPIError):
+    """404: no such key."""
+
+
+class ConflictError(OpenRouterAPIError):
+    """409: the change conflicts with the key's current state."""
+
+
+class RateLimitedError(OpenRouterAPIError):
+    """429: too many requests. ``retry_after`` is the server's requested wait in seconds, if it gave one."""
+
+    def __init__(self, status: int, message: str, *, retry_after: float | None = None, **kwargs: Any) -> None:
+        self.retry_after = retry_after
+        super().__init__(status, message, **kwargs)
+
+
+class ServerError(OpenRouterAPIError):
+    """5xx: OpenRouter (or a proxy in front of it) failed."""
+
+
+class UnreadableResponseError(OpenRouterAPIError):
+    """The answer is not the JSON the API promises (an HTML proxy page, a truncated body, a missing field)."""
+
+
+_BY_STATUS: dict[int, type[OpenRouterAPIError]] = {
+    400: BadRequestError,
+    401: AuthenticationError,
+    402: PaymentRequiredError,
+    403: ForbiddenError,
+    404: NotFoundError,
+    409: ConflictError,
+    429: RateLimitedError,
+}
+
+_EXCERPT = 200
+
+
+def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (delta-seconds or an HTTP date); ``None`` if absent/invalid."""
+    if value is None:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        if when.tzinfo is None:
+            return None
+        seconds = when.timestamp() - (time.time() if now is None else now)
+    if seconds != seconds:  # NaN
+        return None
+    return max(0.0, seconds)
+
+
+def _error_body(body_text: str) -> tuple[str, int | None, Mapping[str, Any] | None] | None:
+    try:
+        body = json.loads(body_text)
+    except ValueError:
+        return None
+    error = body.get("error") if isinstance(body, dict) else None
+    if not isinstance(error, dict):
+        return None
+    message = error.get("message")
+    code = error.get("code")
+    metadata = error.get("metadata")
+    return (
+        str(message) if message else "(no message)",
+        code if isinstance(code, int) else None,
+        metadata if isinstance(metadata, dict) else None,
+    )
+
+
+def _excerpt(body_text: str) -> str:
+    text = " ".join(body_text.split())
+    return text[:_EXCERPT] + ("…" if len(text) > _EXCERPT else "")
+
+
+def api_error_from_response(
+    status: int,
+    body_text: str,
+    *,
+    method: str,
+    path: str,
+    headers: Mapping[str, str] | None = None,
+) -> OpenRouterAPIError:
+    """Map an error answer to the exception that names its meaning. The one place where this is decided.
+
+    The status decides the class even when the body is not JSON: a proxy's HTML page in front of a 502 is still
+    a server error (and so retryable), not a parsing bug.
+    """
+    parsed = _error_body(body_text)
+    if parsed is None:
+        message = f"non-JSON error body: {_excerpt(body_text)!r}" if body_text.strip() else "empty error body"
+        code: int | None = None
+        metadata: Mapping[str, Any] | None = None
+    else:
+        message, code, metadata = parsed
+    cls = _BY_STATUS.get(status) or (ServerError if status >= 500 else OpenRouterAPIError)
+    if cls is RateLimitedError:
+        retry_after = parse_retry_after((headers or {}).get("Retry-After"))
+        return RateLimitedError(
+            status, message, retry_after=retry_after, method=method, path=path, code=code, metadata=metadata
+        )
+    return cls(status, message, method=method, path=path, code=code, metadata=metadata)
