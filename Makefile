@@ -1,0 +1,49 @@
+# Two commands on a fresh machine (Python and make):
+#   make run    run the flagship example DAG in a real Airflow (local OpenRouter unless a connection is set)
+#   make test   lint, type-check, the whole test suite and the docs build
+PYTHON ?= python3
+VENV ?= .venv
+AIRFLOW_VERSION ?= 3.3.2
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(AIRFLOW_VERSION)
+
+.PHONY: install run test lint typecheck pytest docs bench chromium clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet "apache-airflow==$(AIRFLOW_VERSION)" -e ".[test,docs]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# Browser tests drive Debian's Chromium; playwright's own browser download does not work offline.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+		command -v apt-get >/dev/null 2>&1 || { echo "install Chromium (a 'chromium' on PATH) for the UI tests"; exit 1; }; \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq --no-install-recommends chromium >/dev/null; }
+
+run: install
+	$(BIN)/python scripts/run_flagship.py
+
+lint: install
+	$(BIN)/ruff check airflow_provider_openrouter tests example_dags benchmarks scripts docs
+	$(BIN)/ruff format --check airflow_provider_openrouter tests example_dags benchmarks scripts docs
+
+typecheck: install
+	$(BIN)/mypy
+
+pytest: install chromium
+	$(BIN)/pytest -p no:cacheprovider $(PYTEST_ARGS)
+
+docs: install
+	$(BIN)/sphinx-build -W --keep-going -n -q -b html docs docs/_build/html
+
+test: lint typecheck pytest docs
+
+bench: install
+	$(BIN)/python benchmarks/run_all.py
+
+clean:
+	rm -rf $(VENV) docs/_build artifacts
