@@ -1,0 +1,277 @@
+"""``LocalOpenRouter``: the fake started in this process, with its test helpers."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote, urlencode
+
+from airflow_provider_openrouter.models import ApiKey, CreatedApiKey
+from airflow_provider_openrouter.testing._server import Backend, HttpServer, RecordedRequest, RequestLog
+from airflow_provider_openrouter.testing._state import DEFAULT_CREATOR, DEFAULT_WORKSPACE_ID, OpenRouterState
+from airflow_provider_openrouter.testing.faults import API_PREFIX, Fault, FaultPlan, FaultRule
+
+if TYPE_CHECKING:
+    import re
+    from types import TracebackType
+
+DEFAULT_CONN_ID = "openrouter_default"
+
+
+def connection_json(base_url: str, management_key: str, **extras: Any) -> str:
+    """The JSON form of an Airflow connection to an OpenRouter at ``base_url``."""
+    return json.dumps(
+        {"conn_type": "openrouter", "host": base_url, "password": management_key, "extra": extras}
+    )
+
+
+def connection_uri(
+    base_url: str, management_key: str, *, conn_type: str = "openrouter", **extras: Any
+) -> str:
+    """The URI form, written the way Airflow's own ``Connection.get_uri`` writes a host that has a scheme.
+
+    Airflow splits ``<conn_type>://<scheme>://...`` into the host's scheme and the rest; the rest (host, port
+    and path) is percent-encoded as one host so that it comes back whole as ``Connection.host``.
+    """
+    scheme, _, rest = base_url.partition("://")
+    uri = f"{conn_type}://{scheme}://:{quote(management_key, safe='')}@{quote(rest, safe='')}/"
+    if extras:
+        uri += "?" + urlencode({"__extra__": json.dumps(extras)})
+    return uri
+
+
+def airflow_env(
+    base_url: str, management_key: str, conn_id: str = DEFAULT_CONN_ID, **extras: Any
+) -> dict[str, str]:
+    return {f"AIRFLOW_CONN_{conn_id.upper()}": connection_json(base_url, management_key, **extras)}
+
+
+class LocalOpenRouter:
+    """A stateful fake of OpenRouter's key-management API, served over real HTTP on loopback.
+
+    ::
+
+        with LocalOpenRouter() as fake:
+            fake.base_url          # http://127.0.0.1:PORT/api/v1
+            fake.management_key    # a management key it accepts
+
+    ``port=0`` picks a free port. ``spend_per_second`` makes every usable regular key spend that many USD per
+    (wall-clock) second, up to its limit, so that usage moves on its own as it does for a live account.
+    """
+
+    def __init__(
+        self,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        management_key: str | None = None,
+        spend_per_second: float = 0.0,
+        total_credits: float = 100.0,
+        request_log_size: int = 100_000,
+    ) -> None:
+        self._state = OpenRouterState(
+            management_key=management_key, total_credits=total_credits, spend_per_second=spend_per_second
+        )
+        self._faults = FaultPlan()
+        self._log = RequestLog(request_log_size)
+        self._backend = Backend(self._state, self._faults, self._log)
+        self._host = host
+        self._port = port
+        self._server: HttpServer | None = None
+
+    # -- lifecycle -----------------------------------------------------------------------------------------
+
+    def start(self) -> LocalOpenRouter:
+        if self._server is None:
+            self._server = HttpServer(self._backend, self._host, self._port)
+            self._backend.base_url = self.base_url
+            self._server.start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.stop()
+            self._server = None
+
+    def serve_forever(self) -> None:
+        """Serve on the calling thread until interrupted (the CLI)."""
+        if self._server is None:
+            self._server = HttpServer(self._backend, self._host, self._port)
+            self._backend.base_url = self.base_url
+        self._server.serve_forever()
+
+    def __enter__(self) -> LocalOpenRouter:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        where = self.root_url if self._server is not None else "not started"
+        return f"LocalOpenRouter({where})"
+
+    # -- addresses and Airflow connections -----------------------------------------------------------------
+
+    @property
+    def root_url(self) -> str:
+        """``http://HOST:PORT`` (the control endpoints live under ``/_local``)."""
+        if self._server is None:
+            raise RuntimeError("LocalOpenRouter is not started")
+        host, port = self._server.address
+        return f"http://{host}:{port}"
+
+    @property
+    def base_url(self) -> str:
+        """The API's base URL, ``http://HOST:PORT/api/v1``: what a connection's host holds."""
+        return self.root_url + API_PREFIX
+
+    @property
+    def port(self) -> int:
+        return int(self.root_url.rsplit(":", 1)[1])
+
+    @property
+    def management_key(self) -> str:
+        return self._state.management_key
+
+    @property
+    def default_workspace_id(self) -> str:
+        return DEFAULT_WORKSPACE_ID
+
+    def connection_json(self, **extras: Any) -> str:
+        """``AIRFLOW_CONN_...`` JSON for this fake; ``extras`` go to the connection's ``extra``."""
+        return connection_json(self.base_url, self.management_key, **extras)
+
+    def connection_uri(self, *, conn_type: str = "openrouter", **extras: Any) -> str:
+        """``AIRFLOW_CONN_...`` URI for this fake, in the form Airflow's ``Connection.get_uri`` produces."""
+        return connection_uri(self.base_url, self.management_key, conn_type=conn_type, **extras)
+
+    def airflow_env(self, conn_id: str = DEFAULT_CONN_ID, **extras: Any) -> dict[str, str]:
+        """``{"AIRFLOW_CONN_<CONN_ID>": <connection JSON>}``, ready for ``os.environ`` or a subprocess."""
+        return airflow_env(self.base_url, self.management_key, conn_id, **extras)
+
+    # -- state helpers -------------------------------------------------------------------------------------
+
+    def add_key(
+        self,
+        name: str,
+        *,
+        limit: float | None = None,
+        limit_reset: str | None = None,
+        include_byok_in_limit: bool = False,
+        expires_at: dt.datetime | None = None,
+        workspace_id: str | None = None,
+        creator_user_id: str | None = DEFAULT_CREATOR,
+        external_user: str | None = None,
+        disabled: bool = False,
+        management: bool = False,
+    ) -> CreatedApiKey:
+        """Insert a key directly (no HTTP, no request logged, no API validation): e.g. an expired one."""
+        data, plaintext = self._state.add_key(
+            name,
+            limit=limit,
+            limit_reset=limit_reset,
+            include_byok_in_limit=include_byok_in_limit,
+            expires_at=expires_at,
+            workspace_id=workspace_id,
+            creator_user_id=creator_user_id,
+            external_user=external_user,
+            disabled=disabled,
+            management=management,
+        )
+        return CreatedApiKey(api_key=ApiKey.from_api(data), plaintext=plaintext)
+
+    def add_usage(self, key_hash: str, usd: float, *, byok: bool = False) -> dict[str, Any]:
+        """Record spend on a key: lifetime usage and the current day, week and month all grow by ``usd``."""
+        return self._state.add_usage(key_hash, usd, byok=byok)
+
+    def set_usage(self, key_hash: str, **values: float) -> dict[str, Any]:
+        """Set usage counters: ``usage``, ``usage_daily``/``_weekly``/``_monthly`` and ``byok_*``."""
+        return self._state.set_usage(key_hash, values)
+
+    def set_spend_per_second(self, usd: float) -> None:
+        """Start (or stop, with 0) the simulated spend of every usable regular key."""
+        self._state.set_spend_per_second(usd)
+
+    @property
+    def total_credits(self) -> float:
+        return self._state.total_credits
+
+    @total_credits.setter
+    def total_credits(self, value: float) -> None:
+        with self._state.lock:
+            self._state.total_credits = float(value)
+
+    # -- clock ---------------------------------------------------------------------------------------------
+
+    @property
+    def now(self) -> dt.datetime:
+        """The fake's clock (UTC): real time shifted by :meth:`advance_clock` / :meth:`set_clock`."""
+        return self._state.now()
+
+    def advance_clock(self, delta: dt.timedelta | float) -> dt.datetime:
+        """Move the clock forward (seconds or a timedelta): usage windows reset, keys expire."""
+        if not isinstance(delta, dt.timedelta):
+            delta = dt.timedelta(seconds=delta)
+        return self._state.advance_clock(delta)
+
+    def set_clock(self, moment: dt.datetime, *, frozen: bool = False) -> dt.datetime:
+        """Set the clock; it keeps running from there unless ``frozen``."""
+        return self._state.set_clock(moment, frozen=frozen)
+
+    # -- inspection ----------------------------------------------------------------------------------------
+
+    def keys(self, *, include_management: bool = False) -> list[dict[str, Any]]:
+        """Every key held (disabled and expired too) as the API's Key object + ``management``."""
+        return self._state.all_keys(include_management=include_management)
+
+    def get_key_state(self, key_hash: str) -> dict[str, Any]:
+        """One key as the API's Key object + ``management``; ``KeyError`` if there is none."""
+        return self._state.key_state(key_hash)
+
+    def has_key(self, key_hash: str) -> bool:
+        try:
+            self._state.key_state(key_hash)
+        except KeyError:
+            return False
+        return True
+
+    @property
+    def requests(self) -> list[RecordedRequest]:
+        """The API requests served so far, oldest first (control endpoints are not recorded)."""
+        return self._log.items()
+
+    def clear_requests(self) -> None:
+        self._log.clear()
+
+    @property
+    def issued_plaintexts(self) -> list[str]:
+        """Every plaintext key the fake ever issued, the management key first: for leak audits."""
+        return self._state.issued_plaintexts
+
+    # -- faults --------------------------------------------------------------------------------------------
+
+    def inject(
+        self,
+        fault: Fault,
+        *,
+        method: str | None = None,
+        path: str | re.Pattern[str] | None = None,
+        times: int | None = 1,
+    ) -> None:
+        """Arm ``fault`` for the next ``times`` requests (``None``: all) matching ``method`` and ``path``.
+
+        ``path`` is the API path with or without ``/api/v1``: exact (``"/keys"``), a prefix ending in ``*``
+        (``"/keys/*"``) or a compiled regular expression matching the whole path.
+        """
+        self._faults.add(FaultRule(fault=fault, method=method, path=path, times=times))
+
+    def clear_faults(self) -> None:
+        self._faults.clear()
+
+    @property
+    def faults(self) -> list[FaultRule]:
+        """The rules still armed."""
+        return self._faults.rules()

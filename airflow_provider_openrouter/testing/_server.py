@@ -1,0 +1,523 @@
+"""HTTP for the local OpenRouter: the API under ``/api/v1`` and the test controls under ``/_local``.
+
+A threaded stdlib server. Two details make it fast: ``TCP_NODELAY`` and writing each answer (status line,
+headers and body) with one ``sendall``. Without them the client's delayed ACK meets Nagle's algorithm on every
+keep-alive request and the server manages about 22 requests a second instead of thousands.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import datetime as dt
+import email.utils
+import json
+import re
+import socket
+import threading
+import time
+from dataclasses import asdict, dataclass
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+from airflow_provider_openrouter.testing._state import (
+    ApiError,
+    OpenRouterState,
+    check_workspace_id,
+    hash_of,
+    iso,
+    parse_instant,
+)
+from airflow_provider_openrouter.testing.faults import (
+    API_PREFIX,
+    DropAfterCommit,
+    DropBeforeCommit,
+    FaultPlan,
+    FaultRule,
+    HtmlError,
+    Latency,
+    Status,
+    default_message,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable
+
+ADMIN_PREFIX = "/_local"
+_KEY_PATH = re.compile(r"/keys/([^/]+)")
+_ADMIN_KEY_PATH = re.compile(r"/keys/([^/]+)(/usage)?")
+_SECRET_HEADERS = frozenset({"authorization", "cookie", "proxy-authorization"})
+
+_HTML_PAGE = (
+    "<html>\r\n<head><title>{code} {reason}</title></head>\r\n<body>\r\n"
+    "<center><h1>{code} {reason}</h1></center>\r\n<hr><center>cloudflare</center>\r\n"
+    "</body>\r\n</html>\r\n"
+)
+
+
+@dataclass(frozen=True)
+class RecordedRequest:
+    """One API request as the local OpenRouter saw it. Never holds the ``Authorization`` header.
+
+    ``status`` is ``None`` when a fault dropped the connection instead of answering; ``fault`` names the fault
+    that decided the answer, if any; ``key_hash`` is the hash of the bearer key the request carried.
+    """
+
+    method: str
+    path: str
+    query: dict[str, str]
+    body: Any
+    headers: dict[str, str]
+    status: int | None
+    fault: str | None
+    key_hash: str | None
+    at: str
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> RecordedRequest:
+        return cls(**data)
+
+
+class RequestLog:
+    """The API requests served, oldest first, bounded so that a long benchmark does not grow memory."""
+
+    def __init__(self, maxlen: int) -> None:
+        self._lock = threading.Lock()
+        self._items: collections.deque[RecordedRequest] = collections.deque(maxlen=maxlen)
+
+    def append(self, item: RecordedRequest) -> None:
+        with self._lock:
+            self._items.append(item)
+
+    def items(self) -> list[RecordedRequest]:
+        with self._lock:
+            return list(self._items)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+
+
+def _redacted_body(body: Any) -> Any:
+    # A create can carry a partner's BYOK key under external.api_key: keep it out of the log.
+    if isinstance(body, dict) and isinstance(body.get("external"), dict) and "api_key" in body["external"]:
+        return {**body, "external": {**body["external"], "api_key": "***"}}
+    return body
+
+
+def _json_bytes(payload: Any) -> bytes:
+    return json.dumps(payload, separators=(",", ":")).encode()
+
+
+def _flag(query: dict[str, str], name: str) -> bool:
+    value = query.get(name)
+    if value is None:
+        return False
+    if value not in ("true", "false"):
+        raise ApiError(400, f"{name}: expected 'true' or 'false' (got {value!r})")
+    return value == "true"
+
+
+def _offset(query: dict[str, str]) -> int:
+    value = query.get("offset")
+    if value is None or value == "":
+        return 0
+    if not value.isdigit():
+        raise ApiError(400, f"offset: expected a non-negative integer (got {value!r})")
+    return int(value)
+
+
+def _bearer_hash(authorization: str | None) -> str | None:
+    if not authorization:
+        return None
+    _, _, token = authorization.strip().partition(" ")
+    return hash_of(token.strip()) if token.strip() else None
+
+
+class Backend:
+    """What the server needs: the state, the armed faults and the request log."""
+
+    def __init__(self, state: OpenRouterState, faults: FaultPlan, log: RequestLog) -> None:
+        self.state = state
+        self.faults = faults
+        self.log = log
+        self.base_url = ""
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 1024
+    allow_reuse_address = True
+
+    def __init__(self, address: tuple[str, int], backend: Backend) -> None:
+        self.backend = backend
+        self._open: set[socket.socket] = set()
+        self._open_lock = threading.Lock()
+        super().__init__(address, _Handler)
+
+    def track(self, sock: socket.socket, *, open_: bool) -> None:
+        with self._open_lock:
+            if open_:
+                self._open.add(sock)
+            else:
+                self._open.discard(sock)
+
+    def close_all_connections(self) -> None:
+        """Close idle keep-alive connections, whose handler threads would otherwise wait on them forever."""
+        with self._open_lock:
+            socks = list(self._open)
+            self._open.clear()
+        for sock in socks:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # TCP_NODELAY, see the module docstring
+    server: _Server
+    server_version = "LocalOpenRouter"
+    sys_version = ""
+
+    def setup(self) -> None:
+        super().setup()
+        self.server.track(self.connection, open_=True)
+
+    def finish(self) -> None:
+        self.server.track(self.connection, open_=False)
+        with contextlib.suppress(OSError):
+            super().finish()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Silent: a test run should not print a line per request."""
+
+    def do_GET(self) -> None:
+        self._dispatch()
+
+    def do_POST(self) -> None:
+        self._dispatch()
+
+    def do_PATCH(self) -> None:
+        self._dispatch()
+
+    def do_PUT(self) -> None:
+        self._dispatch()
+
+    def do_DELETE(self) -> None:
+        self._dispatch()
+
+    # -- plumbing ------------------------------------------------------------------------------------------
+
+    def _send(
+        self,
+        status: int,
+        body: bytes,
+        *,
+        content_type: str = "application/json",
+        headers: Iterable[tuple[str, str]] = (),
+    ) -> None:
+        try:
+            reason = HTTPStatus(status).phrase
+        except ValueError:
+            reason = "Error"
+        lines = [
+            f"HTTP/1.1 {status} {reason}",
+            f"Date: {email.utils.formatdate(usegmt=True)}",
+            f"Content-Type: {content_type}",
+            f"Content-Length: {len(body)}",
+        ]
+        lines.extend(f"{name}: {value}" for name, value in headers)
+        if self.close_connection:
+            lines.append("Connection: close")
+        head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+        self.wfile.write(head + body)  # one write, one segment: see the module docstring
+
+    def _send_json(self, status: int, payload: Any, headers: Iterable[tuple[str, str]] = ()) -> None:
+        self._send(status, _json_bytes(payload), headers=headers)
+
+    def _drop(self) -> None:
+        self.close_connection = True
+        with contextlib.suppress(OSError):
+            self.connection.shutdown(socket.SHUT_RDWR)
+
+    def _dispatch(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length > 0 else b""
+        url = urlsplit(self.path)
+        path = unquote(url.path)
+        query = dict(parse_qsl(url.query, keep_blank_values=True))
+        if path == ADMIN_PREFIX or path.startswith(ADMIN_PREFIX + "/"):
+            self._admin(self.command, path[len(ADMIN_PREFIX) :], query, raw)
+        else:
+            self._api(self.command, path, query, raw)
+
+    # -- the API -------------------------------------------------------------------------------------------
+
+    def _api(self, method: str, path: str, query: dict[str, str], raw: bytes) -> None:
+        backend = self.server.backend
+        decisive = None
+        for fault in backend.faults.take(method, path):
+            if isinstance(fault, Latency):
+                time.sleep(fault.seconds)
+            else:
+                decisive = fault
+        try:
+            body: Any = json.loads(raw) if raw else None
+        except ValueError:
+            body = raw.decode("utf-8", "replace")
+        headers = {k: v for k, v in self.headers.items() if k.lower() not in _SECRET_HEADERS}
+
+        def record(status: int | None, fault: str | None) -> None:
+            backend.log.append(
+                RecordedRequest(
+                    method=method,
+                    path=path,
+                    query=query,
+                    body=_redacted_body(body),
+                    headers=headers,
+                    status=status,
+                    fault=fault,
+                    key_hash=_bearer_hash(self.headers.get("Authorization")),
+                    at=iso(backend.state.now()) or "",
+                )
+            )
+
+        if isinstance(decisive, DropBeforeCommit):
+            record(None, "drop_before_commit")
+            self._drop()
+            return
+        if isinstance(decisive, Status):
+            extra: list[tuple[str, str]] = []
+            if decisive.retry_after is not None:
+                extra.append(("Retry-After", _retry_after_text(decisive.retry_after)))
+            error = ApiError(decisive.code, decisive.message or default_message(decisive.code))
+            record(decisive.code, "status")
+            self._send_json(decisive.code, error.body(), extra)
+            return
+        if isinstance(decisive, HtmlError):
+            reason = default_message(decisive.code)
+            page = _HTML_PAGE.format(code=decisive.code, reason=reason).encode()
+            record(decisive.code, "html")
+            self._send(decisive.code, page, content_type="text/html; charset=utf-8")
+            return
+
+        extra_headers: list[tuple[str, str]] = []
+        try:
+            status, payload = self._route(method, path, query, raw)
+        except ApiError as exc:
+            status, payload = exc.status, exc.body()
+        if isinstance(decisive, DropAfterCommit):
+            record(None, "drop_after_commit")
+            self._drop()
+            return
+        record(status, None)
+        self._send_json(status, payload, extra_headers)
+
+    def _route(self, method: str, path: str, query: dict[str, str], raw: bytes) -> tuple[int, Any]:
+        state = self.server.backend.state
+        if not (path == API_PREFIX or path.startswith(API_PREFIX + "/")):
+            raise ApiError(404, "Not Found")
+        api_path = path[len(API_PREFIX) :].rstrip("/") or "/"
+        match = _KEY_PATH.fullmatch(api_path)
+        if api_path not in ("/key", "/keys", "/credits") and match is None:
+            raise ApiError(404, "Not Found")
+        allowed = {"/key": ("GET",), "/keys": ("GET", "POST"), "/credits": ("GET",)}.get(
+            api_path, ("GET", "PATCH", "DELETE")
+        )
+        if method not in allowed:
+            raise ApiError(405, "Method Not Allowed")
+
+        caller = state.authenticate(self.headers.get("Authorization"))
+        if api_path == "/key":
+            return 200, {"data": state.current_key(caller)}
+        state.require_management(caller)
+        if api_path == "/credits":
+            return 200, {"data": state.credits()}
+        if api_path == "/keys":
+            if method == "GET":
+                workspace = query.get("workspace_id")
+                return 200, {
+                    "data": state.list_keys(
+                        offset=_offset(query),
+                        include_disabled=_flag(query, "include_disabled"),
+                        include_expired=_flag(query, "include_expired"),
+                        workspace_id=check_workspace_id(workspace) if workspace else None,
+                    )
+                }
+            data, plaintext = state.create_key(_object_body(raw))
+            return 201, {"data": data, "key": plaintext}
+        assert match is not None
+        key_hash = match.group(1)
+        if method == "GET":
+            return 200, {"data": state.get_key(key_hash)}
+        if method == "PATCH":
+            return 200, {"data": state.update_key(key_hash, _object_body(raw))}
+        state.delete_key(key_hash)
+        return 200, {"deleted": True}
+
+    # -- test controls ---------------------------------------------------------------------------------------
+
+    def _admin(self, method: str, path: str, query: dict[str, str], raw: bytes) -> None:
+        try:
+            status, payload = _admin_route(self.server.backend, method, path.rstrip("/") or "/", query, raw)
+        except ApiError as exc:
+            status, payload = exc.status, exc.body()
+        except (KeyError, ValueError, TypeError) as exc:
+            status, payload = 400, ApiError(400, f"{type(exc).__name__}: {exc}").body()
+        self._send_json(status, payload)
+
+
+def _retry_after_text(value: float | str) -> str:
+    if isinstance(value, str):
+        return value
+    return str(int(value)) if float(value).is_integer() else str(value)
+
+
+def _object_body(raw: bytes) -> dict[str, Any]:
+    if not raw:
+        raise ApiError(400, "Request body is required")
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        raise ApiError(400, "Invalid JSON in request body") from None
+    if not isinstance(body, dict):
+        raise ApiError(400, "Request body must be a JSON object")
+    return body
+
+
+def _admin_body(raw: bytes) -> dict[str, Any]:
+    return _object_body(raw) if raw else {}
+
+
+def _admin_route(
+    backend: Backend, method: str, path: str, query: dict[str, str], raw: bytes
+) -> tuple[int, Any]:
+    state = backend.state
+    handlers: dict[tuple[str, str], Callable[[], tuple[int, Any]]] = {
+        ("GET", "/info"): lambda: (
+            200,
+            {
+                "base_url": backend.base_url,
+                "management_key": state.management_key,
+                "now": iso(state.now()),
+                "spend_per_second": state.spend_per_second,
+            },
+        ),
+        ("GET", "/keys"): lambda: (
+            200,
+            {"data": state.all_keys(include_management=query.get("include_management") == "true")},
+        ),
+        ("POST", "/keys"): lambda: _admin_add_key(state, _admin_body(raw)),
+        ("GET", "/clock"): lambda: (200, {"now": iso(state.now())}),
+        ("POST", "/clock"): lambda: _admin_clock(state, _admin_body(raw)),
+        ("GET", "/faults"): lambda: (200, {"data": [rule.to_json() for rule in backend.faults.rules()]}),
+        ("POST", "/faults"): lambda: _admin_add_fault(backend, _admin_body(raw)),
+        ("DELETE", "/faults"): lambda: _cleared(backend.faults.clear),
+        ("GET", "/requests"): lambda: (200, {"data": [r.to_json() for r in backend.log.items()]}),
+        ("DELETE", "/requests"): lambda: _cleared(backend.log.clear),
+        ("GET", "/issued-plaintexts"): lambda: (200, {"data": state.issued_plaintexts}),
+        ("GET", "/spend"): lambda: (200, {"per_second": state.spend_per_second}),
+        ("PUT", "/spend"): lambda: _admin_spend(state, _admin_body(raw)),
+    }
+    handler = handlers.get((method, path))
+    if handler is not None:
+        return handler()
+    match = _ADMIN_KEY_PATH.fullmatch(path)
+    if match is not None:
+        key_hash, usage = match.group(1), match.group(2)
+        try:
+            if usage is None and method == "GET":
+                return 200, {"data": state.key_state(key_hash)}
+            if usage and method == "POST":
+                body = _admin_body(raw)
+                return 200, {
+                    "data": state.add_usage(key_hash, float(body["usd"]), byok=bool(body.get("byok", False)))
+                }
+            if usage and method == "PUT":
+                return 200, {"data": state.set_usage(key_hash, _admin_body(raw))}
+        except KeyError:
+            raise ApiError(404, f"no key with hash {key_hash}") from None
+        except ApiError as exc:
+            if exc.status == 404:
+                raise ApiError(404, f"no key with hash {key_hash}") from None
+            raise
+    raise ApiError(404, f"no control endpoint {method} {ADMIN_PREFIX}{path}")
+
+
+def _cleared(clear: Callable[[], None]) -> tuple[int, Any]:
+    clear()
+    return 200, {"cleared": True}
+
+
+def _admin_add_key(state: OpenRouterState, body: dict[str, Any]) -> tuple[int, Any]:
+    expires = body.get("expires_at")
+    data, plaintext = state.add_key(
+        str(body["name"]),
+        limit=body.get("limit"),
+        limit_reset=body.get("limit_reset"),
+        include_byok_in_limit=bool(body.get("include_byok_in_limit", False)),
+        expires_at=parse_instant(expires) if expires else None,
+        workspace_id=body.get("workspace_id"),
+        creator_user_id=body.get("creator_user_id", "user_2dHFtVWx2n56w6HkLocal0000"),
+        external_user=body.get("external_user"),
+        disabled=bool(body.get("disabled", False)),
+        management=bool(body.get("management", False)),
+    )
+    return 201, {"data": data, "key": plaintext}
+
+
+def _admin_clock(state: OpenRouterState, body: dict[str, Any]) -> tuple[int, Any]:
+    if "set" in body:
+        now = state.set_clock(parse_instant(str(body["set"])), frozen=bool(body.get("frozen", False)))
+    else:
+        now = state.advance_clock(dt.timedelta(seconds=float(body.get("advance_seconds", 0))))
+    return 200, {"now": iso(now)}
+
+
+def _admin_add_fault(backend: Backend, body: dict[str, Any]) -> tuple[int, Any]:
+    rule = FaultRule.from_json(body)
+    backend.faults.add(rule)
+    return 201, {"data": rule.to_json()}
+
+
+def _admin_spend(state: OpenRouterState, body: dict[str, Any]) -> tuple[int, Any]:
+    state.set_spend_per_second(float(body["per_second"]))
+    return 200, {"per_second": state.spend_per_second}
+
+
+class HttpServer:
+    """The threaded server on a background thread."""
+
+    def __init__(self, backend: Backend, host: str, port: int) -> None:
+        self._server = _Server((host, port), backend)
+        self._thread: threading.Thread | None = None
+
+    @property
+    def address(self) -> tuple[str, int]:
+        host, port = self._server.server_address[:2]
+        return str(host), int(port)
+
+    def start(self) -> None:
+        self._thread = threading.Thread(
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name="local-openrouter",
+            daemon=True,
+        )
+        self._thread.start()
+
+    def serve_forever(self) -> None:
+        self._server.serve_forever(poll_interval=0.2)
+
+    def stop(self) -> None:
+        if self._thread is not None:
+            self._server.shutdown()
+            self._thread.join()
+            self._thread = None
+        self._server.close_all_connections()
+        self._server.server_close()

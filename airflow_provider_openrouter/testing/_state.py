@@ -1,0 +1,660 @@
+"""The model behind the local OpenRouter: keys, their spend, the clock, and the API's rules.
+
+Everything here is plain data guarded by one lock; the HTTP layer only translates requests into calls on
+:class:`OpenRouterState` and its :class:`ApiError` into error answers.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import math
+import re
+import secrets
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Final
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+DEFAULT_WORKSPACE_ID: Final = "0df9e665-d932-5740-b2c7-b52af166bc11"
+ORGANIZATION_ID: Final = None
+PAGE_SIZE: Final = 100
+LIMIT_RESETS: Final = ("daily", "weekly", "monthly")
+KEY_PREFIX: Final = "sk-or-v1-"
+DEFAULT_CREATOR: Final = "user_2dHFtVWx2n56w6HkLocal0000"
+
+_UTC = dt.timezone.utc
+# The API takes UTC instants with seconds; fractions are tolerated (the official SDK sends them when present).
+_EXPIRES_RE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|\+00:00)")
+_UPDATE_FIELDS: Final = ("name", "disabled", "limit", "limit_reset", "include_byok_in_limit", "workspace_id")
+_USAGE_FIELDS: Final = (
+    "usage",
+    "usage_daily",
+    "usage_weekly",
+    "usage_monthly",
+    "byok_usage",
+    "byok_usage_daily",
+    "byok_usage_weekly",
+    "byok_usage_monthly",
+)
+
+
+class ApiError(Exception):
+    """An error answer of the API: status and OpenRouter's message."""
+
+    def __init__(self, status: int, message: str, metadata: Mapping[str, Any] | None = None) -> None:
+        self.status = status
+        self.message = message
+        self.metadata = dict(metadata) if metadata is not None else None
+        super().__init__(f"{status}: {message}")
+
+    def body(self) -> dict[str, Any]:
+        return {"error": {"code": self.status, "message": self.message, "metadata": self.metadata}}
+
+
+def new_plaintext() -> str:
+    return KEY_PREFIX + secrets.token_hex(32)
+
+
+def hash_of(plaintext: str) -> str:
+    """The key's identifier: SHA-256 hex of its plaintext."""
+    return hashlib.sha256(plaintext.encode()).hexdigest()
+
+
+def mask(plaintext: str) -> str:
+    """The label OpenRouter shows for a key, e.g. ``sk-or-v1-abc...123``."""
+    return f"{plaintext[: len(KEY_PREFIX) + 3]}...{plaintext[-3:]}"
+
+
+def iso(moment: dt.datetime | None) -> str | None:
+    if moment is None:
+        return None
+    return moment.astimezone(_UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_instant(value: str) -> dt.datetime:
+    text = value.strip()
+    if text.endswith(("Z", "z")):
+        text = text[:-1] + "+00:00"
+    moment = dt.datetime.fromisoformat(text)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=_UTC)
+    return moment.astimezone(_UTC)
+
+
+def windows(now: dt.datetime) -> dict[str, str]:
+    """The current reset window of each period: UTC day, week starting Monday, month."""
+    day = now.astimezone(_UTC).date()
+    return {
+        "daily": day.isoformat(),
+        "weekly": (day - dt.timedelta(days=day.weekday())).isoformat(),
+        "monthly": f"{day.year:04d}-{day.month:02d}",
+    }
+
+
+@dataclass
+class Spend:
+    """One kind of spend (OpenRouter credits or BYOK) of one key: lifetime and per current window."""
+
+    total: float = 0.0
+    daily: float = 0.0
+    weekly: float = 0.0
+    monthly: float = 0.0
+    marks: dict[str, str] = field(default_factory=dict)
+
+    def roll(self, current: Mapping[str, str]) -> None:
+        """Zero each window counter whose window has passed since it was last touched."""
+        for period in LIMIT_RESETS:
+            if self.marks.get(period) != current[period]:
+                if period in self.marks:
+                    setattr(self, period, 0.0)
+                self.marks[period] = current[period]
+
+    def add(self, usd: float, current: Mapping[str, str]) -> None:
+        self.roll(current)
+        self.total += usd
+        self.daily += usd
+        self.weekly += usd
+        self.monthly += usd
+
+    def in_window(self, limit_reset: str | None) -> float:
+        return self.total if limit_reset is None else float(getattr(self, limit_reset))
+
+
+@dataclass
+class KeyRecord:
+    hash: str
+    name: str
+    label: str
+    management: bool
+    created_at: dt.datetime
+    workspace_id: str = DEFAULT_WORKSPACE_ID
+    disabled: bool = False
+    limit: float | None = None
+    limit_reset: str | None = None
+    include_byok_in_limit: bool = False
+    updated_at: dt.datetime | None = None
+    creator_user_id: str | None = DEFAULT_CREATOR
+    expires_at: dt.datetime | None = None
+    external_user: str | None = None
+    last_used_at: dt.datetime | None = None
+    usage: Spend = field(default_factory=Spend)
+    byok: Spend = field(default_factory=Spend)
+
+    def expired(self, now: dt.datetime) -> bool:
+        return self.expires_at is not None and self.expires_at <= now
+
+    def counted(self) -> float:
+        """Spend that counts against the limit in the current window."""
+        spent = self.usage.in_window(self.limit_reset)
+        if self.include_byok_in_limit:
+            spent += self.byok.in_window(self.limit_reset)
+        return spent
+
+    def limit_remaining(self) -> float | None:
+        if self.limit is None:
+            return None
+        return max(0.0, round(self.limit - self.counted(), 10))
+
+    def usage_fields(self) -> dict[str, float]:
+        return {
+            "usage": self.usage.total,
+            "usage_daily": self.usage.daily,
+            "usage_weekly": self.usage.weekly,
+            "usage_monthly": self.usage.monthly,
+            "byok_usage": self.byok.total,
+            "byok_usage_daily": self.byok.daily,
+            "byok_usage_weekly": self.byok.weekly,
+            "byok_usage_monthly": self.byok.monthly,
+        }
+
+    def to_api(self) -> dict[str, Any]:
+        """The Key object of the API (list, get, create, update)."""
+        return {
+            "hash": self.hash,
+            "name": self.name,
+            "label": self.label,
+            "disabled": self.disabled,
+            "limit": self.limit,
+            "limit_remaining": self.limit_remaining(),
+            "limit_reset": self.limit_reset,
+            "include_byok_in_limit": self.include_byok_in_limit,
+            **self.usage_fields(),
+            "created_at": iso(self.created_at),
+            "updated_at": iso(self.updated_at),
+            "creator_user_id": self.creator_user_id,
+            "workspace_id": self.workspace_id,
+            "expires_at": iso(self.expires_at),
+            "external_user": self.external_user,
+            "last_used_at": iso(self.last_used_at),
+        }
+
+    def to_current(self) -> dict[str, Any]:
+        """The CurrentKey object of ``GET /key``."""
+        remaining = self.limit_remaining()
+        budget: dict[str, Any] | None = None
+        if self.limit is not None:
+            budget = {
+                "budget_id": None,
+                "guardrail_id": None,
+                "include_byok": self.include_byok_in_limit,
+                "limit_usd": self.limit,
+                "remaining_usd": remaining,
+                "reset_interval": self.limit_reset,
+                "resets_at": None,
+                "scope": "key_limit",
+                "spend_usd": self.counted(),
+            }
+        return {
+            "label": self.label,
+            "limit": self.limit,
+            "limit_remaining": remaining,
+            "limit_reset": self.limit_reset,
+            "include_byok_in_limit": self.include_byok_in_limit,
+            **self.usage_fields(),
+            "is_free_tier": False,
+            "is_management_key": self.management,
+            "is_provisioning_key": self.management,
+            "creator_user_id": self.creator_user_id,
+            "rate_limit": {
+                "requests": -1,
+                "interval": "10s",
+                "note": "This field is deprecated and safe to ignore.",
+            },
+            "expires_at": iso(self.expires_at),
+            "allowed_data_regions": ["global"],
+            "budgets": [budget] if budget else [],
+            "effective_budget": budget,
+            "free_model_daily_requests": {"limit": 1000, "remaining": 1000, "used": 0},
+            "organization_id": ORGANIZATION_ID,
+            "workspace_id": self.workspace_id,
+        }
+
+    def to_state(self) -> dict[str, Any]:
+        """Everything the fake knows about the key (for inspection in tests), JSON-safe, no plaintext."""
+        return {**self.to_api(), "management": self.management}
+
+
+def _bad(message: str) -> ApiError:
+    return ApiError(400, message)
+
+
+def _check_name(value: Any) -> str:
+    if not isinstance(value, str):
+        raise _bad("name: expected a string")
+    if not value:
+        raise _bad("name: must contain at least 1 character")
+    return value
+
+
+def _check_limit(value: Any) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise _bad("limit: expected a number or null")
+    if value < 0:
+        raise _bad("limit: must be greater than or equal to 0")
+    return float(value)
+
+
+def _check_limit_reset(value: Any) -> str | None:
+    if value is None:
+        return None
+    if value not in LIMIT_RESETS:
+        raise _bad(f"limit_reset: invalid value {value!r}; expected 'daily', 'weekly', 'monthly' or null")
+    return str(value)
+
+
+def _check_bool(name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise _bad(f"{name}: expected a boolean")
+    return value
+
+
+def check_workspace_id(value: Any) -> str:
+    if not isinstance(value, str):
+        raise _bad("workspace_id: expected a UUID string")
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        raise _bad("workspace_id: invalid UUID") from None
+    return value.lower()
+
+
+def _check_expires_at(value: Any, now: dt.datetime) -> dt.datetime | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise _bad("expires_at: expected an ISO 8601 date-time string or null")
+    if not _EXPIRES_RE.fullmatch(value.strip()):
+        raise _bad(
+            "expires_at: must be an ISO 8601 UTC timestamp with seconds, e.g. 2027-12-31T23:59:59Z "
+            "(other time zones and minute precision are not accepted)"
+        )
+    try:
+        moment = parse_instant(value)
+    except ValueError:
+        raise _bad("expires_at: not a valid date-time") from None
+    if moment <= now:
+        raise _bad("expires_at: must be in the future")
+    return moment.replace(microsecond=0)
+
+
+class OpenRouterState:
+    """The fake account: keys, clock, spend. Thread-safe; every public method takes the lock."""
+
+    def __init__(
+        self,
+        *,
+        management_key: str | None = None,
+        total_credits: float = 100.0,
+        spend_per_second: float = 0.0,
+    ) -> None:
+        self.lock = threading.RLock()
+        self._keys: dict[str, KeyRecord] = {}
+        self._issued: list[str] = []
+        self._offset = dt.timedelta(0)
+        self._frozen: dt.datetime | None = None
+        self.total_credits = float(total_credits)
+        self._spend_rate = float(spend_per_second)
+        self._spend_mark = time.monotonic()
+        self.management_key = management_key or new_plaintext()
+        self._insert(self.management_key, name="Local management key", management=True)
+
+    # -- clock ---------------------------------------------------------------------------------------------
+
+    def now(self) -> dt.datetime:
+        with self.lock:
+            if self._frozen is not None:
+                return self._frozen
+            return dt.datetime.now(_UTC) + self._offset
+
+    def advance_clock(self, delta: dt.timedelta) -> dt.datetime:
+        with self.lock:
+            self._accrue()
+            if self._frozen is not None:
+                self._frozen += delta
+            else:
+                self._offset += delta
+            return self.now()
+
+    def set_clock(self, moment: dt.datetime, *, frozen: bool = False) -> dt.datetime:
+        if moment.tzinfo is None:
+            raise ValueError("set_clock needs a timezone-aware datetime")
+        with self.lock:
+            self._accrue()
+            moment = moment.astimezone(_UTC)
+            if frozen:
+                self._frozen = moment
+            else:
+                self._frozen = None
+                self._offset = moment - dt.datetime.now(_UTC)
+            return self.now()
+
+    # -- spend ---------------------------------------------------------------------------------------------
+
+    @property
+    def spend_per_second(self) -> float:
+        return self._spend_rate
+
+    def set_spend_per_second(self, usd: float) -> None:
+        with self.lock:
+            self._accrue()
+            self._spend_rate = float(usd)
+
+    def _accrue(self) -> None:
+        """Apply the simulated spend since the last call: every usable regular key spends at the set rate,
+        until its limit stops it, as the real API refuses requests once a key's limit is used up."""
+        mark = time.monotonic()
+        elapsed, self._spend_mark = mark - self._spend_mark, mark
+        if self._spend_rate <= 0 or elapsed <= 0:
+            return
+        now = self.now()
+        amount = self._spend_rate * elapsed
+        for rec in self._keys.values():
+            if rec.management or rec.disabled or rec.expired(now):
+                continue
+            self._roll(rec, now)
+            remaining = rec.limit_remaining()
+            spend = amount if remaining is None else min(amount, remaining)
+            if spend > 0:
+                self._spend(rec, spend, byok=False, now=now)
+
+    def _roll(self, rec: KeyRecord, now: dt.datetime) -> None:
+        current = windows(now)
+        rec.usage.roll(current)
+        rec.byok.roll(current)
+
+    def _spend(self, rec: KeyRecord, usd: float, *, byok: bool, now: dt.datetime) -> None:
+        (rec.byok if byok else rec.usage).add(usd, windows(now))
+        rec.last_used_at = now
+
+    def add_usage(self, key_hash: str, usd: float, *, byok: bool = False) -> dict[str, Any]:
+        with self.lock:
+            self._accrue()
+            rec = self._record(key_hash, include_management=True)
+            self._spend(rec, float(usd), byok=byok, now=self.now())
+            return rec.to_state()
+
+    def set_usage(self, key_hash: str, values: Mapping[str, float]) -> dict[str, Any]:
+        unknown = set(values) - set(_USAGE_FIELDS)
+        if unknown:
+            raise ValueError(f"unknown usage fields: {', '.join(sorted(unknown))}")
+        with self.lock:
+            self._accrue()
+            rec = self._record(key_hash, include_management=True)
+            self._roll(rec, self.now())
+            for name, value in values.items():
+                spend = rec.byok if name.startswith("byok_") else rec.usage
+                attr = name.removeprefix("byok_").removeprefix("usage").lstrip("_") or "total"
+                setattr(spend, attr, float(value))
+            return rec.to_state()
+
+    # -- keys ----------------------------------------------------------------------------------------------
+
+    def _insert(
+        self,
+        plaintext: str,
+        *,
+        name: str,
+        management: bool = False,
+        limit: float | None = None,
+        limit_reset: str | None = None,
+        include_byok_in_limit: bool = False,
+        expires_at: dt.datetime | None = None,
+        workspace_id: str | None = None,
+        creator_user_id: str | None = DEFAULT_CREATOR,
+        external_user: str | None = None,
+        disabled: bool = False,
+    ) -> KeyRecord:
+        now = self.now()
+        rec = KeyRecord(
+            hash=hash_of(plaintext),
+            name=name,
+            label=mask(plaintext),
+            management=management,
+            created_at=now,
+            workspace_id=workspace_id or DEFAULT_WORKSPACE_ID,
+            disabled=disabled,
+            limit=limit,
+            limit_reset=limit_reset,
+            include_byok_in_limit=include_byok_in_limit,
+            creator_user_id=creator_user_id,
+            expires_at=expires_at,
+            external_user=external_user,
+        )
+        self._roll(rec, now)
+        self._keys[rec.hash] = rec
+        self._issued.append(plaintext)
+        return rec
+
+    def add_key(
+        self,
+        name: str,
+        *,
+        limit: float | None = None,
+        limit_reset: str | None = None,
+        include_byok_in_limit: bool = False,
+        expires_at: dt.datetime | None = None,
+        workspace_id: str | None = None,
+        creator_user_id: str | None = DEFAULT_CREATOR,
+        external_user: str | None = None,
+        disabled: bool = False,
+        management: bool = False,
+    ) -> tuple[dict[str, Any], str]:
+        """Insert a key directly, bypassing the API's validation (so tests can build any state)."""
+        if limit_reset is not None and limit_reset not in LIMIT_RESETS:
+            raise ValueError(f"limit_reset must be one of {LIMIT_RESETS} or None")
+        if expires_at is not None and expires_at.tzinfo is None:
+            raise ValueError("expires_at must be timezone-aware")
+        with self.lock:
+            self._accrue()
+            plaintext = new_plaintext()
+            rec = self._insert(
+                plaintext,
+                name=name,
+                management=management,
+                limit=None if limit is None else float(limit),
+                limit_reset=limit_reset,
+                include_byok_in_limit=include_byok_in_limit,
+                expires_at=None if expires_at is None else expires_at.astimezone(_UTC).replace(microsecond=0),
+                workspace_id=workspace_id,
+                creator_user_id=creator_user_id,
+                external_user=external_user,
+                disabled=disabled,
+            )
+            return rec.to_api(), plaintext
+
+    def _record(self, key_hash: str, *, include_management: bool = False) -> KeyRecord:
+        rec = self._keys.get(key_hash)
+        if rec is None or (rec.management and not include_management):
+            raise ApiError(404, "API key not found")
+        return rec
+
+    def key_state(self, key_hash: str) -> dict[str, Any]:
+        with self.lock:
+            self._accrue()
+            rec = self._keys.get(key_hash)
+            if rec is None:
+                raise KeyError(key_hash)
+            self._roll(rec, self.now())
+            return rec.to_state()
+
+    def all_keys(self, *, include_management: bool = False) -> list[dict[str, Any]]:
+        with self.lock:
+            self._accrue()
+            now = self.now()
+            out = []
+            for rec in self._keys.values():
+                if rec.management and not include_management:
+                    continue
+                self._roll(rec, now)
+                out.append(rec.to_state())
+            return out
+
+    @property
+    def issued_plaintexts(self) -> list[str]:
+        with self.lock:
+            return list(self._issued)
+
+    # -- the API -------------------------------------------------------------------------------------------
+
+    def authenticate(self, authorization: str | None) -> KeyRecord:
+        """The key making a request, or the API's 401."""
+        if not authorization:
+            raise ApiError(401, "Missing Authentication header")
+        scheme, _, token = authorization.strip().partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise ApiError(401, "Missing Authentication header")
+        with self.lock:
+            self._accrue()
+            rec = self._keys.get(hash_of(token.strip()))
+            if rec is None:
+                raise ApiError(401, "User not found.")
+            if rec.disabled:
+                raise ApiError(401, "API key is disabled")
+            now = self.now()
+            if rec.expired(now):
+                raise ApiError(401, "API key has expired")
+            self._roll(rec, now)
+            return rec
+
+    @staticmethod
+    def require_management(rec: KeyRecord) -> None:
+        if not rec.management:
+            raise ApiError(403, "Only management keys can perform this operation")
+
+    def current_key(self, rec: KeyRecord) -> dict[str, Any]:
+        with self.lock:
+            return rec.to_current()
+
+    def list_keys(
+        self, *, offset: int, include_disabled: bool, include_expired: bool, workspace_id: str | None
+    ) -> list[dict[str, Any]]:
+        workspace = workspace_id or DEFAULT_WORKSPACE_ID
+        with self.lock:
+            now = self.now()
+            page: list[dict[str, Any]] = []
+            seen = 0
+            for rec in self._keys.values():
+                if rec.management or rec.workspace_id != workspace:
+                    continue
+                if rec.disabled and not include_disabled:
+                    continue
+                if rec.expired(now) and not include_expired:
+                    continue
+                if seen >= offset:
+                    self._roll(rec, now)
+                    page.append(rec.to_api())
+                    if len(page) == PAGE_SIZE:
+                        break
+                seen += 1
+            return page
+
+    def create_key(self, body: Mapping[str, Any]) -> tuple[dict[str, Any], str]:
+        if "name" not in body:
+            raise _bad("name: required")
+        name = _check_name(body["name"])
+        limit = _check_limit(body.get("limit"))
+        limit_reset = _check_limit_reset(body.get("limit_reset"))
+        include_byok = _check_bool("include_byok_in_limit", body.get("include_byok_in_limit", False))
+        creator = body.get("creator_user_id", DEFAULT_CREATOR)
+        if creator is not None and (not isinstance(creator, str) or not creator):
+            raise _bad("creator_user_id: expected a non-empty string or null")
+        workspace = check_workspace_id(body["workspace_id"]) if body.get("workspace_id") is not None else None
+        external_user = None
+        external = body.get("external")
+        if external is not None:
+            if not isinstance(external, dict) or not isinstance(external.get("user"), str):
+                raise _bad("external: expected an object with a string 'user'")
+            api_key = external.get("api_key")
+            if api_key is not None and (not isinstance(api_key, str) or len(api_key) < 32):
+                raise _bad("external.api_key: must contain at least 32 characters")
+            external_user = external["user"]
+        with self.lock:
+            self._accrue()
+            expires_at = _check_expires_at(body.get("expires_at"), self.now())
+            plaintext = new_plaintext()
+            rec = self._insert(
+                plaintext,
+                name=name,
+                limit=limit,
+                limit_reset=limit_reset,
+                include_byok_in_limit=include_byok,
+                expires_at=expires_at,
+                workspace_id=workspace,
+                creator_user_id=creator,
+                external_user=external_user,
+            )
+            return rec.to_api(), plaintext
+
+    def get_key(self, key_hash: str) -> dict[str, Any]:
+        with self.lock:
+            rec = self._record(key_hash)
+            self._roll(rec, self.now())
+            return rec.to_api()
+
+    def update_key(self, key_hash: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        if "expires_at" in body:
+            raise _bad("expires_at cannot be changed after a key is created")
+        given = [name for name in _UPDATE_FIELDS if name in body]
+        if not given:
+            raise _bad("No update fields provided")
+        changes: dict[str, Any] = {}
+        if "name" in body:
+            changes["name"] = _check_name(body["name"])
+        if "disabled" in body:
+            changes["disabled"] = _check_bool("disabled", body["disabled"])
+        if "limit" in body:
+            changes["limit"] = _check_limit(body["limit"])
+        if "limit_reset" in body:
+            changes["limit_reset"] = _check_limit_reset(body["limit_reset"])
+        if "include_byok_in_limit" in body:
+            changes["include_byok_in_limit"] = _check_bool(
+                "include_byok_in_limit", body["include_byok_in_limit"]
+            )
+        if "workspace_id" in body:
+            changes["workspace_id"] = check_workspace_id(body["workspace_id"])
+        with self.lock:
+            rec = self._record(key_hash)
+            now = self.now()
+            self._roll(rec, now)
+            for name, value in changes.items():
+                setattr(rec, name, value)
+            rec.updated_at = now
+            return rec.to_api()
+
+    def delete_key(self, key_hash: str) -> None:
+        with self.lock:
+            self._record(key_hash)
+            del self._keys[key_hash]
+
+    def credits(self) -> dict[str, float]:
+        with self.lock:
+            self._accrue()
+            used = sum(rec.usage.total for rec in self._keys.values())
+            return {"total_credits": self.total_credits, "total_usage": round(used, 10)}

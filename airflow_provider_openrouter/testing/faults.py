@@ -1,0 +1,201 @@
+"""Faults the local OpenRouter can inject into its answers.
+
+A fault is armed with :meth:`LocalOpenRouter.inject` for requests matching a method and a path, for a number
+of times. Rules are matched in the order they were armed; :class:`Latency` delays a request and lets later
+rules (or normal processing) decide the answer, every other fault decides it.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+API_PREFIX = "/api/v1"
+
+_REASONS = {
+    400: "Invalid request parameters",
+    401: "Missing Authentication header",
+    402: "Insufficient credits",
+    403: "Only management keys can perform this operation",
+    404: "Resource not found",
+    408: "Request timed out",
+    409: "Resource conflict. Please try again later.",
+    429: "Rate limit exceeded",
+    500: "Internal Server Error",
+    502: "Bad Gateway",
+    503: "Service Unavailable",
+    504: "Gateway Timeout",
+}
+
+
+def default_message(code: int) -> str:
+    return _REASONS.get(code, "Internal Server Error" if code >= 500 else "Error")
+
+
+@dataclass(frozen=True)
+class Status:
+    """Answer with ``code`` and an error body shaped like the real API's.
+
+    ``retry_after`` becomes the ``Retry-After`` header: a number of seconds or a string (an HTTP date).
+    """
+
+    code: int
+    retry_after: float | str | None = None
+    message: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": "status", "code": self.code, "retry_after": self.retry_after, "message": self.message}
+
+
+@dataclass(frozen=True)
+class HtmlError:
+    """Answer with a non-JSON page, as a proxy in front of the API does."""
+
+    code: int = 502
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": "html", "code": self.code}
+
+
+@dataclass(frozen=True)
+class Latency:
+    """Wait ``seconds`` before handling the request."""
+
+    seconds: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": "latency", "seconds": self.seconds}
+
+
+@dataclass(frozen=True)
+class DropBeforeCommit:
+    """Close the connection without acting on the request or answering it."""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": "drop_before_commit"}
+
+
+@dataclass(frozen=True)
+class DropAfterCommit:
+    """Act on the request (a create creates the key), then close the connection without answering."""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": "drop_after_commit"}
+
+
+Fault = Status | HtmlError | Latency | DropBeforeCommit | DropAfterCommit
+
+
+def fault_from_json(data: dict[str, Any]) -> Fault:
+    kind = data.get("kind")
+    if kind == "status":
+        return Status(int(data["code"]), retry_after=data.get("retry_after"), message=data.get("message"))
+    if kind == "html":
+        return HtmlError(int(data.get("code", 502)))
+    if kind == "latency":
+        return Latency(float(data["seconds"]))
+    if kind == "drop_before_commit":
+        return DropBeforeCommit()
+    if kind == "drop_after_commit":
+        return DropAfterCommit()
+    raise ValueError(f"unknown fault kind {kind!r}")
+
+
+PathPattern = str | re.Pattern[str] | None
+
+
+def _api_path(path: str) -> str:
+    """``/api/v1/keys`` -> ``/keys``; paths already without the prefix stay as they are."""
+    if path == API_PREFIX or path.startswith(API_PREFIX + "/"):
+        return path[len(API_PREFIX) :] or "/"
+    return path
+
+
+@dataclass
+class FaultRule:
+    """``fault`` for requests matching ``method`` and ``path``, ``times`` more times (``None``: forever).
+
+    ``path`` is matched against the API path with or without the ``/api/v1`` prefix: a string is exact, or a
+    prefix when it ends in ``*``; a compiled pattern must match the whole path.
+    """
+
+    fault: Fault
+    method: str | None = None
+    path: PathPattern = None
+    times: int | None = 1
+
+    def matches(self, method: str, path: str) -> bool:
+        if self.method is not None and self.method.upper() != method.upper():
+            return False
+        if self.path is None:
+            return True
+        api_path = _api_path(path)
+        if isinstance(self.path, re.Pattern):
+            return bool(self.path.fullmatch(api_path) or self.path.fullmatch(path))
+        pattern = _api_path(self.path)
+        if pattern.endswith("*"):
+            return api_path.startswith(pattern[:-1])
+        return api_path == pattern
+
+    def to_json(self) -> dict[str, Any]:
+        regex = isinstance(self.path, re.Pattern)
+        return {
+            "fault": self.fault.to_json(),
+            "method": self.method,
+            "path": self.path.pattern if isinstance(self.path, re.Pattern) else self.path,
+            "path_regex": regex,
+            "times": self.times,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> FaultRule:
+        path = data.get("path")
+        if path is not None and data.get("path_regex"):
+            path = re.compile(path)
+        times = data.get("times", 1)
+        return cls(
+            fault=fault_from_json(data["fault"]),
+            method=data.get("method"),
+            path=path,
+            times=None if times is None else int(times),
+        )
+
+
+class FaultPlan:
+    """The armed rules, consumed in order by the server's request threads."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._rules: list[FaultRule] = []
+
+    def add(self, rule: FaultRule) -> None:
+        if rule.times is not None and rule.times < 1:
+            raise ValueError("times must be >= 1 or None")
+        with self._lock:
+            self._rules.append(rule)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._rules.clear()
+
+    def rules(self) -> list[FaultRule]:
+        with self._lock:
+            return list(self._rules)
+
+    def take(self, method: str, path: str) -> list[Fault]:
+        """The faults for one request: any latencies, then at most one fault that decides the answer."""
+        taken: list[Fault] = []
+        with self._lock:
+            for rule in list(self._rules):
+                if not rule.matches(method, path):
+                    continue
+                taken.append(rule.fault)
+                if rule.times is not None:
+                    rule.times -= 1
+                    if rule.times == 0:
+                        self._rules.remove(rule)
+                if not isinstance(rule.fault, Latency):
+                    break
+        return taken
