@@ -86,14 +86,23 @@ def parse_instant(value: str) -> dt.datetime:
     return moment.astimezone(_UTC)
 
 
+_windows_cache: tuple[dt.date, dict[str, str]] | None = None
+
+
 def windows(now: dt.datetime) -> dict[str, str]:
     """The current reset window of each period: UTC day, week starting Monday, month."""
+    global _windows_cache
     day = now.astimezone(_UTC).date()
-    return {
+    cached = _windows_cache
+    if cached is not None and cached[0] == day:
+        return cached[1]
+    current = {
         "daily": day.isoformat(),
         "weekly": (day - dt.timedelta(days=day.weekday())).isoformat(),
         "monthly": f"{day.year:04d}-{day.month:02d}",
     }
+    _windows_cache = (day, current)
+    return current
 
 
 @dataclass
