@@ -1,0 +1,312 @@
+"""What "a key's usage has reached the threshold" means: the one definition the sensor and the trigger share.
+
+Pure functions over :class:`~airflow_provider_openrouter.models.ApiKey`: no I/O, no Airflow runtime, so that a
+poll in a worker and a poll in the triggerer decide, log and report exactly the same way.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final
+
+from airflow_provider_openrouter._validation import validate_bool, validate_limit
+from airflow_provider_openrouter.exceptions import OpenRouterError, OpenRouterValidationError
+
+try:  # Airflow >= 3.2
+    from airflow.sdk.exceptions import AirflowFailException
+except ImportError:  # pragma: no cover - Airflow 3.1
+    from airflow.exceptions import AirflowFailException  # type: ignore[no-redef,attr-defined,unused-ignore]
+
+if TYPE_CHECKING:
+    from airflow_provider_openrouter.models import ApiKey
+
+USAGE_WINDOWS: Final[tuple[str, ...]] = ("daily", "weekly", "monthly", "lifetime")
+CONDITION_FIELDS: Final[tuple[str, ...]] = (
+    "usage_at_least",
+    "limit_fraction_at_least",
+    "limit_remaining_at_most",
+)
+# Statuses of the one event the trigger yields.
+EVENT_STATUSES: Final[tuple[str, ...]] = ("success", "error", "timeout", "key_gone")
+
+
+class OpenRouterKeyUnavailableError(OpenRouterError, AirflowFailException):
+    """The watched key is disabled, expired or deleted, so its usage can no longer reach the threshold.
+
+    A failure without retries (the key will not come back by retrying); ``soft_fail`` turns it into a skip.
+    ``reason`` is ``"disabled"``, ``"expired"`` or ``"deleted"``.
+    """
+
+    def __init__(self, message: str, *, reason: str) -> None:
+        self.reason = reason
+        super().__init__(message)
+
+
+def _usage_field(window: str) -> str:
+    return "usage" if window == "lifetime" else f"usage_{window}"
+
+
+def _byok_field(window: str) -> str:
+    return "byok_usage" if window == "lifetime" else f"byok_usage_{window}"
+
+
+def validate_usage_window(value: Any, *, field: str = "usage_window") -> str:
+    if not isinstance(value, str) or value not in USAGE_WINDOWS:
+        raise OpenRouterValidationError(field, f"must be one of {', '.join(USAGE_WINDOWS)} (got {value!r})")
+    return value
+
+
+def validate_fraction(value: Any, *, field: str = "limit_fraction_at_least") -> float | None:
+    """A ratio of the limit in (0, 1]: ``0.8`` means 80 %. Numeric strings (rendered templates) are fine."""
+    if value is None:
+        return None
+    number: float
+    if isinstance(value, bool):
+        raise OpenRouterValidationError(field, f"must be a ratio between 0 and 1, e.g. 0.8 (got {value!r})")
+    if isinstance(value, str):
+        try:
+            number = float(value.strip())
+        except ValueError:
+            raise OpenRouterValidationError(
+                field, f"must be a ratio between 0 and 1, e.g. 0.8 (got {value!r})"
+            ) from None
+    elif isinstance(value, (int, float)):
+        number = float(value)
+    else:
+        raise OpenRouterValidationError(
+            field, f"must be a ratio between 0 and 1, e.g. 0.8 (got {type(value).__name__})"
+        )
+    if not math.isfinite(number) or number <= 0 or number > 1:
+        hint = f"; for {number:g} % write {number / 100:g}" if 1 < number <= 100 else ""
+        raise OpenRouterValidationError(
+            field, f"must be a ratio above 0 and at most 1, e.g. 0.8 for 80 % (got {value!r}{hint})"
+        )
+    return number
+
+
+@dataclass(frozen=True, slots=True)
+class UsageConditions:
+    """The thresholds a sensor waits for, validated.
+
+    The measured usage is the key's usage in ``usage_window`` (UTC day, week starting Monday, month, or
+    lifetime), plus its BYOK usage in the same window when ``include_byok``. ``usage_at_least`` compares it
+    with a USD amount, ``limit_fraction_at_least`` with a share of the key's limit, and
+    ``limit_remaining_at_most`` compares OpenRouter's own ``limit_remaining`` with a USD amount. The
+    conditions are met when any one of them holds, or every one of them with ``match_all``.
+    """
+
+    usage_window: str = "daily"
+    usage_at_least: float | None = None
+    limit_fraction_at_least: float | None = None
+    limit_remaining_at_most: float | None = None
+    include_byok: bool = False
+    match_all: bool = False
+
+    @classmethod
+    def build(
+        cls,
+        *,
+        usage_window: Any = "daily",
+        usage_at_least: Any = None,
+        limit_fraction_at_least: Any = None,
+        limit_remaining_at_most: Any = None,
+        include_byok: Any = False,
+        match_all: Any = False,
+    ) -> UsageConditions:
+        """Validate raw (possibly rendered-template) values; errors name the offending field."""
+        conditions = cls(
+            usage_window=validate_usage_window(usage_window),
+            usage_at_least=validate_limit(usage_at_least, field="usage_at_least"),
+            limit_fraction_at_least=validate_fraction(limit_fraction_at_least),
+            limit_remaining_at_most=validate_limit(limit_remaining_at_most, field="limit_remaining_at_most"),
+            include_byok=validate_bool(include_byok, field="include_byok"),
+            match_all=validate_bool(match_all, field="match_all"),
+        )
+        if not conditions.given():
+            raise OpenRouterValidationError(
+                "/".join(CONDITION_FIELDS), "give at least one condition to wait for"
+            )
+        return conditions
+
+    def given(self) -> list[str]:
+        return [name for name in CONDITION_FIELDS if getattr(self, name) is not None]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe; ``UsageConditions(**d)`` rebuilds it."""
+        return {
+            "usage_window": self.usage_window,
+            "usage_at_least": self.usage_at_least,
+            "limit_fraction_at_least": self.limit_fraction_at_least,
+            "limit_remaining_at_most": self.limit_remaining_at_most,
+            "include_byok": self.include_byok,
+            "match_all": self.match_all,
+        }
+
+    @property
+    def usage_label(self) -> str:
+        return _usage_field(self.usage_window) + ("+byok" if self.include_byok else "")
+
+    def measured_usage(self, key: ApiKey) -> float:
+        value: float = getattr(key, _usage_field(self.usage_window))
+        if self.include_byok:
+            value += getattr(key, _byok_field(self.usage_window))
+        return value
+
+
+@dataclass(frozen=True, slots=True)
+class UsageCheck:
+    """One poll's outcome: whether the wait is over, one progress line for the log, a JSON-safe snapshot."""
+
+    met: bool
+    progress: str
+    snapshot: dict[str, Any]
+    unavailable: str | None = None  # "disabled" / "expired": the wait cannot succeed any more
+
+
+def money(usd: float | None) -> str:
+    if usd is None:
+        return "none"
+    sign = "-" if usd < 0 else ""
+    usd = abs(usd)
+    # Sub-cent spend is common on cheap models; two decimals would show it as $0.00.
+    return f"{sign}${usd:,.2f}" if usd >= 0.01 or usd == 0 else f"{sign}${usd:.4f}"
+
+
+def percent(ratio: float) -> str:
+    return f"{ratio * 100:.0f} %"
+
+
+def describe_key(key_hash: str, key_name: str | None) -> str:
+    short = key_hash[:12] + "…"
+    return f"key {key_name!r} ({short})" if key_name else f"key {short}"
+
+
+def parse_instant(value: str) -> dt.datetime | None:
+    text = value.strip()
+    try:
+        moment = dt.datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith(("Z", "z")) else text)
+    except ValueError:
+        return None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=dt.timezone.utc)
+
+
+def unavailable_reason(key: ApiKey, now: dt.datetime) -> str | None:
+    if key.disabled:
+        return "disabled"
+    if key.expires_at:
+        expires = parse_instant(key.expires_at)
+        if expires is not None and expires <= now:
+            return "expired"
+    return None
+
+
+def evaluate(key: ApiKey, conditions: UsageConditions, *, now: dt.datetime | None = None) -> UsageCheck:
+    """Decide one poll. Raises :class:`OpenRouterValidationError` (naming the field) when a condition needs a
+    spending limit and the key has none."""
+    now = now or dt.datetime.now(dt.timezone.utc)
+    who = describe_key(key.hash, key.name)
+    used = conditions.measured_usage(key)
+    label = conditions.usage_label
+    parts: list[str] = []
+    results: dict[str, dict[str, Any]] = {}
+
+    if conditions.usage_at_least is not None:
+        threshold = conditions.usage_at_least
+        met = used >= threshold
+        share = f" ({percent(used / threshold)})" if threshold > 0 else ""
+        parts.append(f"{label} {money(used)} of {money(threshold)} threshold{share}")
+        results["usage_at_least"] = {"threshold": threshold, "value": used, "met": met}
+
+    fraction: float | None = None
+    if key.limit is not None and key.limit > 0:
+        fraction = used / key.limit
+    if conditions.limit_fraction_at_least is not None:
+        if key.limit is None:
+            raise OpenRouterValidationError(
+                "limit_fraction_at_least",
+                f"{who} has no spending limit, so no share of it can be used; set a limit on the key or wait "
+                "on usage_at_least instead",
+            )
+        threshold = conditions.limit_fraction_at_least
+        # A limit of 0 is spent from the start.
+        ratio = fraction if fraction is not None else math.inf
+        met = ratio >= threshold
+        shown = percent(ratio) if math.isfinite(ratio) else "all"
+        parts.append(
+            f"{label} {money(used)} is {shown} of the {money(key.limit)} limit "
+            f"(threshold {percent(threshold)})"
+        )
+        results["limit_fraction_at_least"] = {
+            "threshold": threshold,
+            "value": fraction,
+            "met": met,
+        }
+
+    if conditions.limit_remaining_at_most is not None:
+        if key.limit_remaining is None:
+            raise OpenRouterValidationError(
+                "limit_remaining_at_most",
+                f"{who} has no spending limit, so nothing remains of one; set a limit on the key or wait on "
+                "usage_at_least instead",
+            )
+        threshold = conditions.limit_remaining_at_most
+        met = key.limit_remaining <= threshold
+        parts.append(
+            f"limit_remaining {money(key.limit_remaining)} of {money(key.limit)} "
+            f"(threshold at most {money(threshold)})"
+        )
+        results["limit_remaining_at_most"] = {
+            "threshold": threshold,
+            "value": key.limit_remaining,
+            "met": met,
+        }
+
+    flags = [r["met"] for r in results.values()]
+    met_all = all(flags) if conditions.match_all else any(flags)
+    reason = unavailable_reason(key, now)
+    if reason is not None:
+        verdict = f"key is {reason}"
+        met_all = False
+    else:
+        verdict = "condition met" if met_all else "waiting"
+    progress = f"{who}: {'; '.join(parts)} → {verdict}"
+    snapshot = {
+        "key_hash": key.hash,
+        "key_name": key.name,
+        "disabled": key.disabled,
+        "expires_at": key.expires_at,
+        "usage_window": conditions.usage_window,
+        "include_byok": conditions.include_byok,
+        "measured_usage": used,
+        "limit": key.limit,
+        "limit_remaining": key.limit_remaining,
+        "limit_reset": key.limit_reset,
+        "include_byok_in_limit": key.include_byok_in_limit,
+        "fraction_of_limit": fraction,
+        "usage": key.usage,
+        "usage_daily": key.usage_daily,
+        "usage_weekly": key.usage_weekly,
+        "usage_monthly": key.usage_monthly,
+        "byok_usage": key.byok_usage,
+        "byok_usage_daily": key.byok_usage_daily,
+        "byok_usage_weekly": key.byok_usage_weekly,
+        "byok_usage_monthly": key.byok_usage_monthly,
+        "conditions": results,
+        "match_all": conditions.match_all,
+        "met": met_all,
+        "checked_at": now.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+    return UsageCheck(met=met_all, progress=progress, snapshot=snapshot, unavailable=reason)
+
+
+def unavailable_message(
+    key_hash: str, key_name: str | None, reason: str, expires_at: str | None = None
+) -> str:
+    who = describe_key(key_hash, key_name)
+    if reason == "expired":
+        return f"{who} expired at {expires_at}: its usage can no longer reach the threshold"
+    if reason == "deleted":
+        return f"{who} no longer exists (deleted): its usage can no longer reach the threshold"
+    return f"{who} is {reason}: its usage can no longer reach the threshold"

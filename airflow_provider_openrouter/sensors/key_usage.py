@@ -1,0 +1,352 @@
+"""Sensor that waits until an OpenRouter key's usage reaches a threshold."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from functools import cached_property
+from typing import TYPE_CHECKING, Any, NoReturn
+
+from airflow.sdk import BaseSensorOperator, PokeReturnValue
+
+from airflow_provider_openrouter._usage import (
+    CONDITION_FIELDS,
+    EVENT_STATUSES,
+    OpenRouterKeyUnavailableError,
+    UsageConditions,
+    describe_key,
+    evaluate,
+    unavailable_message,
+    validate_fraction,
+    validate_usage_window,
+)
+from airflow_provider_openrouter._validation import (
+    validate_bool,
+    validate_key_hash,
+    validate_limit,
+    validate_name,
+)
+from airflow_provider_openrouter.exceptions import (
+    NotFoundError,
+    OpenRouterError,
+    OpenRouterTransportError,
+    OpenRouterValidationError,
+    RateLimitedError,
+    ServerError,
+    UnreadableResponseError,
+)
+
+try:  # Airflow >= 3.2
+    from airflow.sdk import conf
+    from airflow.sdk.exceptions import (
+        AirflowFailException,
+        AirflowSensorTimeout,
+        AirflowSkipException,
+    )
+except ImportError:  # pragma: no cover - Airflow 3.1
+    from airflow.configuration import conf  # type: ignore[no-redef,attr-defined,assignment,unused-ignore]
+    from airflow.exceptions import (  # type: ignore[no-redef,attr-defined,unused-ignore]
+        AirflowFailException,
+        AirflowSensorTimeout,
+        AirflowSkipException,
+    )
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from airflow.sdk import Context
+
+    from airflow_provider_openrouter.hooks.openrouter import OpenRouterHook
+    from airflow_provider_openrouter.models import ApiKey
+
+__all__ = ["OpenRouterKeyUnavailableError", "OpenRouterKeyUsageSensor"]
+
+_TRANSIENT: tuple[type[OpenRouterError], ...] = (
+    OpenRouterTransportError,
+    ServerError,
+    UnreadableResponseError,
+    RateLimitedError,
+)
+
+
+def _is_template(value: Any) -> bool:
+    return isinstance(value, str) and ("{{" in value or "{%" in value)
+
+
+class OpenRouterKeyUsageSensor(BaseSensorOperator):
+    """Wait until an OpenRouter API key's usage reaches a threshold.
+
+    The key is named by ``key_hash`` or by its exact ``key_name`` (give exactly one). The sensor measures the
+    key's usage in ``usage_window`` (the current UTC day, the week starting Monday, the month, or the key's
+    lifetime), adding the BYOK usage of the same window when ``include_byok`` is set, and succeeds when any
+    of the given conditions holds (every one of them with ``match_all``):
+
+    * ``usage_at_least``: the measured usage is at least this many USD;
+    * ``limit_fraction_at_least``: the measured usage is at least this share of the key's spending limit
+      (``0.8`` = 80 %); a key without a limit makes this an error;
+    * ``limit_remaining_at_most``: OpenRouter's own ``limit_remaining`` for the key is at most this many USD
+      (it follows the key's ``limit_reset`` and ``include_byok_in_limit``); a key without a limit makes this
+      an error.
+
+    To measure the share of the limit the way OpenRouter counts it, set ``usage_window`` to the key's
+    ``limit_reset`` (``"lifetime"`` for a key whose limit never resets) and ``include_byok`` to its
+    ``include_byok_in_limit``.
+
+    Each poll logs one line, e.g. ``usage_daily $3.20 of $5.00 threshold (64 %)``. On success the sensor
+    returns a JSON-safe usage snapshot (pushed to XCom). A key that is disabled, has expired or has been
+    deleted ends the wait with :class:`OpenRouterKeyUnavailableError`, a failure without retries (a skip
+    with ``soft_fail``). ``timeout`` works the same in the poke, reschedule and deferrable modes: the wait
+    ends with ``AirflowSensorTimeout`` (a skip with ``soft_fail``).
+
+    :param key_hash: Hash of the key to watch. Templated.
+    :param key_name: Exact name of the key to watch, instead of ``key_hash``; it must match exactly one key.
+        Templated.
+    :param usage_window: ``"daily"``, ``"weekly"``, ``"monthly"`` or ``"lifetime"``. Templated.
+    :param usage_at_least: Succeed when the usage in the window reaches this many USD. Templated.
+    :param limit_fraction_at_least: Succeed when the usage in the window reaches this share of the key's
+        limit, a ratio above 0 and at most 1. Templated.
+    :param limit_remaining_at_most: Succeed when the key's remaining limit falls to this many USD. Templated.
+    :param include_byok: Count the key's BYOK (bring your own key) usage in the window too.
+    :param match_all: Succeed only when every given condition holds, rather than any one of them.
+    :param openrouter_conn_id: The OpenRouter connection to use (its password is a management key).
+    :param deferrable: Wait in the triggerer instead of a worker slot. Defaults to
+        ``[operators] default_deferrable``.
+    :param max_consecutive_failures: How many polls in a row may fail transiently (network errors, server
+        errors, rate limits, unreadable answers) before the sensor fails, in poke and deferrable modes. The
+        hook's own retries (the connection's ``max_retries``) happen within each poll.
+    :param poke_interval: Time between polls, in seconds or as a ``timedelta``.
+    :param timeout: How long to wait in all, in seconds or as a ``timedelta``, in every mode. Defaults to
+        ``[sensors] default_timeout``.
+    :param mode: ``"poke"`` (hold a worker slot between polls) or ``"reschedule"`` (free it); ignored when
+        ``deferrable``.
+    :param soft_fail: Skip the task instead of failing it on timeout or when the key becomes unusable.
+
+    .. seealso::
+        For more information on how to use this sensor, take a look at the guide:
+        :ref:`howto/sensor:OpenRouterKeyUsageSensor`
+    """
+
+    template_fields: Sequence[str] = (
+        "key_hash",
+        "key_name",
+        "usage_window",
+        "usage_at_least",
+        "limit_fraction_at_least",
+        "limit_remaining_at_most",
+    )
+    ui_color = "#e8f0fe"
+
+    def __init__(
+        self,
+        *,
+        key_hash: str | None = None,
+        key_name: str | None = None,
+        usage_window: str = "daily",
+        usage_at_least: float | str | None = None,
+        limit_fraction_at_least: float | str | None = None,
+        limit_remaining_at_most: float | str | None = None,
+        include_byok: bool = False,
+        match_all: bool = False,
+        openrouter_conn_id: str = "openrouter_default",
+        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
+        max_consecutive_failures: int = 3,
+        poke_interval: dt.timedelta | float = 60,
+        timeout: dt.timedelta | float | None = None,
+        mode: str = "poke",
+        soft_fail: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(
+            poke_interval=poke_interval, timeout=timeout, mode=mode, soft_fail=soft_fail, **kwargs
+        )
+        self.key_hash = key_hash
+        self.key_name = key_name
+        self.usage_window = usage_window
+        self.usage_at_least = usage_at_least
+        self.limit_fraction_at_least = limit_fraction_at_least
+        self.limit_remaining_at_most = limit_remaining_at_most
+        self.include_byok = validate_bool(include_byok, field="include_byok")
+        self.match_all = validate_bool(match_all, field="match_all")
+        self.openrouter_conn_id = openrouter_conn_id
+        self.deferrable = validate_bool(deferrable, field="deferrable")
+        if (
+            isinstance(max_consecutive_failures, bool)
+            or not isinstance(max_consecutive_failures, int)
+            or (max_consecutive_failures < 0)
+        ):
+            raise OpenRouterValidationError(
+                "max_consecutive_failures", f"must be an integer >= 0 (got {max_consecutive_failures!r})"
+            )
+        self.max_consecutive_failures = max_consecutive_failures
+        self._validate_literals()
+        self._resolved_hash: str | None = None
+        self._failures = 0
+
+    # -- validation ------------------------------------------------------------------------------------------
+
+    def _validate_literals(self) -> None:
+        """Catch mistakes at DAG parse time; values still holding a template are checked once rendered."""
+        self._validate_target(rendered=False)
+        if not _is_template(self.usage_window):
+            validate_usage_window(self.usage_window)
+        for name in ("usage_at_least", "limit_remaining_at_most"):
+            value = getattr(self, name)
+            if not _is_template(value):
+                validate_limit(value, field=name)
+        if not _is_template(self.limit_fraction_at_least):
+            validate_fraction(self.limit_fraction_at_least)
+        if all(getattr(self, name) is None for name in CONDITION_FIELDS):
+            raise OpenRouterValidationError(
+                "/".join(CONDITION_FIELDS), "give at least one condition to wait for"
+            )
+
+    def _validate_target(self, *, rendered: bool) -> None:
+        if (self.key_hash is None) == (self.key_name is None):
+            raise OpenRouterValidationError(
+                "key_hash/key_name", "give exactly one of key_hash and key_name to name the key to watch"
+            )
+        if self.key_hash is not None and (rendered or not _is_template(self.key_hash)):
+            validate_key_hash(self.key_hash)
+        if self.key_name is not None and (rendered or not _is_template(self.key_name)):
+            validate_name(self.key_name, field="key_name")
+
+    def _conditions(self) -> UsageConditions:
+        return UsageConditions.build(
+            usage_window=self.usage_window,
+            usage_at_least=self.usage_at_least,
+            limit_fraction_at_least=self.limit_fraction_at_least,
+            limit_remaining_at_most=self.limit_remaining_at_most,
+            include_byok=self.include_byok,
+            match_all=self.match_all,
+        )
+
+    # -- polling ---------------------------------------------------------------------------------------------
+
+    @cached_property
+    def hook(self) -> OpenRouterHook:
+        from airflow_provider_openrouter.hooks.openrouter import OpenRouterHook
+
+        return OpenRouterHook(openrouter_conn_id=self.openrouter_conn_id)
+
+    def _fetch_key(self) -> ApiKey:
+        target_hash = self._resolved_hash or self.key_hash
+        if target_hash is not None:
+            try:
+                return self.hook.get_key(target_hash)
+            except NotFoundError as err:
+                raise OpenRouterKeyUnavailableError(
+                    unavailable_message(target_hash, self.key_name, "deleted"), reason="deleted"
+                ) from err
+        assert self.key_name is not None
+        key = self.hook.find_key_by_name(self.key_name)
+        if key is None:
+            raise OpenRouterKeyUnavailableError(
+                f"No key is named {self.key_name!r} (deleted, or never created): its usage cannot be watched",
+                reason="deleted",
+            )
+        # Later polls of this run ask for the key by hash: one request instead of a scan of every key.
+        self._resolved_hash = key.hash
+        return key
+
+    def poke(self, context: Context) -> PokeReturnValue:
+        conditions = self._conditions()
+        try:
+            key = self._fetch_key()
+        except _TRANSIENT as err:
+            # Between reschedules nothing is remembered, so only a sensor that stays in memory can count.
+            if self.mode == "reschedule" and not self.deferrable:
+                raise
+            self._failures += 1
+            if self._failures > self.max_consecutive_failures:
+                raise OpenRouterError(
+                    f"Polling {describe_key(self._resolved_hash or self.key_hash or '?', self.key_name)} "
+                    f"failed {self._failures} times in a row (max_consecutive_failures="
+                    f"{self.max_consecutive_failures}); last error: {type(err).__name__}: {err}"
+                ) from err
+            self.log.warning(
+                "Poll failed (%d of %d tolerated in a row): %s: %s",
+                self._failures,
+                self.max_consecutive_failures,
+                type(err).__name__,
+                err,
+            )
+            return PokeReturnValue(is_done=False)
+        self._failures = 0
+        check = evaluate(key, conditions)
+        self.log.info("%s", check.progress)
+        if check.unavailable is not None:
+            raise OpenRouterKeyUnavailableError(
+                unavailable_message(key.hash, key.name, check.unavailable, key.expires_at),
+                reason=check.unavailable,
+            )
+        if check.met:
+            return PokeReturnValue(is_done=True, xcom_value=check.snapshot)
+        return PokeReturnValue(is_done=False)
+
+    # -- execution -------------------------------------------------------------------------------------------
+
+    def execute(self, context: Context) -> Any:
+        # Template rendering happened just before this call: check the values as they will be used.
+        self._validate_target(rendered=True)
+        self._conditions()
+        self._resolved_hash = None
+        self._failures = 0
+        if not self.deferrable:
+            return super().execute(context)
+
+        started = time.time()
+        try:
+            first = self.poke(context)
+        except (AirflowFailException, AirflowSensorTimeout) as err:
+            if self.soft_fail or getattr(self, "never_fail", False):
+                raise AirflowSkipException(f"Skipping: {err}") from err
+            raise
+        if first:
+            self.log.info("Success criteria met. Exiting.")
+            return first.xcom_value
+        return self._defer(started)
+
+    def _defer(self, started: float) -> NoReturn:
+        from airflow_provider_openrouter.triggers.key_usage import OpenRouterKeyUsageTrigger
+
+        target_hash = self._resolved_hash or self.key_hash
+        if target_hash is None:
+            # The first poll failed transiently before the name was resolved: resolve it now, or fail here.
+            target_hash = self._fetch_key().hash
+        deadline = dt.datetime.fromtimestamp(started + self.timeout, dt.timezone.utc)
+        trigger = OpenRouterKeyUsageTrigger(
+            key_hash=target_hash,
+            key_name=self.key_name,
+            **self._conditions().to_dict(),
+            openrouter_conn_id=self.openrouter_conn_id,
+            poll_interval=self.poke_interval,
+            deadline=deadline.isoformat(),
+            max_consecutive_failures=self.max_consecutive_failures,
+        )
+        # The trigger ends the wait itself at the deadline with a readable event; the deferral timeout is a
+        # backstop for a triggerer that is down, and maps to the same AirflowSensorTimeout.
+        backstop = dt.timedelta(
+            seconds=max(0.0, started + self.timeout - time.time()) + max(60.0, 2 * self.poke_interval)
+        )
+        self.defer(trigger=trigger, method_name="execute_complete", timeout=backstop)
+
+    def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Resume after the trigger fired: return the snapshot, or raise what ended the wait."""
+        if not isinstance(event, dict) or event.get("status") not in EVENT_STATUSES:
+            raise OpenRouterError(f"Unexpected event from the key-usage trigger: {event!r}")
+        status = event["status"]
+        message = str(event.get("message") or status)
+        snapshot = event.get("snapshot")
+        if status == "success":
+            if not isinstance(snapshot, dict):
+                raise OpenRouterError(f"The key-usage trigger reported success without a snapshot: {event!r}")
+            self.log.info("%s", message)
+            return snapshot
+        if status == "timeout":
+            raise AirflowSensorTimeout(message)
+        if status == "key_gone":
+            raise OpenRouterKeyUnavailableError(message, reason=str(event.get("reason") or "deleted"))
+        field = event.get("field")
+        if isinstance(field, str):
+            raise OpenRouterValidationError(field, str(event.get("problem") or message))
+        raise OpenRouterError(message)

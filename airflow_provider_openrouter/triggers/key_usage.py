@@ -1,0 +1,220 @@
+"""Trigger that watches an OpenRouter key's usage from the triggerer, without holding a worker slot."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import time
+from typing import TYPE_CHECKING, Any
+
+from airflow.triggers.base import BaseTrigger, TriggerEvent
+
+from airflow_provider_openrouter._usage import (
+    UsageConditions,
+    describe_key,
+    evaluate,
+    parse_instant,
+    unavailable_message,
+)
+from airflow_provider_openrouter.exceptions import (
+    NotFoundError,
+    OpenRouterError,
+    OpenRouterTransportError,
+    OpenRouterValidationError,
+    RateLimitedError,
+    ServerError,
+    UnreadableResponseError,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+    from airflow_provider_openrouter.hooks.openrouter import OpenRouterHook
+
+CLASSPATH = "airflow_provider_openrouter.triggers.key_usage.OpenRouterKeyUsageTrigger"
+
+# Failures that another poll may not see: the network, the server or a proxy in front of it.
+_TRANSIENT: tuple[type[OpenRouterError], ...] = (
+    OpenRouterTransportError,
+    ServerError,
+    UnreadableResponseError,
+)
+
+
+class OpenRouterKeyUsageTrigger(BaseTrigger):
+    """Poll one key until its usage meets the conditions, then fire one event.
+
+    The event's payload is ``{"status", "message", "snapshot", ...}`` where ``status`` is ``"success"``,
+    ``"timeout"`` (``deadline`` passed), ``"key_gone"`` (the key is disabled, expired or deleted; ``reason``
+    says which) or ``"error"`` (more than ``max_consecutive_failures`` polls in a row failed, or OpenRouter
+    refused the request). ``snapshot`` is the last usage snapshot seen, or ``None``.
+
+    All triggers in one triggerer share one HTTP connection pool (the hook keeps one client session per event
+    loop), so each watched key costs a few small objects and one request per ``poll_interval``.
+
+    :param key_hash: Hash of the key to watch.
+    :param key_name: The key's name, only to make log lines and messages readable.
+    :param usage_window: ``"daily"``, ``"weekly"``, ``"monthly"`` or ``"lifetime"``.
+    :param usage_at_least: Fire when the usage in the window reaches this many USD.
+    :param limit_fraction_at_least: Fire when the usage in the window reaches this share of the key's limit.
+    :param limit_remaining_at_most: Fire when the key's ``limit_remaining`` falls to this many USD.
+    :param include_byok: Count BYOK usage in the window too.
+    :param match_all: Fire only when every given condition holds (default: any one).
+    :param openrouter_conn_id: The OpenRouter connection to use.
+    :param poll_interval: Seconds between polls.
+    :param deadline: ISO 8601 moment after which the trigger gives up with a ``"timeout"`` event.
+    :param max_consecutive_failures: How many polls in a row may fail transiently (network, 5xx, unreadable
+        answer) before the trigger gives up with an ``"error"`` event.
+    """
+
+    def __init__(
+        self,
+        *,
+        key_hash: str,
+        key_name: str | None = None,
+        usage_window: str = "daily",
+        usage_at_least: float | None = None,
+        limit_fraction_at_least: float | None = None,
+        limit_remaining_at_most: float | None = None,
+        include_byok: bool = False,
+        match_all: bool = False,
+        openrouter_conn_id: str = "openrouter_default",
+        poll_interval: float = 60.0,
+        deadline: str | None = None,
+        max_consecutive_failures: int = 3,
+    ) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+        self.key_hash = key_hash
+        self.key_name = key_name
+        self.conditions = UsageConditions.build(
+            usage_window=usage_window,
+            usage_at_least=usage_at_least,
+            limit_fraction_at_least=limit_fraction_at_least,
+            limit_remaining_at_most=limit_remaining_at_most,
+            include_byok=include_byok,
+            match_all=match_all,
+        )
+        self.openrouter_conn_id = openrouter_conn_id
+        self.poll_interval = float(poll_interval)
+        if deadline is not None and parse_instant(deadline) is None:
+            raise OpenRouterValidationError("deadline", f"must be an ISO 8601 date-time (got {deadline!r})")
+        self.deadline = deadline
+        self.max_consecutive_failures = int(max_consecutive_failures)
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return (
+            CLASSPATH,
+            {
+                "key_hash": self.key_hash,
+                "key_name": self.key_name,
+                **self.conditions.to_dict(),
+                "openrouter_conn_id": self.openrouter_conn_id,
+                "poll_interval": self.poll_interval,
+                "deadline": self.deadline,
+                "max_consecutive_failures": self.max_consecutive_failures,
+            },
+        )
+
+    def _hook(self) -> OpenRouterHook:
+        from airflow_provider_openrouter.hooks.openrouter import OpenRouterHook
+
+        return OpenRouterHook(openrouter_conn_id=self.openrouter_conn_id)
+
+    def _deadline_ts(self) -> float | None:
+        if self.deadline is None:
+            return None
+        moment = parse_instant(self.deadline)
+        return None if moment is None else moment.timestamp()
+
+    def _event(
+        self, status: str, message: str, snapshot: dict[str, Any] | None, **extra: Any
+    ) -> TriggerEvent:
+        return TriggerEvent(  # type: ignore[no-untyped-call]
+            {
+                "status": status,
+                "message": message,
+                "key_hash": self.key_hash,
+                "snapshot": snapshot,
+                **extra,
+            }
+        )
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        hook = self._hook()
+        who = describe_key(self.key_hash, self.key_name)
+        deadline = self._deadline_ts()
+        failures = 0
+        snapshot: dict[str, Any] | None = None
+        while True:
+            wait = self.poll_interval
+            try:
+                key = await hook.aget_key(self.key_hash)
+            except NotFoundError:
+                yield self._event(
+                    "key_gone",
+                    unavailable_message(self.key_hash, self.key_name, "deleted"),
+                    snapshot,
+                    reason="deleted",
+                )
+                return
+            except RateLimitedError as err:
+                # OpenRouter asked us to slow down: that is not a failure of the watch, so it does not count
+                # towards max_consecutive_failures; the deadline still bounds the wait.
+                wait = max(wait, err.retry_after or 0.0)
+                self.log.warning("%s: rate limited (%s); next poll in %.1f s", who, err, wait)
+            except _TRANSIENT as err:
+                failures += 1
+                if failures > self.max_consecutive_failures:
+                    yield self._event(
+                        "error",
+                        f"Polling {who} failed {failures} times in a row (max_consecutive_failures="
+                        f"{self.max_consecutive_failures}); last error: {type(err).__name__}: {err}",
+                        snapshot,
+                    )
+                    return
+                self.log.warning(
+                    "%s: poll failed (%d of %d tolerated in a row): %s: %s",
+                    who,
+                    failures,
+                    self.max_consecutive_failures,
+                    type(err).__name__,
+                    err,
+                )
+            except OpenRouterError as err:
+                # Authentication, permission, bad connection settings: polling again will not help.
+                yield self._event("error", f"Polling {who} failed: {type(err).__name__}: {err}", snapshot)
+                return
+            else:
+                failures = 0
+                try:
+                    check = evaluate(key, self.conditions)
+                except OpenRouterValidationError as err:
+                    yield self._event("error", str(err), snapshot, field=err.field, problem=err.problem)
+                    return
+                snapshot = check.snapshot
+                self.log.info("%s", check.progress)
+                if check.unavailable is not None:
+                    yield self._event(
+                        "key_gone",
+                        unavailable_message(self.key_hash, key.name, check.unavailable, key.expires_at),
+                        snapshot,
+                        reason=check.unavailable,
+                    )
+                    return
+                if check.met:
+                    yield self._event("success", check.progress, snapshot)
+                    return
+            now = time.time()
+            if deadline is not None:
+                if now >= deadline:
+                    yield self._event(
+                        "timeout",
+                        f"Timed out waiting for {who}: the deadline "
+                        f"{dt.datetime.fromtimestamp(deadline, dt.timezone.utc):%Y-%m-%dT%H:%M:%SZ} passed "
+                        "before the usage conditions were met",
+                        snapshot,
+                    )
+                    return
+                # Wake at the deadline for one last poll rather than overshooting it by a whole interval.
+                wait = min(wait, deadline - now)
+            await asyncio.sleep(max(0.0, wait))
