@@ -1,0 +1,274 @@
+"""The ``openrouter`` Airflow connection: parsing it into a validated, immutable configuration.
+
+The connection may come from the UI form, from ``AIRFLOW_CONN_<ID>`` in URI or JSON form, or from any secrets
+backend. Whatever the source, the same rules apply and a bad field is reported by name before any request:
+
+- ``password``: the management key (required);
+- ``host``: the base URL, ``https://openrouter.ai/api/v1`` when empty. A bare host gets ``https://``
+  (``http://`` for loopback addresses) and, without a path, ``/api/v1``; ``port`` and ``schema`` (the path
+  part of a URI-form connection) are folded in when given;
+- extras: see :data:`~airflow_provider_openrouter.get_provider_info.CONN_FIELDS`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import json
+import logging
+import math
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit, urlunsplit
+
+from airflow_provider_openrouter.exceptions import OpenRouterConnectionConfigError
+from airflow_provider_openrouter.get_provider_info import CONN_FIELDS, DEFAULT_BASE_URL
+
+if TYPE_CHECKING:
+    from airflow.sdk import Connection
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TIMEOUT = 30.0
+DEFAULT_MAX_RETRIES = 3
+DEFAULT_MAX_RETRY_WAIT = 60.0
+DEFAULT_PATH = "/api/v1"
+# Older forms stored widget values under prefixed names; accept them so such connections keep working.
+_LEGACY_PREFIX = "extra__openrouter__"
+
+
+@dataclass(frozen=True, slots=True)
+class OpenRouterConnectionConfig:
+    """A validated ``openrouter`` connection. The management key is kept out of ``repr``."""
+
+    conn_id: str
+    api_key: str = field(repr=False)
+    base_url: str = DEFAULT_BASE_URL
+    http_referer: str | None = None
+    app_title: str | None = None
+    app_categories: str | None = None
+    timeout: float = DEFAULT_TIMEOUT
+    max_retries: int = DEFAULT_MAX_RETRIES
+    max_retry_wait: float = DEFAULT_MAX_RETRY_WAIT
+    workspace_id: str | None = None
+
+    @classmethod
+    def from_connection(cls, conn: Connection) -> OpenRouterConnectionConfig:
+        """Validate a connection; :class:`OpenRouterConnectionConfigError` names the bad field."""
+        conn_id = str(conn.conn_id)
+        extras = _extras(conn_id, conn.extra)
+        return cls(
+            conn_id=conn_id,
+            api_key=_api_key(conn_id, conn.password),
+            base_url=base_url_from(conn_id, conn.host, port=conn.port, path=conn.schema),
+            http_referer=_header_text(conn_id, extras, "http_referer"),
+            app_title=_header_text(conn_id, extras, "app_title"),
+            app_categories=_categories(conn_id, extras),
+            timeout=_number(conn_id, extras, "timeout", DEFAULT_TIMEOUT, positive=True),
+            max_retries=_integer(conn_id, extras, "max_retries", DEFAULT_MAX_RETRIES),
+            max_retry_wait=_number(conn_id, extras, "max_retry_wait", DEFAULT_MAX_RETRY_WAIT, positive=False),
+            workspace_id=_uuid(conn_id, extras, "workspace_id"),
+        )
+
+
+def _api_key(conn_id: str, password: str | None) -> str:
+    key = (password or "").strip()
+    if not key:
+        raise OpenRouterConnectionConfigError(
+            conn_id, "password", "no management key: put an OpenRouter management key in the password field"
+        )
+    # A key with whitespace or control characters inside would corrupt (or split) the Authorization header.
+    if any(ch.isspace() or not ch.isprintable() for ch in key):
+        raise OpenRouterConnectionConfigError(
+            conn_id, "password", "the management key contains whitespace or control characters"
+        )
+    return key
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def base_url_from(conn_id: str, host: str | None, *, port: int | None = None, path: str | None = None) -> str:
+    """The API's base URL from a connection's host, port and schema (which a URI-form connection fills with
+    the path), without a trailing slash."""
+    text = (host or "").strip()
+    if not text:
+        if port or path:
+            raise OpenRouterConnectionConfigError(conn_id, "host", "a port or path was given without a host")
+        return DEFAULT_BASE_URL
+    if "://" not in text:
+        hostname = urlsplit("//" + text).hostname or ""
+        text = ("http://" if _is_loopback(hostname) else "https://") + text
+    try:
+        parts = urlsplit(text)
+        parsed_port = parts.port
+    except ValueError as exc:
+        raise OpenRouterConnectionConfigError(conn_id, "host", f"not a valid URL ({exc}): {host!r}") from None
+    if parts.scheme not in ("http", "https"):
+        raise OpenRouterConnectionConfigError(
+            conn_id, "host", f"the base URL must use http or https (got scheme {parts.scheme!r})"
+        )
+    if not parts.hostname:
+        raise OpenRouterConnectionConfigError(conn_id, "host", f"the base URL has no host name: {host!r}")
+    if parts.username or parts.password:
+        raise OpenRouterConnectionConfigError(
+            conn_id, "host", "the base URL must not carry credentials; put the key in the password field"
+        )
+    if parts.query or parts.fragment:
+        raise OpenRouterConnectionConfigError(
+            conn_id, "host", "the base URL must not have a query or fragment"
+        )
+    netloc = parts.netloc
+    if port is not None and parsed_port is None:
+        if not isinstance(port, int) or isinstance(port, bool) or not 0 < port < 65536:
+            raise OpenRouterConnectionConfigError(
+                conn_id, "port", f"must be a TCP port number (got {port!r})"
+            )
+        netloc = f"{netloc}:{port}"
+    url_path = parts.path.rstrip("/")
+    extra_path = (path or "").strip().strip("/")
+    if extra_path:
+        url_path = f"{url_path}/{extra_path}"
+    elif not parts.path:
+        # OpenRouter serves its API under /api/v1; a bare host cannot be the base URL.
+        url_path = DEFAULT_PATH
+    return urlunsplit((parts.scheme, netloc, url_path, "", "")).rstrip("/")
+
+
+def _extras(conn_id: str, raw: str | Mapping[str, Any] | None) -> dict[str, Any]:
+    if raw is None or raw == "":
+        return {}
+    if isinstance(raw, Mapping):
+        data: Any = dict(raw)
+    else:
+        try:
+            data = json.loads(raw)
+        except ValueError as exc:
+            raise OpenRouterConnectionConfigError(
+                conn_id, "extra", f"not valid JSON ({exc.args[0]})"
+            ) from None
+    if not isinstance(data, dict):
+        raise OpenRouterConnectionConfigError(
+            conn_id, "extra", f"must be a JSON object (got {type(data).__name__})"
+        )
+    extras: dict[str, Any] = {}
+    for name, value in data.items():
+        bare = name.removeprefix(_LEGACY_PREFIX)
+        extras[bare] = value
+        if bare not in CONN_FIELDS:
+            close = difflib.get_close_matches(bare, CONN_FIELDS, n=1, cutoff=0.75)
+            if close:
+                log.warning(
+                    "Connection %r: unknown extra field %r is ignored; did you mean %r?",
+                    conn_id,
+                    bare,
+                    close[0],
+                )
+    return extras
+
+
+def _present(extras: Mapping[str, Any], name: str) -> Any:
+    """The value, or ``None`` when absent or empty (forms save untouched fields as null or "")."""
+    value = extras.get(name)
+    if isinstance(value, str) and not value.strip():
+        return None
+    return value
+
+
+def _header_text(conn_id: str, extras: Mapping[str, Any], name: str) -> str | None:
+    value = _present(extras, name)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise OpenRouterConnectionConfigError(conn_id, name, f"must be a string (got {type(value).__name__})")
+    value = value.strip()
+    if any(not ch.isprintable() for ch in value):
+        raise OpenRouterConnectionConfigError(
+            conn_id, name, "must not contain line breaks or control characters"
+        )
+    try:
+        value.encode("latin-1")
+    except UnicodeEncodeError:
+        raise OpenRouterConnectionConfigError(
+            conn_id, name, "is sent as an HTTP header and may only hold Latin-1 characters"
+        ) from None
+    return value
+
+
+def _categories(conn_id: str, extras: Mapping[str, Any]) -> str | None:
+    value = _present(extras, "app_categories")
+    if isinstance(value, (list, tuple)):
+        if not all(isinstance(item, str) for item in value):
+            raise OpenRouterConnectionConfigError(
+                conn_id, "app_categories", "a list of categories must hold strings"
+            )
+        value = ",".join(value)
+    text = _header_text(conn_id, {"app_categories": value}, "app_categories")
+    if text is None:
+        return None
+    items = [item.strip() for item in text.split(",") if item.strip()]
+    return ",".join(items) or None
+
+
+def _number(conn_id: str, extras: Mapping[str, Any], name: str, default: float, *, positive: bool) -> float:
+    value = _present(extras, name)
+    if value is None:
+        return default
+    number: float | None = None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        number = float(value)
+    elif isinstance(value, str):
+        try:
+            number = float(value.strip())
+        except ValueError:
+            number = None
+    if number is None or not math.isfinite(number):
+        raise OpenRouterConnectionConfigError(conn_id, name, f"must be a number of seconds (got {value!r})")
+    if positive and number <= 0:
+        raise OpenRouterConnectionConfigError(conn_id, name, f"must be greater than 0 (got {value!r})")
+    if number < 0:
+        raise OpenRouterConnectionConfigError(conn_id, name, f"must be 0 or more (got {value!r})")
+    return number
+
+
+def _integer(conn_id: str, extras: Mapping[str, Any], name: str, default: int) -> int:
+    value = _present(extras, name)
+    if value is None:
+        return default
+    number: int | None = None
+    if isinstance(value, int) and not isinstance(value, bool):
+        number = value
+    elif isinstance(value, float) and value.is_integer():
+        number = int(value)
+    elif isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        number = int(value.strip())
+    if number is None:
+        raise OpenRouterConnectionConfigError(conn_id, name, f"must be a whole number (got {value!r})")
+    maximum = CONN_FIELDS[name]["schema"].get("maximum")
+    if number < 0 or (maximum is not None and number > maximum):
+        bounds = f"between 0 and {maximum}" if maximum is not None else "0 or more"
+        raise OpenRouterConnectionConfigError(conn_id, name, f"must be {bounds} (got {value!r})")
+    return number
+
+
+def _uuid(conn_id: str, extras: Mapping[str, Any], name: str) -> str | None:
+    value = _present(extras, name)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise OpenRouterConnectionConfigError(
+            conn_id, name, f"must be a UUID string (got {type(value).__name__})"
+        )
+    try:
+        uuid.UUID(value.strip())
+    except ValueError:
+        raise OpenRouterConnectionConfigError(conn_id, name, f"must be a UUID (got {value!r})") from None
+    return value.strip()

@@ -1,0 +1,614 @@
+"""How the hook talks to OpenRouter: one source of truth for the sync and the async path.
+
+Everything that decides *what* happens lives here once, free of I/O: building each endpoint's request
+(:class:`Call`), reading answers into typed models, mapping error answers to exceptions
+(:func:`~airflow_provider_openrouter.exceptions.api_error_from_response`) and the retry policy
+(:func:`is_retryable` plus :class:`RetryPolicy`). :class:`Exchange` drives one logical call across its
+attempts. The two transports only move bytes: :class:`SyncTransport` with one ``requests.Session`` per hook,
+:class:`AsyncTransport` with one ``aiohttp.ClientSession`` per event loop and base URL, shared by every hook
+in that loop (a triggerer running a thousand triggers keeps one pool).
+
+``requests`` and ``aiohttp`` are imported inside the functions that use them: a DAG file that imports the hook
+does not pay for them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import random
+import threading
+import time
+import weakref
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from urllib.parse import quote, urlencode
+
+from airflow_provider_openrouter import __version__
+from airflow_provider_openrouter.exceptions import (
+    NotFoundError,
+    OpenRouterAPIError,
+    OpenRouterError,
+    OpenRouterTransportError,
+    RateLimitedError,
+    UnreadableResponseError,
+    api_error_from_response,
+)
+from airflow_provider_openrouter.models import ApiKey, CreatedApiKey, Credits, CurrentKey
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncGenerator, Callable, Mapping
+
+    import aiohttp
+    import requests
+
+    from airflow_provider_openrouter._connection import OpenRouterConnectionConfig
+
+T = TypeVar("T")
+
+log = logging.getLogger("airflow_provider_openrouter.transport")
+
+USER_AGENT = f"airflow-provider-openrouter/{__version__}"
+PAGE_SIZE = 100
+# Methods whose repetition does no harm: reads, absolute PATCHes, deletes (a second DELETE at worst 404s).
+SAFE_TO_REPEAT = frozenset({"GET", "HEAD", "OPTIONS", "PATCH", "PUT", "DELETE"})
+
+
+# --------------------------------------------------------------------------------------------- requests ---
+
+
+@dataclass(frozen=True, slots=True)
+class Call(Generic[T]):
+    """One endpoint call, described without I/O: what to send and how to read the answer.
+
+    ``parse`` receives the decoded JSON document of a 2xx answer. ``recover``, when set, may turn an error
+    answer into a result; it gets the error and whether an earlier attempt may have reached the server, and
+    re-raises the error when it cannot.
+    """
+
+    method: str
+    path: str
+    parse: Callable[[Any], T]
+    query: tuple[tuple[str, str], ...] = ()
+    body: Mapping[str, Any] | None = None
+    recover: Callable[[OpenRouterAPIError, bool], T] | None = None
+
+    def target(self, base_url: str) -> str:
+        url = base_url + self.path
+        return f"{url}?{urlencode(self.query)}" if self.query else url
+
+    def payload(self) -> bytes | None:
+        if self.body is None:
+            return None
+        return json.dumps(self.body, separators=(",", ":"), allow_nan=False).encode()
+
+
+def _wire_bool(value: bool) -> str:
+    return "true" if value else "false"
+
+
+def _key_path(key_hash: str) -> str:
+    return "/keys/" + quote(key_hash, safe="")
+
+
+def _data(doc: Any) -> Any:
+    if not isinstance(doc, dict) or "data" not in doc:
+        raise ValueError("the answer has no 'data' object")
+    return doc["data"]
+
+
+def _parse_key(doc: Any) -> ApiKey:
+    data = _data(doc)
+    if not isinstance(data, dict):
+        raise ValueError("'data' is not a key object")
+    return ApiKey.from_api(data)
+
+
+def _parse_page(doc: Any) -> list[ApiKey]:
+    data = _data(doc)
+    if not isinstance(data, list) or not all(isinstance(item, dict) for item in data):
+        raise ValueError("'data' is not a list of key objects")
+    return [ApiKey.from_api(item) for item in data]
+
+
+def _parse_created(doc: Any) -> CreatedApiKey:
+    plaintext = doc.get("key") if isinstance(doc, dict) else None
+    if not isinstance(plaintext, str) or not plaintext:
+        raise ValueError("the answer has no plaintext 'key'")
+    return CreatedApiKey(api_key=_parse_key(doc), plaintext=plaintext)
+
+
+def _parse_current(doc: Any) -> CurrentKey:
+    data = _data(doc)
+    if not isinstance(data, dict):
+        raise ValueError("'data' is not an object")
+    return CurrentKey.from_api(data)
+
+
+def _parse_credits(doc: Any) -> Credits:
+    data = _data(doc)
+    if not isinstance(data, dict):
+        raise ValueError("'data' is not an object")
+    return Credits.from_api(data)
+
+
+def _parse_deleted(doc: Any) -> bool:
+    if not isinstance(doc, dict) or doc.get("deleted") is not True:
+        raise ValueError("the answer does not say 'deleted': true")
+    return True
+
+
+def get_current_key_call() -> Call[CurrentKey]:
+    return Call("GET", "/key", _parse_current)
+
+
+def get_credits_call() -> Call[Credits]:
+    return Call("GET", "/credits", _parse_credits)
+
+
+def get_key_call(key_hash: str) -> Call[ApiKey]:
+    return Call("GET", _key_path(key_hash), _parse_key)
+
+
+def list_page_call(
+    offset: int, *, include_disabled: bool, include_expired: bool, workspace_id: str | None
+) -> Call[list[ApiKey]]:
+    query = [("offset", str(offset))] if offset else []
+    query.append(("include_disabled", _wire_bool(include_disabled)))
+    query.append(("include_expired", _wire_bool(include_expired)))
+    if workspace_id:
+        query.append(("workspace_id", workspace_id))
+    return Call("GET", "/keys", _parse_page, query=tuple(query))
+
+
+def create_key_call(body: Mapping[str, Any]) -> Call[CreatedApiKey]:
+    return Call("POST", "/keys", _parse_created, body=body)
+
+
+def update_key_call(key_hash: str, body: Mapping[str, Any]) -> Call[ApiKey]:
+    return Call("PATCH", _key_path(key_hash), _parse_key, body=body)
+
+
+def delete_key_call(key_hash: str, *, missing_ok: bool) -> Call[bool]:
+    def recover(error: OpenRouterAPIError, maybe_done_earlier: bool) -> bool:
+        if isinstance(error, NotFoundError):
+            # An earlier attempt whose answer got lost may well have done the deleting.
+            if maybe_done_earlier:
+                return True
+            if missing_ok:
+                return False
+        raise error
+
+    return Call("DELETE", _key_path(key_hash), _parse_deleted, recover=recover)
+
+
+# ------------------------------------------------------------------------------------------ retry policy ---
+
+
+def is_retryable(method: str, *, status: int | None = None, reached_server: bool | None = None) -> bool:
+    """Whether an attempt that ended so may be repeated. Pure: the whole retry policy in one place.
+
+    - 429: the server refused without acting, so any method, including ``POST /keys``;
+    - 5xx, or no answer after the request may have reached the server (a timeout, a dropped connection):
+      only methods that are safe to repeat, since a create may already have happened;
+    - the connection was never established (``reached_server=False``): any method.
+    """
+    if status is not None:
+        if status == 429:
+            return True
+        return status >= 500 and method in SAFE_TO_REPEAT
+    if reached_server is False:
+        return True
+    return method in SAFE_TO_REPEAT
+
+
+def default_jitter(delay: float) -> float:
+    """Spread retries of many clients over [delay/2, delay] so that they do not return in lockstep."""
+    return delay * random.uniform(0.5, 1.0)
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """At most ``max_retries`` retries; each wait capped at ``max_wait`` seconds, ``Retry-After`` included."""
+
+    max_retries: int = 3
+    max_wait: float = 60.0
+    jitter: Callable[[float], float] = default_jitter
+    base_delay: float = 0.5
+
+    def delay(self, retry_number: int, retry_after: float | None = None) -> float:
+        """Seconds to wait before retry ``retry_number`` (0-based)."""
+        if retry_after is not None:
+            return max(0.0, min(self.max_wait, retry_after))
+        backoff = min(self.max_wait, self.base_delay * 2**retry_number)
+        return max(0.0, min(self.max_wait, self.jitter(backoff)))
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """An HTTP answer, whatever client fetched it."""
+
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """No HTTP answer. ``reached_server``: ``False`` if the request cannot have arrived, ``None`` if unknown.
+    ``permanent`` failures (a certificate the client does not trust) are not worth repeating."""
+
+    reached_server: bool | None
+    detail: str
+    permanent: bool = False
+
+
+class Exchange(Generic[T]):
+    """One logical call across its attempts: decides, per outcome, whether to finish or wait and retry."""
+
+    __slots__ = ("_error", "_maybe_done", "_result", "attempts", "call", "policy")
+
+    def __init__(self, call: Call[T], policy: RetryPolicy) -> None:
+        self.call = call
+        self.policy = policy
+        self.attempts = 0
+        self._maybe_done = False
+        self._result: T | None = None
+        self._error: OpenRouterError | None = None
+
+    def settle(self, outcome: Answer | Failure) -> float | None:
+        """Take an attempt's outcome. ``None``: finished, see :meth:`result`; a number: wait, then retry."""
+        self.attempts += 1
+        call = self.call
+        if isinstance(outcome, Answer):
+            if 200 <= outcome.status < 300:
+                log.debug("%s %s -> %s (attempt %d)", call.method, call.path, outcome.status, self.attempts)
+                self._read(outcome)
+                return None
+            error: OpenRouterError = api_error_from_response(
+                outcome.status,
+                outcome.body.decode("utf-8", "replace"),
+                method=call.method,
+                path=call.path,
+                headers=outcome.headers,
+            )
+            if call.recover is not None:
+                try:
+                    self._result = call.recover(error, self._maybe_done)  # type: ignore[arg-type]
+                except OpenRouterAPIError:
+                    pass
+                else:
+                    log.debug("%s %s -> %s, handled", call.method, call.path, outcome.status)
+                    return None
+            retryable = is_retryable(call.method, status=outcome.status)
+            retry_after = error.retry_after if isinstance(error, RateLimitedError) else None
+            what = f"HTTP {outcome.status}"
+        else:
+            error = OpenRouterTransportError(
+                call.method, call.path, outcome.detail, reached_server=outcome.reached_server
+            )
+            if outcome.reached_server is not False:
+                self._maybe_done = True
+            retryable = not outcome.permanent and is_retryable(
+                call.method, reached_server=outcome.reached_server
+            )
+            retry_after = None
+            what = outcome.detail
+        if retryable and self.attempts <= self.policy.max_retries:
+            wait = self.policy.delay(self.attempts - 1, retry_after)
+            log.warning(
+                "%s %s: %s; retry %d of %d in %.2f s",
+                call.method,
+                call.path,
+                what,
+                self.attempts,
+                self.policy.max_retries,
+                wait,
+            )
+            return wait
+        if retryable:
+            log.warning("%s %s: %s; giving up after %d attempts", call.method, call.path, what, self.attempts)
+        else:
+            log.info("%s %s: %s (not retried)", call.method, call.path, what)
+        self._error = error
+        return None
+
+    def _read(self, answer: Answer) -> None:
+        call = self.call
+        try:
+            self._result = call.parse(json.loads(answer.body))
+        except (ValueError, KeyError, TypeError) as exc:
+            # The body is not quoted: a create's answer carries a plaintext key.
+            problem = (
+                exc.args[0] if isinstance(exc, ValueError) and exc.args else f"{type(exc).__name__}: {exc}"
+            )
+            if isinstance(exc, json.JSONDecodeError):
+                kind = answer.headers.get("Content-Type", "no content type")
+                problem = f"the body is not JSON ({kind}, {len(answer.body)} bytes)"
+            elif isinstance(exc, KeyError):
+                problem = f"a required field is missing: {exc.args[0]!r}"
+            self._error = UnreadableResponseError(
+                answer.status, f"unreadable answer: {problem}", method=call.method, path=call.path
+            )
+
+    def result(self) -> T:
+        if self._error is not None:
+            raise self._error
+        return self._result  # type: ignore[return-value]
+
+
+# ----------------------------------------------------------------------------------------- environment ---
+
+
+@dataclass(frozen=True, slots=True)
+class NetworkSettings:
+    """What the environment says about reaching a base URL: proxies (already filtered by ``NO_PROXY``)
+    and the CA bundle (``REQUESTS_CA_BUNDLE``, ``CURL_CA_BUNDLE`` or ``SSL_CERT_FILE``; ``None``: default)."""
+
+    proxies: Mapping[str, str]
+    ca_bundle: str | None
+
+    @classmethod
+    def from_environment(cls, base_url: str) -> NetworkSettings:
+        from requests.utils import get_environ_proxies
+
+        ca_bundle = (
+            os.environ.get("REQUESTS_CA_BUNDLE")
+            or os.environ.get("CURL_CA_BUNDLE")
+            or os.environ.get("SSL_CERT_FILE")
+        )
+        return cls(proxies=dict(get_environ_proxies(base_url)), ca_bundle=ca_bundle or None)
+
+    def proxy_for(self, url: str) -> str | None:
+        from requests.utils import select_proxy
+
+        return select_proxy(url, dict(self.proxies))
+
+
+def static_headers(config: OpenRouterConnectionConfig) -> dict[str, str]:
+    headers = {
+        "Authorization": f"Bearer {config.api_key}",
+        "Accept": "application/json",
+        "Accept-Encoding": "gzip, deflate",
+        "User-Agent": USER_AGENT,
+    }
+    if config.http_referer:
+        headers["HTTP-Referer"] = config.http_referer
+    if config.app_title:
+        headers["X-OpenRouter-Title"] = config.app_title
+    if config.app_categories:
+        headers["X-OpenRouter-Categories"] = config.app_categories
+    return headers
+
+
+def policy_for(config: OpenRouterConnectionConfig, jitter: Callable[[float], float] | None) -> RetryPolicy:
+    return RetryPolicy(
+        max_retries=config.max_retries, max_wait=config.max_retry_wait, jitter=jitter or default_jitter
+    )
+
+
+def _root_cause(exc: BaseException) -> str:
+    """A short description of the innermost cause, e.g. ``ConnectionRefusedError: [Errno 111] ...``."""
+    seen: set[int] = set()
+    current: BaseException = exc
+    while id(current) not in seen:
+        seen.add(id(current))
+        nested = getattr(current, "reason", None)
+        if not isinstance(nested, BaseException):
+            nested = next((arg for arg in current.args if isinstance(arg, BaseException)), None)
+        if nested is None:
+            nested = current.__cause__ or current.__context__
+        if nested is None:
+            break
+        current = nested
+    text = str(current) or type(current).__name__
+    text = text.split(": ", 1)[-1] if text.startswith("<") else text
+    return f"{type(current).__name__}: {text}"[:300]
+
+
+# ---------------------------------------------------------------------------------------------- sync ---
+
+
+class SyncTransport:
+    """Blocking I/O with one ``requests.Session`` (one connection pool), created on first use.
+
+    The environment (proxies, ``NO_PROXY``, CA bundle) is read once per session rather than on every request,
+    and ``~/.netrc`` is not consulted: the Authorization header is ours to set.
+    """
+
+    def __init__(self, config: OpenRouterConnectionConfig, policy: RetryPolicy) -> None:
+        self.config = config
+        self.policy = policy
+        self._headers = static_headers(config)
+        self._session: requests.Session | None = None
+        self._send_kwargs: dict[str, Any] = {}
+
+    def _open(self) -> requests.Session:
+        import requests
+
+        network = NetworkSettings.from_environment(self.config.base_url)
+        session = requests.Session()
+        session.trust_env = False
+        self._send_kwargs = {
+            "timeout": self.config.timeout,
+            "proxies": dict(network.proxies),
+            "verify": network.ca_bundle or True,
+            "cert": None,
+            "stream": False,
+            "allow_redirects": False,
+        }
+        self._session = session
+        return session
+
+    def close(self) -> None:
+        if self._session is not None:
+            self._session.close()
+            self._session = None
+
+    def call(self, call: Call[T]) -> T:
+        exchange = Exchange(call, self.policy)
+        url = call.target(self.config.base_url)
+        body = call.payload()
+        headers = self._headers if body is None else {**self._headers, "Content-Type": "application/json"}
+        while True:
+            wait = exchange.settle(self._attempt(call.method, url, headers, body))
+            if wait is None:
+                return exchange.result()
+            time.sleep(wait)
+
+    def _attempt(
+        self, method: str, url: str, headers: dict[str, str], body: bytes | None
+    ) -> Answer | Failure:
+        import requests
+        from urllib3.exceptions import NewConnectionError
+
+        session = self._session or self._open()
+        prepared = requests.PreparedRequest()
+        prepared.prepare(method=method, url=url, headers=headers, data=body)
+        try:
+            response = session.send(prepared, **self._send_kwargs)
+            return Answer(response.status_code, response.headers, response.content)
+        except requests.exceptions.SSLError as exc:
+            return Failure(False, _root_cause(exc), permanent=True)
+        except (requests.exceptions.ConnectTimeout, requests.exceptions.ProxyError) as exc:
+            return Failure(False, _root_cause(exc))
+        except requests.exceptions.ConnectionError as exc:
+            reason = getattr(exc.args[0], "reason", None) if exc.args else None
+            return Failure(False if isinstance(reason, NewConnectionError) else None, _root_cause(exc))
+        except requests.exceptions.RequestException as exc:
+            return Failure(None, _root_cause(exc))
+
+
+# --------------------------------------------------------------------------------------------- async ---
+
+
+@dataclass(slots=True)
+class _Shared:
+    session: aiohttp.ClientSession
+    keeper: AsyncGenerator[None, None]
+
+
+# Per running loop, per base URL: one session. Keyed weakly so a finished loop does not stay alive through it.
+_SHARED: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, _Shared]] = (
+    weakref.WeakKeyDictionary()
+)
+_SHARED_LOCK = threading.Lock()
+
+
+async def _keep_until_shutdown(
+    loop: asyncio.AbstractEventLoop, key: str, session: aiohttp.ClientSession
+) -> AsyncGenerator[None, None]:
+    """Closes ``session`` when the loop shuts down.
+
+    A suspended async generator is one the loop itself finalises: ``asyncio.run`` (and ``asyncio.Runner``,
+    and the triggerer, which runs on them) call ``loop.shutdown_asyncgens()``, which runs the ``finally``
+    below before the loop closes. So the shared session is closed cleanly without any owner calling close.
+    """
+    try:
+        yield
+    finally:
+        with _SHARED_LOCK:
+            per_loop = _SHARED.get(loop)
+            if per_loop is not None and per_loop.get(key) is not None and per_loop[key].session is session:
+                del per_loop[key]
+        await session.close()
+
+
+async def shared_session(base_url: str, network: NetworkSettings) -> aiohttp.ClientSession:
+    """The running loop's session for ``base_url``, created on first use."""
+    import aiohttp
+
+    loop = asyncio.get_running_loop()
+    key = f"{base_url}|{network.proxy_for(base_url)}|{network.ca_bundle}"
+    with _SHARED_LOCK:
+        per_loop = _SHARED.setdefault(loop, {})
+        shared = per_loop.get(key)
+        if shared is not None and not shared.session.closed:
+            return shared.session
+        # Header and timeout are per request: hooks with different keys share the pool.
+        session = aiohttp.ClientSession(trust_env=False, auto_decompress=True)
+        keeper = _keep_until_shutdown(loop, key, session)
+        per_loop[key] = _Shared(session, keeper)
+    await keeper.__anext__()
+    return session
+
+
+async def aclose_shared_sessions() -> None:
+    """Close the running loop's shared sessions now (they are otherwise closed when the loop shuts down)."""
+    loop = asyncio.get_running_loop()
+    with _SHARED_LOCK:
+        shared = list(_SHARED.pop(loop, {}).values())
+    for entry in shared:
+        await entry.session.close()
+        await entry.keeper.aclose()
+
+
+def _ssl_for(network: NetworkSettings) -> Any:
+    if network.ca_bundle is None:
+        return True
+    import ssl
+
+    if os.path.isdir(network.ca_bundle):
+        return ssl.create_default_context(capath=network.ca_bundle)
+    return ssl.create_default_context(cafile=network.ca_bundle)
+
+
+class AsyncTransport:
+    """Non-blocking I/O over the loop's shared ``aiohttp`` session; the decisions are :class:`Exchange`'s."""
+
+    def __init__(self, config: OpenRouterConnectionConfig, policy: RetryPolicy) -> None:
+        self.config = config
+        self.policy = policy
+        self._headers = static_headers(config)
+        self._network: NetworkSettings | None = None
+        self._proxy: str | None = None
+        self._ssl: Any = True
+        self._timeout: aiohttp.ClientTimeout | None = None
+
+    async def call(self, call: Call[T]) -> T:
+        exchange = Exchange(call, self.policy)
+        url = call.target(self.config.base_url)
+        body = call.payload()
+        headers = self._headers if body is None else {**self._headers, "Content-Type": "application/json"}
+        while True:
+            wait = exchange.settle(await self._attempt(call.method, url, headers, body))
+            if wait is None:
+                return exchange.result()
+            await asyncio.sleep(wait)
+
+    async def _attempt(
+        self, method: str, url: str, headers: dict[str, str], body: bytes | None
+    ) -> Answer | Failure:
+        import aiohttp
+
+        if self._network is None:
+            self._network = NetworkSettings.from_environment(self.config.base_url)
+            self._proxy = self._network.proxy_for(self.config.base_url)
+            self._ssl = _ssl_for(self._network)
+            self._timeout = aiohttp.ClientTimeout(
+                total=None, sock_connect=self.config.timeout, sock_read=self.config.timeout
+            )
+        session = await shared_session(self.config.base_url, self._network)
+        try:
+            async with session.request(
+                method,
+                url,
+                headers=headers,
+                data=body,
+                proxy=self._proxy,
+                ssl=self._ssl,
+                timeout=self._timeout,
+                allow_redirects=False,
+            ) as response:
+                payload = await response.read()
+                return Answer(response.status, response.headers, payload)
+        except (aiohttp.ClientConnectorCertificateError, aiohttp.ClientSSLError) as exc:
+            return Failure(False, _root_cause(exc), permanent=True)
+        except aiohttp.ClientConnectorError as exc:
+            return Failure(False, _root_cause(exc))
+        except aiohttp.ConnectionTimeoutError as exc:
+            return Failure(False, f"connect timeout: {_root_cause(exc)}")
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            return Failure(None, _root_cause(exc) if str(exc) else type(exc).__name__)
