@@ -1,0 +1,827 @@
+"""Operators for the life of an OpenRouter API key: create (and deliver its plaintext), update, delete.
+
+The module is imported when DAG files are parsed, so it stays cheap: the hook (and with it ``requests``) is
+imported the first time a task needs it, inside ``execute``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import math
+from typing import TYPE_CHECKING, Any, Final, Literal, NamedTuple
+
+from airflow.sdk import BaseOperator
+
+from airflow_provider_openrouter import _validation
+from airflow_provider_openrouter.exceptions import (
+    KeyNameNotUniqueError,
+    NotFoundError,
+    OpenRouterError,
+    OpenRouterTransportError,
+    OpenRouterValidationError,
+    ServerError,
+    UnreadableResponseError,
+)
+from airflow_provider_openrouter.links import KEY_HASH_ATTR, OpenRouterKeyLink
+from airflow_provider_openrouter.models import UNSET, ApiKey, CreatedApiKey, Unset
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
+    from airflow.sdk import Context
+
+    from airflow_provider_openrouter.hooks.openrouter import OpenRouterHook
+
+__all__ = [
+    "PLAINTEXT_XCOM_KEY",
+    "ApiKeyExistsError",
+    "ApiKeyNotFoundError",
+    "CreateApiKeyOperator",
+    "DeleteApiKeyOperator",
+    "PlaintextDeliveryError",
+    "UpdateApiKeyOperator",
+]
+
+#: XCom key under which :class:`CreateApiKeyOperator` pushes the plaintext when ``push_plaintext_to_xcom``.
+PLAINTEXT_XCOM_KEY: Final = "openrouter_api_key"
+
+IfExists = Literal["fail", "reuse", "replace"]
+_IF_EXISTS: Final = ("fail", "reuse", "replace")
+_TEMPLATE_MARKERS: Final = ("{{", "{%", "{#")
+# Jinja renders a Python ``None`` as the text "None": read it (and an empty rendering) back as None.
+_NONE_TEXTS: Final = frozenset({"", "none", "null"})
+# Airflow's limit on a Variable's key (ID_LEN).
+_VARIABLE_KEY_MAX = 250
+# Any moment passes the "in the future" check: at parse time only the form of ``expires_at`` is checked, so a
+# DAG file does not stop importing the day its literal date passes.
+_DAWN_OF_TIME: Final = dt.datetime(1, 1, 2, tzinfo=dt.timezone.utc)
+
+
+class ApiKeyExistsError(OpenRouterError):
+    """``if_exists="fail"`` and a key with the requested name already exists."""
+
+    def __init__(self, name: str, hashes: list[str]) -> None:
+        self.name = name
+        self.hashes = hashes
+        super().__init__(
+            f"A key named {name!r} already exists (hash {', '.join(hashes)}) and if_exists='fail'. "
+            "Use if_exists='reuse' to keep it or if_exists='replace' to rotate it."
+        )
+
+
+class ApiKeyNotFoundError(OpenRouterError):
+    """No key carries the name an operator was asked to act on."""
+
+    def __init__(self, *, key_hash: str | None = None, key_name: str | None = None) -> None:
+        self.key_hash = key_hash
+        self.key_name = key_name
+        super().__init__(
+            f"No key with hash {key_hash} exists" if key_hash else f"No key named {key_name!r} exists"
+        )
+
+
+class PlaintextDeliveryError(OpenRouterError):
+    """A new key's plaintext could not be delivered; the message says what became of the key.
+
+    ``key_hash`` is the key that was created, ``key_deleted`` whether it was deleted again (so that no key
+    exists whose plaintext nobody has), ``delivered_to`` the destinations that had already received it.
+    """
+
+    def __init__(self, message: str, *, key_hash: str, key_deleted: bool, delivered_to: list[str]) -> None:
+        self.key_hash = key_hash
+        self.key_deleted = key_deleted
+        self.delivered_to = delivered_to
+        super().__init__(message)
+
+
+def _is_literal(value: Any) -> bool:
+    """Whether a value is known when the DAG file is parsed (not a template, not an upstream's output)."""
+    if isinstance(value, str):
+        return not any(marker in value for marker in _TEMPLATE_MARKERS)
+    return value is None or isinstance(value, (bool, int, float, dt.datetime))
+
+
+def _none_if_blank(value: Any) -> Any:
+    if isinstance(value, str) and value.strip().lower() in _NONE_TEXTS:
+        return None
+    return value
+
+
+def _bool(value: Any, field: str) -> bool:
+    """A bool, also from a rendered template ("True" / "false")."""
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text in ("true", "false"):
+            return text == "true"
+    return _validation.validate_bool(value, field=field)
+
+
+def _optional_bool(value: Any, field: str) -> bool | None:
+    value = _none_if_blank(value)
+    return None if value is None else _bool(value, field)
+
+
+def _optional_text(value: Any, field: str) -> str | None:
+    value = _none_if_blank(value)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise OpenRouterValidationError(field, f"must be a string or None (got {type(value).__name__})")
+    return value
+
+
+def _variable_name(value: Any, field: str = "deliver_to_variable") -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise OpenRouterValidationError(field, f"must be the name of a Variable (got {type(value).__name__})")
+    if not value.strip():
+        raise OpenRouterValidationError(field, "must not be empty (did a template render to nothing?)")
+    if len(value) > _VARIABLE_KEY_MAX:
+        raise OpenRouterValidationError(field, f"must be at most {_VARIABLE_KEY_MAX} characters")
+    return value
+
+
+def _target(key_hash: Any, key_name: Any) -> None:
+    """Exactly one of ``key_hash`` / ``key_name``; their values are checked when literal."""
+    if (key_hash is None) == (key_name is None):
+        raise OpenRouterValidationError(
+            "key_hash, key_name",
+            "give exactly one: the key's hash or its exact name"
+            + (" (got both)" if key_hash is not None else " (got neither)"),
+        )
+    if key_hash is not None and _is_literal(key_hash):
+        _validation.validate_key_hash(key_hash)
+    if key_name is not None and _is_literal(key_name):
+        _validation.validate_name(key_name, field="key_name")
+
+
+def _callable_name(func: Callable[..., Any]) -> str:
+    module = getattr(func, "__module__", None)
+    qualname = getattr(func, "__qualname__", None) or type(func).__name__
+    return f"{module}.{qualname}" if module else str(qualname)
+
+
+def _same(current: Any, wanted: Any) -> bool:
+    if isinstance(current, float) and isinstance(wanted, float):
+        return math.isclose(current, wanted, rel_tol=0.0, abs_tol=1e-9)
+    return bool(current == wanted)
+
+
+class _KeyOperator(BaseOperator):
+    """What the three key operators share: the connection, the lazy hook and the extra link."""
+
+    operator_extra_links = (OpenRouterKeyLink(),)
+
+    def __init__(self, *, openrouter_conn_id: str = "openrouter_default", **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if not isinstance(openrouter_conn_id, str) or not openrouter_conn_id:
+            raise OpenRouterValidationError("openrouter_conn_id", "must be a connection id")
+        self.openrouter_conn_id = openrouter_conn_id
+
+    @functools.cached_property
+    def hook(self) -> OpenRouterHook:
+        """The hook, built on first use (no connection lookup or network access before ``execute``)."""
+        from airflow_provider_openrouter.hooks.openrouter import OpenRouterHook
+
+        return OpenRouterHook(openrouter_conn_id=self.openrouter_conn_id)
+
+    def _remember_key(self, key_hash: str) -> None:
+        # Read by OpenRouterKeyLink when the task finishes, whether it succeeded or not.
+        setattr(self, KEY_HASH_ATTR, key_hash)
+
+    def _keys_named(self, name: str, workspace_id: str | None) -> list[ApiKey]:
+        """Every key with exactly this name, disabled and expired ones included."""
+        return [
+            key
+            for key in self.hook.list_keys(
+                include_disabled=True, include_expired=True, workspace_id=workspace_id
+            )
+            if key.name == name
+        ]
+
+    def _find_target(self, key_hash: str | None, key_name: str | None) -> ApiKey | None:
+        """The key named by hash or by name; ``None`` when it does not exist."""
+        if key_hash is not None:
+            try:
+                return self.hook.get_key(key_hash)
+            except NotFoundError:
+                return None
+        assert key_name is not None
+        return self.hook.find_key_by_name(key_name)
+
+    @staticmethod
+    def _rendered_target(key_hash: Any, key_name: Any) -> tuple[str | None, str | None]:
+        _target(key_hash, key_name)
+        if key_hash is not None:
+            return _validation.validate_key_hash(key_hash), None
+        return None, _validation.validate_name(key_name, field="key_name")
+
+
+class _CreateArgs(NamedTuple):
+    name: str
+    limit: float | None
+    limit_reset: str | None
+    include_byok_in_limit: bool | None
+    expires_at: str | None
+    workspace_id: str | None
+    creator_user_id: str | None
+
+    def as_kwargs(self) -> dict[str, Any]:
+        return self._asdict()
+
+
+# Errors after which nobody knows whether OpenRouter created the key: the request may have been processed and
+# only its answer lost.
+_UNKNOWN_OUTCOME = (OpenRouterTransportError, ServerError, UnreadableResponseError)
+
+
+def _outcome_unknown(exc: BaseException) -> bool:
+    if isinstance(exc, OpenRouterTransportError):
+        return exc.reached_server is not False
+    return isinstance(exc, _UNKNOWN_OUTCOME)
+
+
+class CreateApiKeyOperator(_KeyOperator):
+    """Create an OpenRouter API key and deliver its plaintext to where the DAG author chose.
+
+    OpenRouter shows a key's plaintext exactly once, in the answer to the request that creates it. This
+    operator hands it to the destinations configured here the moment it arrives and keeps it out of everything
+    else: it is masked in logs, never logged, never part of the return value, and pushed to XCom only on
+    explicit request. A key that cannot be delivered is deleted again, so no key is left that nobody can use.
+
+    **Where the plaintext can go.** A task on Airflow 3 talks to the metadata database only through the
+    execution API, which lets it write Variables but not Connections.
+
+    * ``deliver_to_variable``: an Airflow Variable, written through the execution API and stored encrypted
+      when a Fernet key is configured. The name is templated, so mapped tasks can write one Variable per
+      tenant. Name it with ``api_key`` or ``secret`` in it (for example ``tenant_acme_api_key``) so that
+      Airflow also masks the value in the logs of the tasks that read it. A Variable of the same name in a
+      secrets backend or in an ``AIRFLOW_VAR_...`` environment variable takes precedence when it is read, so
+      the value written here would not be seen.
+    * ``deliver_to_callable``: a function ``(CreatedApiKey, Context) -> None`` that hands the key to your
+      own secret store (HashiCorp Vault, AWS Secrets Manager, the tenant's system). It is called first, so
+      that when it fails nothing else has received the key yet.
+    * ``push_plaintext_to_xcom``: the XCom ``openrouter_api_key`` of this task. XCom is stored unencrypted
+      in the metadata database and shown in the UI: use it only when a downstream task must have the key and
+      no other destination fits.
+
+    At least one destination is required, even with ``if_exists="reuse"``, since the key might not exist yet.
+
+    **Idempotent by name.** Before creating, the operator looks for keys with exactly this name (disabled and
+    expired ones included) and applies ``if_exists``:
+
+    * ``"fail"`` (default): fail, naming the existing key.
+    * ``"reuse"``: keep the existing key. No key is created, so no new plaintext exists and nothing is
+      delivered: the destinations keep what an earlier run gave them. The log and the return value
+      (``"action": "reused"``) say so.
+    * ``"replace"``: create the new key, deliver it, then delete every old key of that name. Consumers still
+      holding an old key stop working at that moment.
+
+    **Lost answers.** If the request that creates the key gets no usable answer (the connection dropped after
+    sending, a timeout, a 5xx), OpenRouter may have created the key anyway, and its plaintext is lost. The
+    operator then lists the keys of that name: a key that was not there before the request is the orphan of
+    the lost answer; it is deleted and the key is created once more, so exactly one key remains and its
+    plaintext is delivered. A task try that dies outright (the worker killed mid-request) cannot clean up
+    after itself: with ``if_exists="replace"`` the next try replaces whatever key the dead try left; with
+    ``"reuse"`` it would keep that key, whose plaintext nobody has; with ``"fail"`` it fails.
+
+    **Delivery failure.** If a destination fails, the new key is deleted again and the task fails with an
+    error saying so ("no key was left behind"; with ``replace``: "the old key is untouched"). Should that
+    deletion fail too, the error gives the key's hash; a rerun with ``if_exists="replace"`` removes it.
+
+    The return value (pushed to XCom) is the key's metadata (``hash``, ``name``, ``label``, ``limit``, ...,
+    see :class:`~airflow_provider_openrouter.models.ApiKey`) plus ``action`` (``"created"``, ``"reused"`` or
+    ``"replaced"``), ``plaintext_issued``, ``plaintext_delivered_to`` (names of the destinations, never the
+    plaintext), ``replaced_key_hashes`` and ``deleted_orphan_key_hashes``.
+
+    :param name: Name of the key; also what makes the operator idempotent. (templated)
+    :param limit: Spending limit in USD, or ``None`` for no limit. (templated)
+    :param limit_reset: When usage counted against the limit resets: ``"daily"``, ``"weekly"``,
+        ``"monthly"``, or ``None`` for never. (templated)
+    :param include_byok_in_limit: Whether bring-your-own-key spend counts toward the limit; ``None`` leaves
+        it to OpenRouter's default. (templated)
+    :param expires_at: When the key stops working: a timezone-aware ``datetime`` (pendulum's included) or an
+        ISO 8601 string with an offset, in the future; sent in UTC with whole seconds. A template such as
+        ``"{{ data_interval_end.add(days=30) }}"`` works with and without ``render_template_as_native_obj``.
+        ``None`` means the key never expires. (templated)
+    :param workspace_id: Workspace (UUID) to create the key in, and to look for a key of the same name in;
+        ``None`` means the connection's default workspace. (templated)
+    :param creator_user_id: OpenRouter user to record as the key's creator. (templated)
+    :param if_exists: What to do when a key with this name exists: ``"fail"``, ``"reuse"`` or ``"replace"``.
+    :param deliver_to_variable: Name of the Airflow Variable to write the plaintext to. (templated)
+    :param deliver_to_callable: Function called as ``deliver_to_callable(created_key, context)`` with the
+        :class:`~airflow_provider_openrouter.models.CreatedApiKey` (its ``plaintext`` attribute is the key);
+        it must raise if it could not store the key.
+    :param push_plaintext_to_xcom: Also push the plaintext to the XCom ``openrouter_api_key``. Off by default;
+        logs a warning when on.
+    :param openrouter_conn_id: The OpenRouter connection (its password is the management key).
+
+    For more information on how to use this operator, take a look at the guide:
+    :ref:`howto/operator:CreateApiKeyOperator`
+    """
+
+    template_fields: Sequence[str] = (
+        "name",
+        "limit",
+        "limit_reset",
+        "include_byok_in_limit",
+        "expires_at",
+        "workspace_id",
+        "creator_user_id",
+        "deliver_to_variable",
+    )
+    ui_color = "#e0f2e9"
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        limit: float | str | None = None,
+        limit_reset: str | None = None,
+        include_byok_in_limit: bool | str | None = None,
+        expires_at: dt.datetime | str | None = None,
+        workspace_id: str | None = None,
+        creator_user_id: str | None = None,
+        if_exists: IfExists = "fail",
+        deliver_to_variable: str | None = None,
+        deliver_to_callable: Callable[[CreatedApiKey, Context], None] | None = None,
+        push_plaintext_to_xcom: bool = False,
+        openrouter_conn_id: str = "openrouter_default",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(openrouter_conn_id=openrouter_conn_id, **kwargs)
+        self.name = name
+        self.limit = limit
+        self.limit_reset = limit_reset
+        self.include_byok_in_limit = include_byok_in_limit
+        self.expires_at = expires_at
+        self.workspace_id = workspace_id
+        self.creator_user_id = creator_user_id
+        self.if_exists = if_exists
+        self.deliver_to_variable = deliver_to_variable
+        self.deliver_to_callable = deliver_to_callable
+        self.push_plaintext_to_xcom = push_plaintext_to_xcom
+        self._validate_static()
+
+    # -- validation ------------------------------------------------------------------------------------------
+
+    def _validate_static(self) -> None:
+        """Check what is known when the DAG file is parsed; templates are checked once rendered."""
+        if self.if_exists not in _IF_EXISTS:
+            raise OpenRouterValidationError(
+                "if_exists", f"must be one of {', '.join(_IF_EXISTS)} (got {self.if_exists!r})"
+            )
+        _validation.validate_bool(self.push_plaintext_to_xcom, field="push_plaintext_to_xcom")
+        if self.deliver_to_callable is not None and not callable(self.deliver_to_callable):
+            raise OpenRouterValidationError("deliver_to_callable", "must be a function or None")
+        if (
+            self.deliver_to_variable is None
+            and self.deliver_to_callable is None
+            and not self.push_plaintext_to_xcom
+        ):
+            raise OpenRouterValidationError(
+                "deliver_to_variable, deliver_to_callable, push_plaintext_to_xcom",
+                "none is set, so the new key's plaintext, which OpenRouter shows only once, would be lost; "
+                "set at least one",
+            )
+        if _is_literal(self.deliver_to_variable):
+            _variable_name(self.deliver_to_variable)
+        literal = {field: getattr(self, field) for field in self.template_fields}
+        literal = {field: value for field, value in literal.items() if _is_literal(value)}
+        self._create_args(literal, now=_DAWN_OF_TIME)
+
+    def _create_args(self, values: dict[str, Any], *, now: dt.datetime | None = None) -> _CreateArgs:
+        """Validate (and normalise) the create fields present in ``values``."""
+        expires_at = _none_if_blank(values.get("expires_at"))
+        return _CreateArgs(
+            name=_validation.validate_name(values["name"]) if "name" in values else "",
+            limit=_validation.validate_limit(_none_if_blank(values.get("limit"))),
+            limit_reset=_validation.validate_limit_reset(_none_if_blank(values.get("limit_reset"))),
+            include_byok_in_limit=_optional_bool(
+                values.get("include_byok_in_limit"), "include_byok_in_limit"
+            ),
+            expires_at=_validation.validate_expires_at(expires_at, now=now),
+            workspace_id=_validation.validate_workspace_id(_none_if_blank(values.get("workspace_id"))),
+            creator_user_id=_optional_text(values.get("creator_user_id"), "creator_user_id"),
+        )
+
+    # -- execution -------------------------------------------------------------------------------------------
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        args = self._create_args({field: getattr(self, field) for field in self.template_fields})
+        variable = _variable_name(self.deliver_to_variable)
+        existing = self._keys_named(args.name, args.workspace_id)
+        if existing:
+            hashes = [key.hash for key in existing]
+            if self.if_exists == "fail":
+                self._remember_key(hashes[0])
+                raise ApiKeyExistsError(args.name, hashes)
+            if self.if_exists == "reuse":
+                if len(existing) > 1:
+                    raise KeyNameNotUniqueError(args.name, hashes)
+                return self._reuse(existing[0], args)
+            self.log.info(
+                "Replacing %d key(s) named %r (%s): creating the new key first.",
+                len(existing),
+                args.name,
+                ", ".join(hashes),
+            )
+
+        created, orphans = self._create(args, before={key.hash for key in existing})
+        self._remember_key(created.hash)
+        self.log.info(
+            "Created key %r (hash %s, label %s).", created.name, created.hash, created.api_key.label
+        )
+        delivered = self._deliver(created, context, variable, replacing=existing)
+
+        replaced: list[str] = []
+        for old in existing:
+            try:
+                self.hook.delete_key(old.hash, missing_ok=True)
+            except OpenRouterError as exc:
+                raise OpenRouterError(
+                    f"The new key {created.name!r} (hash {created.hash}) was created and delivered to "
+                    f"{', '.join(delivered)}, but deleting the old key (hash {old.hash}) failed: {exc}. "
+                    "Both keys exist now; rerunning with if_exists='replace' rotates again and removes both "
+                    "old keys."
+                ) from exc
+            replaced.append(old.hash)
+            self.log.info("Deleted the old key %r (hash %s).", old.name, old.hash)
+        return self._result(
+            created.api_key,
+            action="replaced" if replaced else "created",
+            issued=True,
+            delivered=delivered,
+            replaced=replaced,
+            orphans=orphans,
+        )
+
+    def _reuse(self, key: ApiKey, args: _CreateArgs) -> dict[str, Any]:
+        self._remember_key(key.hash)
+        self.log.info(
+            "A key named %r already exists (hash %s) and if_exists='reuse': keeping it. No key was created, "
+            "so no new plaintext exists and nothing was delivered.",
+            key.name,
+            key.hash,
+        )
+        if key.disabled:
+            self.log.warning("The reused key %r (hash %s) is disabled.", key.name, key.hash)
+        differs = [
+            f"{field} is {current!r}, asked for {wanted!r}"
+            for field, current, wanted in (
+                ("limit", key.limit, args.limit),
+                ("limit_reset", key.limit_reset, args.limit_reset),
+                ("include_byok_in_limit", key.include_byok_in_limit, args.include_byok_in_limit),
+            )
+            if wanted is not None and not _same(current, wanted)
+        ]
+        if differs:
+            self.log.warning(
+                "The reused key differs from this task's settings (%s); UpdateApiKeyOperator changes them.",
+                "; ".join(differs),
+            )
+        return self._result(key, action="reused", issued=False, delivered=[], replaced=[], orphans=[])
+
+    def _create(self, args: _CreateArgs, *, before: set[str]) -> tuple[CreatedApiKey, list[str]]:
+        """Create the key; recover once from an answer that was lost after OpenRouter may have acted."""
+        try:
+            return self._create_once(args), []
+        except _UNKNOWN_OUTCOME as exc:
+            if not _outcome_unknown(exc):
+                raise
+            self.log.warning(
+                "Creating key %r got no usable answer (%s); OpenRouter may have created it anyway. "
+                "Looking for a key it left behind.",
+                args.name,
+                exc,
+            )
+            orphans = self._delete_orphans(args, before, exc)
+        try:
+            created = self._create_once(args)
+        except _UNKNOWN_OUTCOME as exc:
+            if not _outcome_unknown(exc):
+                raise
+            more = self._delete_orphans(args, before, exc)
+            raise OpenRouterError(
+                f"Creating key {args.name!r} failed twice without a usable answer (last: {exc}). "
+                + (
+                    f"The key(s) those requests left behind were deleted ({', '.join(orphans + more)}); "
+                    if orphans or more
+                    else ""
+                )
+                + "no new key was left behind."
+            ) from exc
+        return created, orphans
+
+    def _create_once(self, args: _CreateArgs) -> CreatedApiKey:
+        from airflow.sdk.log import mask_secret
+
+        created = self.hook.create_key(**args.as_kwargs())
+        # The hook masks it on arrival already; masking twice costs nothing and keeps this operator safe
+        # with a hook subclass that forgot.
+        mask_secret(created.plaintext)
+        return created
+
+    def _delete_orphans(self, args: _CreateArgs, before: set[str], cause: Exception) -> list[str]:
+        try:
+            orphans = [
+                key for key in self._keys_named(args.name, args.workspace_id) if key.hash not in before
+            ]
+            for key in orphans:
+                self.hook.delete_key(key.hash, missing_ok=True)
+                self.log.warning(
+                    "Deleted key %r (hash %s): the lost answer had created it, and its plaintext is gone.",
+                    key.name,
+                    key.hash,
+                )
+        except OpenRouterError as exc:
+            raise OpenRouterError(
+                f"Creating key {args.name!r} got no usable answer ({cause}), and checking whether it had "
+                f"been created failed: {exc}. A key named {args.name!r} whose plaintext nobody has may "
+                "exist; rerun with if_exists='replace' to replace it."
+            ) from exc
+        if not orphans:
+            self.log.info("No key was left behind: creating it again.")
+        return [key.hash for key in orphans]
+
+    def _deliver(
+        self, created: CreatedApiKey, context: Context, variable: str | None, *, replacing: list[ApiKey]
+    ) -> list[str]:
+        """Hand the plaintext to every destination; on failure delete the new key and say so."""
+        delivered: list[str] = []
+        current = ""
+        try:
+            if self.deliver_to_callable is not None:
+                current = f"callable {_callable_name(self.deliver_to_callable)}"
+                self.deliver_to_callable(created, context)
+                delivered.append(current)
+            if variable is not None:
+                from airflow.sdk import Variable
+
+                current = f"Variable {variable}"
+                Variable.set(variable, created.plaintext, description=self._variable_description(created))
+                delivered.append(current)
+            if self.push_plaintext_to_xcom:
+                current = f"XCom {PLAINTEXT_XCOM_KEY}"
+                self.log.warning(
+                    "Pushing the plaintext of key %r to XCom %r, as push_plaintext_to_xcom asks: XCom is "
+                    "stored unencrypted in the metadata database and readable in the UI.",
+                    created.name,
+                    PLAINTEXT_XCOM_KEY,
+                )
+                context["ti"].xcom_push(key=PLAINTEXT_XCOM_KEY, value=created.plaintext)
+                delivered.append(current)
+        except Exception as exc:
+            raise self._delivery_failed(created, current, exc, delivered, replacing) from exc
+        self.log.info("Delivered the plaintext of key %r to %s.", created.name, ", ".join(delivered))
+        return delivered
+
+    def _delivery_failed(
+        self,
+        created: CreatedApiKey,
+        destination: str,
+        exc: Exception,
+        delivered: list[str],
+        replacing: list[ApiKey],
+    ) -> PlaintextDeliveryError:
+        # The destination's error may quote what it was given: keep the plaintext out of our message.
+        reason = f"{type(exc).__name__}: {exc}".replace(created.plaintext, "***")
+        message = f"Delivering the plaintext of new key {created.name!r} to {destination} failed ({reason}). "
+        try:
+            self.hook.delete_key(created.hash, missing_ok=True)
+        except Exception as cleanup:
+            message += (
+                f"Deleting the new key (hash {created.hash}) again failed too ({type(cleanup).__name__}: "
+                f"{cleanup}): it exists and nobody has its plaintext. Delete it, or rerun with "
+                "if_exists='replace', which replaces it."
+            )
+            deleted = False
+        else:
+            message += "The new key was deleted again; " + (
+                f"the old key ({', '.join(key.hash for key in replacing)}) is untouched."
+                if replacing
+                else "no key was left behind."
+            )
+            deleted = True
+        if delivered:
+            message += f" {', '.join(delivered)} had already received the plaintext of the new key" + (
+                ", which no longer works." if deleted else "."
+            )
+        return PlaintextDeliveryError(
+            message, key_hash=created.hash, key_deleted=deleted, delivered_to=delivered
+        )
+
+    def _variable_description(self, created: CreatedApiKey) -> str:
+        return (
+            f"OpenRouter API key {created.name!r} (hash {created.hash}), written by "
+            f"{self.dag_id}.{self.task_id}."
+        )
+
+    @staticmethod
+    def _result(
+        key: ApiKey,
+        *,
+        action: str,
+        issued: bool,
+        delivered: list[str],
+        replaced: list[str],
+        orphans: list[str],
+    ) -> dict[str, Any]:
+        return {
+            **key.to_dict(),
+            "action": action,
+            "plaintext_issued": issued,
+            "plaintext_delivered_to": delivered,
+            "replaced_key_hashes": replaced,
+            "deleted_orphan_key_hashes": orphans,
+        }
+
+
+_UPDATE_FIELDS: Final = ("name", "disabled", "limit", "limit_reset", "include_byok_in_limit", "workspace_id")
+
+
+class UpdateApiKeyOperator(_KeyOperator):
+    """Change an OpenRouter API key's name, limit, limit reset, BYOK accounting, workspace, or disable it.
+
+    The key is named by ``key_hash`` or by its exact ``key_name`` (exactly one). Only the fields given
+    are sent; ``limit=None`` and ``limit_reset=None`` clear those settings, and ``disabled`` disables or
+    re-enables the key. The operator reads the key first and writes nothing when it already matches (the
+    log says so and the result has ``"changed": False``), so it suits repeated, scheduled runs and mapping
+    over a tenants table:
+
+    .. code-block:: python
+
+        UpdateApiKeyOperator.partial(task_id="set_limit").expand_kwargs(tenants_table())
+
+    where each row is a dict such as ``{"key_name": "tenant-acme", "limit": 50}``.
+
+    The return value is the key's metadata after the update plus ``changed``, ``changed_fields`` and
+    ``previous`` (the changed fields' old values).
+
+    :param key_hash: Hash of the key to change. (templated)
+    :param key_name: Exact name of the key to change, looked up in the connection's default workspace; more
+        than one key of that name is an error. (templated)
+    :param name: New name. (templated)
+    :param disabled: ``True`` to disable the key, ``False`` to enable it. (templated)
+    :param limit: New spending limit in USD; ``None`` removes the limit. (templated)
+    :param limit_reset: ``"daily"``, ``"weekly"``, ``"monthly"``; ``None`` stops resets. (templated)
+    :param include_byok_in_limit: Whether bring-your-own-key spend counts toward the limit. (templated)
+    :param workspace_id: Workspace (UUID) to move the key to. (templated)
+    :param openrouter_conn_id: The OpenRouter connection (its password is the management key).
+
+    For more information on how to use this operator, take a look at the guide:
+    :ref:`howto/operator:UpdateApiKeyOperator`
+    """
+
+    template_fields: Sequence[str] = ("key_hash", "key_name", *_UPDATE_FIELDS)
+    ui_color = "#fdf3dc"
+
+    def __init__(
+        self,
+        *,
+        key_hash: str | None = None,
+        key_name: str | None = None,
+        name: str | Unset = UNSET,
+        disabled: bool | str | Unset = UNSET,
+        limit: float | str | Unset | None = UNSET,
+        limit_reset: str | Unset | None = UNSET,
+        include_byok_in_limit: bool | str | Unset = UNSET,
+        workspace_id: str | Unset = UNSET,
+        openrouter_conn_id: str = "openrouter_default",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(openrouter_conn_id=openrouter_conn_id, **kwargs)
+        given = {
+            "name": name,
+            "disabled": disabled,
+            "limit": limit,
+            "limit_reset": limit_reset,
+            "include_byok_in_limit": include_byok_in_limit,
+            "workspace_id": workspace_id,
+        }
+        # The fields given are recorded by name and unset ones stored as None, so that the operator serializes
+        # with plain values (DAG serialization knows nothing of the UNSET sentinel).
+        self.update_fields: tuple[str, ...] = tuple(
+            field for field, value in given.items() if value is not UNSET
+        )
+        self.key_hash = key_hash
+        self.key_name = key_name
+        self.name: Any = None if name is UNSET else name
+        self.disabled: Any = None if disabled is UNSET else disabled
+        self.limit: Any = None if limit is UNSET else limit
+        self.limit_reset: Any = None if limit_reset is UNSET else limit_reset
+        self.include_byok_in_limit: Any = None if include_byok_in_limit is UNSET else include_byok_in_limit
+        self.workspace_id: Any = None if workspace_id is UNSET else workspace_id
+        _target(key_hash, key_name)
+        if not self.update_fields:
+            raise OpenRouterValidationError(
+                ", ".join(_UPDATE_FIELDS), "nothing to update: give at least one of these fields"
+            )
+        self._changes(
+            {field: getattr(self, field) for field in self.update_fields if _is_literal(getattr(self, field))}
+        )
+
+    @staticmethod
+    def _changes(values: dict[str, Any]) -> dict[str, Any]:
+        """Validate (and normalise) the given update fields."""
+        checks: dict[str, Callable[[Any], Any]] = {
+            "name": _validation.validate_name,
+            "disabled": lambda v: _bool(v, "disabled"),
+            "limit": lambda v: _validation.validate_limit(_none_if_blank(v)),
+            "limit_reset": lambda v: _validation.validate_limit_reset(_none_if_blank(v)),
+            "include_byok_in_limit": lambda v: _bool(v, "include_byok_in_limit"),
+            "workspace_id": _workspace_to_move_to,
+        }
+        return {field: checks[field](value) for field, value in values.items()}
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        key_hash, key_name = self._rendered_target(self.key_hash, self.key_name)
+        wanted = self._changes({field: getattr(self, field) for field in self.update_fields})
+        key = self._find_target(key_hash, key_name)
+        if key is None:
+            raise ApiKeyNotFoundError(key_hash=key_hash, key_name=key_name)
+        self._remember_key(key.hash)
+        changes = {field: value for field, value in wanted.items() if not _same(getattr(key, field), value)}
+        if not changes:
+            self.log.info(
+                "Key %r (hash %s) already has %s: nothing to change, no request sent.",
+                key.name,
+                key.hash,
+                ", ".join(f"{field}={value!r}" for field, value in wanted.items()),
+            )
+            return {**key.to_dict(), "changed": False, "changed_fields": [], "previous": {}}
+        previous = {field: getattr(key, field) for field in changes}
+        updated = self.hook.update_key(key.hash, **changes)
+        self.log.info(
+            "Updated key %r (hash %s): %s.",
+            updated.name,
+            updated.hash,
+            ", ".join(f"{field} {previous[field]!r} -> {value!r}" for field, value in changes.items()),
+        )
+        return {**updated.to_dict(), "changed": True, "changed_fields": list(changes), "previous": previous}
+
+
+def _workspace_to_move_to(value: Any) -> str:
+    moved = _validation.validate_workspace_id(value)
+    if moved is None:
+        raise OpenRouterValidationError(
+            "workspace_id", "must be the UUID of the workspace to move the key to"
+        )
+    return moved
+
+
+class DeleteApiKeyOperator(_KeyOperator):
+    """Delete an OpenRouter API key, named by ``key_hash`` or by its exact ``key_name`` (exactly one).
+
+    Deleting is final: the key stops working at once and cannot be restored. To stop a key while keeping the
+    way back open, disable it with :class:`UpdateApiKeyOperator` first (``disabled=True``).
+
+    The return value is the deleted key's metadata as it was just before deletion, plus ``"deleted": True``;
+    with ``missing_ok`` and no such key it is ``{"deleted": False, "hash": ..., "name": ...}`` holding
+    whichever of the two the key was named by.
+
+    :param key_hash: Hash of the key to delete. (templated)
+    :param key_name: Exact name of the key to delete, looked up in the connection's default workspace; more
+        than one key of that name is an error. (templated)
+    :param missing_ok: Succeed when no such key exists (it may have been deleted by an earlier try),
+        instead of failing.
+    :param openrouter_conn_id: The OpenRouter connection (its password is the management key).
+
+    For more information on how to use this operator, take a look at the guide:
+    :ref:`howto/operator:DeleteApiKeyOperator`
+    """
+
+    template_fields: Sequence[str] = ("key_hash", "key_name")
+    ui_color = "#f9e0e0"
+
+    def __init__(
+        self,
+        *,
+        key_hash: str | None = None,
+        key_name: str | None = None,
+        missing_ok: bool = False,
+        openrouter_conn_id: str = "openrouter_default",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(openrouter_conn_id=openrouter_conn_id, **kwargs)
+        self.key_hash = key_hash
+        self.key_name = key_name
+        self.missing_ok = missing_ok
+        _target(key_hash, key_name)
+        _validation.validate_bool(missing_ok, field="missing_ok")
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        key_hash, key_name = self._rendered_target(self.key_hash, self.key_name)
+        key = self._find_target(key_hash, key_name)
+        if key is not None:
+            self._remember_key(key.hash)
+            if self.hook.delete_key(key.hash, missing_ok=True):
+                self.log.info("Deleted key %r (hash %s).", key.name, key.hash)
+                return {**key.to_dict(), "deleted": True}
+        what = f"hash {key_hash}" if key_hash is not None else f"name {key_name!r}"
+        if not self.missing_ok:
+            raise ApiKeyNotFoundError(key_hash=key_hash, key_name=key_name)
+        self.log.info("No key with %s exists: nothing to delete (missing_ok=True).", what)
+        return {"deleted": False, "hash": key_hash, "name": key_name}
