@@ -35,9 +35,9 @@ def connection_uri(
     and path) is percent-encoded as one host so that it comes back whole as ``Connection.host``.
     """
     scheme, _, rest = base_url.partition("://")
-    uri = f"{conn_type}://{scheme}://:{quote(management_key, safe='')}@{quote(rest, safe='')}/"
+    uri = f"{conn_type}://{scheme}://:{quote(management_key, safe='')}@{quote(rest, safe='')}"
     if extras:
-        uri += "?" + urlencode({"__extra__": json.dumps(extras)})
+        uri += "/?" + urlencode({"__extra__": json.dumps(extras)})
     return uri
 
 
