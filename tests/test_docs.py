@@ -1,0 +1,188 @@
+"""The docs stay true to the code.
+
+- Every ``literalinclude`` in ``docs/`` points at a file that exists and at markers that are there, in order.
+- Each operator's and the sensor's docstring points at its how-to, and the how-to defines that label.
+- Every module the provider declares has an API reference page.
+- The examples on the testing page (between the ``[START docs_…]`` / ``[END docs_…]`` markers below) run here,
+  against a local OpenRouter, like any other test.
+
+The Sphinx build itself (warnings as errors) is ``make docs``, part of ``make test``.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from airflow_provider_openrouter.get_provider_info import get_provider_info
+from airflow_provider_openrouter.operators.api_key import (
+    CreateApiKeyOperator,
+    DeleteApiKeyOperator,
+    UpdateApiKeyOperator,
+)
+from airflow_provider_openrouter.sensors.key_usage import OpenRouterKeyUsageSensor
+from airflow_provider_openrouter.testing import DropAfterCommit, LocalOpenRouter, Status
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCS = ROOT / "docs"
+RST_FILES = sorted(p for p in DOCS.rglob("*.rst") if "_build" not in p.parts)
+
+_DIRECTIVE = re.compile(r"^(?P<indent> *)\.\. (?P<name>[\w:-]+)::[ \t]*(?P<arg>.*)$")
+_OPTION = re.compile(r"^ +:(?P<name>[\w-]+):[ \t]*(?P<value>.*)$")
+_LABEL = re.compile(r"^\.\. _(?P<label>[^:]+:[^:]+|[^:]+):\s*$", re.MULTILINE)
+
+
+def _literalincludes() -> list[tuple[str, Path, dict[str, str]]]:
+    found = []
+    for rst in RST_FILES:
+        lines = rst.read_text().splitlines()
+        for number, line in enumerate(lines):
+            match = _DIRECTIVE.match(line)
+            if not match or match["name"] != "literalinclude":
+                continue
+            options = {}
+            for following in lines[number + 1 :]:
+                option = _OPTION.match(following)
+                if not option:
+                    break
+                options[option["name"]] = option["value"].strip()
+            where = f"{rst.relative_to(ROOT)}:{number + 1}"
+            found.append((where, (rst.parent / match["arg"].strip()).resolve(), options))
+    return found
+
+
+LITERALINCLUDES = _literalincludes()
+
+
+def _labels() -> set[str]:
+    return {m["label"].lower() for rst in RST_FILES for m in _LABEL.finditer(rst.read_text())}
+
+
+def test_docs_include_code() -> None:
+    assert LITERALINCLUDES, "no literalinclude found: the how-tos should show code from the example DAGs"
+
+
+@pytest.mark.parametrize(
+    ("where", "path", "options"), LITERALINCLUDES, ids=[f"{w}" for w, _, _ in LITERALINCLUDES]
+)
+def test_literalinclude_markers_exist(where: str, path: Path, options: dict[str, str]) -> None:
+    assert path.is_file(), f"{where}: {path.relative_to(ROOT)} does not exist"
+    text = path.read_text()
+    start, end = options.get("start-after"), options.get("end-before")
+    assert start, f"{where}: include a marked region (:start-after:), not a whole file"
+    assert end, f"{where}: include a marked region (:end-before:), not a whole file"
+    assert text.count(start) == 1, f"{where}: {start!r} occurs {text.count(start)} times in {path.name}"
+    assert text.count(end) == 1, f"{where}: {end!r} occurs {text.count(end)} times in {path.name}"
+    region = text[text.index(start) + len(start) : text.index(end)]
+    assert region.strip(), f"{where}: {start!r} comes after {end!r}, or marks nothing, in {path.name}"
+
+
+HOWTOS = {
+    CreateApiKeyOperator: "howto/operator:CreateApiKeyOperator",
+    UpdateApiKeyOperator: "howto/operator:UpdateApiKeyOperator",
+    DeleteApiKeyOperator: "howto/operator:DeleteApiKeyOperator",
+    OpenRouterKeyUsageSensor: "howto/sensor:OpenRouterKeyUsageSensor",
+}
+
+
+@pytest.mark.parametrize(("cls", "label"), HOWTOS.items(), ids=[c.__name__ for c in HOWTOS])
+def test_docstring_points_to_its_howto(cls: type, label: str) -> None:
+    assert f":ref:`{label}`" in (cls.__doc__ or ""), f"{cls.__name__}'s docstring should link {label}"
+    assert label.lower() in _labels(), f"no page in docs/ defines the label {label}"
+
+
+def test_connection_page_label() -> None:
+    assert "howto/connection:openrouter" in _labels()
+
+
+def test_every_declared_module_has_an_api_page() -> None:
+    info = get_provider_info()
+    modules = {
+        module
+        for kind in ("hooks", "operators", "sensors", "triggers")
+        for entry in info[kind]
+        for module in entry["python-modules"]
+    }
+    modules |= {link.rsplit(".", 1)[0] for link in info["extra-links"]}
+    modules |= {
+        "airflow_provider_openrouter.models",
+        "airflow_provider_openrouter.exceptions",
+        "airflow_provider_openrouter.testing",
+    }
+    documented = set(
+        re.findall(r"^\.\. automodule:: (\S+)", "\n".join(p.read_text() for p in RST_FILES), re.MULTILINE)
+    )
+    assert modules <= documented, f"modules without an API page: {sorted(modules - documented)}"
+
+
+# -- examples shown on docs/testing.rst --------------------------------------------------------------------
+
+
+# [START docs_testing_create_key]
+def test_provisioning_delivers_the_key(openrouter_conn_env: LocalOpenRouter) -> None:
+    fake = openrouter_conn_env  # a local OpenRouter; AIRFLOW_CONN_OPENROUTER_DEFAULT points at it
+    vault: dict[str, str] = {}
+
+    create = CreateApiKeyOperator(
+        task_id="create_key",
+        name="tenant-acme",
+        limit=5.0,
+        limit_reset="monthly",
+        deliver_to_callable=lambda key, context: vault.update({key.name: key.plaintext}),
+    )
+    result = create.execute(context={})
+
+    assert result["action"] == "created"
+    assert vault["tenant-acme"] in fake.issued_plaintexts  # the plaintext reached the store...
+    assert vault["tenant-acme"] not in str(result)  # ...and only the store
+    assert fake.get_key_state(result["hash"])["limit"] == 5.0
+
+
+# [END docs_testing_create_key]
+
+
+# [START docs_testing_faults]
+def test_lost_answer_leaves_exactly_one_key(openrouter_conn_env: LocalOpenRouter) -> None:
+    fake = openrouter_conn_env
+    # The fake creates the key, then drops the connection without answering: the plaintext is lost.
+    fake.inject(DropAfterCommit(), method="POST", path="/keys")
+    # And the operator's first look for keys of that name is rate limited (the hook waits and retries).
+    fake.inject(Status(429, retry_after=0), method="GET", path="/keys")
+
+    create = CreateApiKeyOperator(
+        task_id="create_key", name="tenant-acme", deliver_to_callable=lambda key, context: None
+    )
+    result = create.execute(context={})
+
+    names = [key["name"] for key in fake.keys()]  # noqa: SIM118 (a method of the fake, not a dict)
+    assert names == ["tenant-acme"]  # the orphan was deleted
+    assert len(result["deleted_orphan_key_hashes"]) == 1
+    assert [r.status for r in fake.requests if r.method == "POST"] == [None, 201]  # None: dropped
+
+
+# [END docs_testing_faults]
+
+
+# [START docs_testing_usage]
+def test_sensor_sees_usage_and_resets(openrouter_conn_env: LocalOpenRouter) -> None:
+    fake = openrouter_conn_env
+    key = fake.add_key("tenant-acme", limit=5.0, limit_reset="daily")  # inserted directly, no HTTP
+    sensor = OpenRouterKeyUsageSensor(
+        task_id="watch", key_name="tenant-acme", limit_fraction_at_least=0.8, deferrable=False
+    )
+
+    fake.add_usage(key.hash, 3.0)  # 60 % of the limit
+    assert not sensor.poke(context={}).is_done
+
+    fake.add_usage(key.hash, 1.5)  # 90 %
+    result = sensor.poke(context={})
+    assert result.is_done
+    assert result.xcom_value["fraction_of_limit"] == pytest.approx(0.9)
+
+    fake.advance_clock(24 * 3600)  # the next UTC day: usage_daily starts again from 0
+    assert not sensor.poke(context={}).is_done
+
+
+# [END docs_testing_usage]
