@@ -466,6 +466,9 @@ def test_credits_sum_the_usage_of_every_key(fake: LocalOpenRouter, api: Api) -> 
     fake.add_usage(b.hash, 2.5)
     fake.add_usage(b.hash, 100, byok=True)
     assert api.ok("GET", "/credits") == {"data": {"total_credits": 50.0, "total_usage": 3.75}}
+    # Spend belongs to the account: deleting a key does not give it back.
+    api.ok("DELETE", f"/keys/{b.hash}")
+    assert api.ok("GET", "/credits")["data"]["total_usage"] == 3.75
 
 
 # -- routing ---------------------------------------------------------------------------------------------

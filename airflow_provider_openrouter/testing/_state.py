@@ -331,6 +331,8 @@ class OpenRouterState:
         self.total_credits = float(total_credits)
         self._spend_rate = float(spend_per_second)
         self._spend_mark = time.monotonic()
+        # Account-level spend: it outlives deleted keys, as the real account's total usage does.
+        self._account_usage = 0.0
         self.management_key = management_key or new_plaintext()
         self._insert(self.management_key, name="Local management key", management=True)
 
@@ -400,6 +402,8 @@ class OpenRouterState:
 
     def _spend(self, rec: KeyRecord, usd: float, *, byok: bool, now: dt.datetime) -> None:
         (rec.byok if byok else rec.usage).add(usd, windows(now))
+        if not byok:
+            self._account_usage += usd
         rec.last_used_at = now
 
     def add_usage(self, key_hash: str, usd: float, *, byok: bool = False) -> dict[str, Any]:
@@ -417,6 +421,8 @@ class OpenRouterState:
             self._accrue()
             rec = self._record(key_hash, include_management=True)
             self._roll(rec, self.now())
+            if "usage" in values:
+                self._account_usage += float(values["usage"]) - rec.usage.total
             for name, value in values.items():
                 spend = rec.byok if name.startswith("byok_") else rec.usage
                 attr = name.removeprefix("byok_").removeprefix("usage").lstrip("_") or "total"
@@ -665,5 +671,4 @@ class OpenRouterState:
     def credits(self) -> dict[str, float]:
         with self.lock:
             self._accrue()
-            used = sum(rec.usage.total for rec in self._keys.values())
-            return {"total_credits": self.total_credits, "total_usage": round(used, 10)}
+            return {"total_credits": self.total_credits, "total_usage": round(self._account_usage, 10)}
