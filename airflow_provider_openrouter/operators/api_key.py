@@ -158,9 +158,8 @@ def _target(key_hash: Any, key_name: Any) -> None:
 
 
 def _callable_name(func: Callable[..., Any]) -> str:
-    module = getattr(func, "__module__", None)
-    qualname = getattr(func, "__qualname__", None) or type(func).__name__
-    return f"{module}.{qualname}" if module else str(qualname)
+    # The qualified name alone: Airflow loads DAG files under generated module names that say nothing.
+    return str(getattr(func, "__qualname__", None) or type(func).__name__)
 
 
 def _same(current: Any, wanted: Any) -> bool:
