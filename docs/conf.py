@@ -11,6 +11,15 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from sphinx.util.nodes import make_refnode
+
+if TYPE_CHECKING:
+    from docutils.nodes import Element
+    from sphinx.addnodes import pending_xref
+    from sphinx.application import Sphinx
+    from sphinx.environment import BuildEnvironment
 
 DOCS = Path(__file__).resolve().parent
 ROOT = DOCS.parent
@@ -38,7 +47,6 @@ release = __version__
 
 extensions = [
     "sphinx.ext.autodoc",
-    "sphinx.ext.napoleon",
     "sphinx.ext.viewcode",
 ]
 
@@ -57,21 +65,21 @@ autodoc_typehints_format = "short"
 autodoc_class_signature = "separated"
 autodoc_preserve_defaults = True
 autoclass_content = "class"
-napoleon_google_docstring = True
-napoleon_numpy_docstring = False
-napoleon_use_rtype = False
 
-# -- nitpicky references -------------------------------------------------------------------------------------
+# -- nitpicky references ------------------------------------------------------------------------------------
 # The build runs offline, so there is no intersphinx: a reference to another project's object (Airflow, the
 # standard library, requests, pendulum ...) cannot resolve. Those are the only references ignored; a broken
 # reference to this package's own objects still fails the build.
-_EXTERNAL = (
+_PACKAGE = "airflow_provider_openrouter"
+_EXTERNAL_MODULES = (
     "airflow",
     "aiohttp",
     "requests",
     "urllib3",
     "pendulum",
     "datetime",
+    "dt",  # ``import datetime as dt``
+    "re",
     "collections",
     "typing",
     "typing_extensions",
@@ -88,9 +96,71 @@ _EXTERNAL = (
     "pytest",
     "_pytest",
 )
+# This package's private modules are not documented; the docstrings that mention them say what they do.
+_PRIVATE = rf"{_PACKAGE}(?:\.\w+)*\._\w+(?:\..+)?"
+# Airflow names that appear unqualified in signatures (imported only for type checking).
+_EXTERNAL_NAMES = (
+    "BaseHook",
+    "BaseOperator",
+    "BaseOperatorLink",
+    "BaseSensorOperator",
+    "BaseTrigger",
+    "Connection",
+    "Context",
+    "PokeReturnValue",
+    "TaskInstanceKey",
+    "TriggerEvent",
+)
 nitpick_ignore_regex = [
-    (r"py:.*", rf"(?:{'|'.join(_EXTERNAL)})(?:\..+)?"),
+    (r"py:.*", rf"(?:{'|'.join(_EXTERNAL_MODULES)})(?:\..+)?"),
+    (r"py:.*", rf"(?:{'|'.join(_EXTERNAL_NAMES)})"),
+    (r"py:.*", _PRIVATE),
 ]
+
+
+def _public_bases(app: Sphinx, name: str, obj: object, options: object, bases: list[type]) -> None:
+    """Show a class's public ancestry: a private base of this package is replaced by its own bases."""
+    index = 0
+    while index < len(bases):
+        base = bases[index]
+        if base.__module__.startswith(_PACKAGE) and base.__name__.startswith("_"):
+            bases[index : index + 1] = [b for b in base.__bases__ if b is not object]
+            continue
+        index += 1
+    if not bases:
+        bases.append(object)
+
+
+def _resolve_unqualified(
+    app: Sphinx, env: BuildEnvironment, node: pending_xref, contnode: Element
+) -> Element | None:
+    """Resolve ``:class:`NotFoundError``` written inside another module of this package.
+
+    Docstrings name the package's own classes unqualified; when exactly one documented object of the package
+    carries that name, link to it (like Sphinx's ``.Name`` search). Ambiguous or unknown names stay unresolved
+    and fail the build.
+    """
+    if node.get("refdomain") != "py":
+        return None
+    target = str(node.get("reftarget", ""))
+    if not target or "." in target:
+        return None
+    domain = env.get_domain("py")
+    matches = {
+        fullname: entry
+        for fullname, entry in domain.objects.items()
+        if fullname.startswith(_PACKAGE + ".") and fullname.endswith("." + target) and not entry.aliased
+    }
+    if len(matches) != 1:
+        return None
+    [(fullname, entry)] = matches.items()
+    return make_refnode(app.builder, node["refdoc"], entry.docname, entry.node_id, contnode, fullname)
+
+
+def setup(app: Sphinx) -> None:
+    app.connect("autodoc-process-bases", _public_bases)
+    app.connect("missing-reference", _resolve_unqualified)
+
 
 # -- HTML ----------------------------------------------------------------------------------------------------
 html_theme = "furo"
