@@ -28,6 +28,7 @@ from airflow_provider_openrouter.testing import (
     LocalOpenRouter,
     LocalOpenRouterControl,
     LocalOpenRouterControlError,
+    LocalOpenRouterProcess,
     Status,
     measure_capacity,
 )
@@ -901,6 +902,33 @@ def test_stop_closes_idle_keep_alive_connections() -> None:
 def test_capacity_is_measured(fake: LocalOpenRouter) -> None:
     assert measure_capacity(0.2, fake=fake) > 0
     assert measure_capacity(0.1) > 0
+    assert measure_capacity(0.1, base_url=fake.base_url, management_key=fake.management_key, clients=3) > 0
+    with pytest.raises(ValueError, match="management_key"):
+        measure_capacity(0.1, base_url=fake.base_url)
+    fake.inject(Status(500), times=None)
+    with pytest.raises(RuntimeError, match="500"):
+        measure_capacity(0.1, fake=fake, clients=2)
+
+
+def test_local_openrouter_process_serves_and_is_driven_over_http() -> None:
+    key = "sk-or-v1-" + "2" * 64
+    with LocalOpenRouterProcess(management_key=key, spend_per_second=0.0) as child:
+        assert child.pid is not None
+        assert child.management_key == key
+        assert child.base_url in repr(child)
+        made = child.control.add_key("in the child", limit=3)
+        response = requests.get(
+            f"{child.base_url}/keys/{made.hash}", headers={"Authorization": f"Bearer {key}"}, timeout=10
+        )
+        assert response.json()["data"]["name"] == "in the child"
+        assert json.loads(child.connection_json(timeout=3))["host"] == child.base_url
+        assert child.connection_uri().startswith("openrouter://http://")
+        assert list(child.airflow_env()) == ["AIRFLOW_CONN_OPENROUTER_DEFAULT"]
+        assert measure_capacity(0.1, base_url=child.base_url, management_key=key) > 0
+        base_url = child.base_url
+    assert child.pid is None
+    with pytest.raises(requests.ConnectionError):
+        requests.get(base_url + "/key", timeout=5)
 
 
 # -- the control client ----------------------------------------------------------------------------------

@@ -32,6 +32,7 @@ from airflow_provider_openrouter.testing.faults import (
     Latency,
     Status,
 )
+from airflow_provider_openrouter.testing.process import LocalOpenRouterProcess
 
 __all__ = [
     "DEFAULT_WORKSPACE_ID",
@@ -45,6 +46,7 @@ __all__ = [
     "LocalOpenRouter",
     "LocalOpenRouterControl",
     "LocalOpenRouterControlError",
+    "LocalOpenRouterProcess",
     "RecordedRequest",
     "Status",
     "airflow_env",

@@ -1,0 +1,113 @@
+"""A local OpenRouter served from a child process (its own interpreter lock), driven over HTTP."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from typing import TYPE_CHECKING, Any
+
+from airflow_provider_openrouter.testing._local import (
+    DEFAULT_CONN_ID,
+    airflow_env,
+    connection_json,
+    connection_uri,
+)
+from airflow_provider_openrouter.testing.control import LocalOpenRouterControl
+
+if TYPE_CHECKING:
+    from types import TracebackType
+
+
+class LocalOpenRouterProcess:
+    """``python -m airflow_provider_openrouter.testing`` in a child process, for benchmarks and demos.
+
+    ::
+
+        with LocalOpenRouterProcess() as fake:
+            fake.base_url, fake.management_key
+            fake.control.add_usage(key_hash, 1.5)   # the LocalOpenRouter helpers, over HTTP
+
+    A benchmark measures its client better this way: a server in the same process competes with the client
+    for the interpreter lock.
+    """
+
+    def __init__(
+        self,
+        *,
+        port: int = 0,
+        management_key: str | None = None,
+        spend_per_second: float = 0.0,
+        env: dict[str, str] | None = None,
+        startup_timeout: float = 30.0,
+    ) -> None:
+        self._args = [sys.executable, "-m", "airflow_provider_openrouter.testing", "--port", str(port)]
+        if management_key is not None:
+            self._args += ["--management-key", management_key]
+        if spend_per_second:
+            self._args += ["--spend-per-second", str(spend_per_second)]
+        self._env = env
+        self._startup_timeout = startup_timeout
+        self._proc: subprocess.Popen[str] | None = None
+        self.base_url = ""
+        self.management_key = ""
+
+    def start(self) -> LocalOpenRouterProcess:
+        if self._proc is not None:
+            return self
+        self._proc = subprocess.Popen(
+            self._args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=self._env
+        )
+        printed: dict[str, str] = {}
+        assert self._proc.stdout is not None
+        while "management_key" not in printed:
+            line = self._proc.stdout.readline()
+            if not line:
+                self.stop()
+                raise RuntimeError("the local OpenRouter process exited before it started serving")
+            name, sep, value = line.strip().partition("=")
+            if sep:
+                printed[name] = value
+        self.base_url, self.management_key = printed["base_url"], printed["management_key"]
+        return self
+
+    def stop(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+    def __enter__(self) -> LocalOpenRouterProcess:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        return f"LocalOpenRouterProcess({self.base_url or 'not started'})"
+
+    @property
+    def pid(self) -> int | None:
+        return None if self._proc is None else self._proc.pid
+
+    @property
+    def control(self) -> LocalOpenRouterControl:
+        """The test helpers (usage, clock, faults, request log, ...) over the control endpoints."""
+        return LocalOpenRouterControl(self.base_url)
+
+    def connection_json(self, **extras: Any) -> str:
+        return connection_json(self.base_url, self.management_key, **extras)
+
+    def connection_uri(self, *, conn_type: str = "openrouter", **extras: Any) -> str:
+        return connection_uri(self.base_url, self.management_key, conn_type=conn_type, **extras)
+
+    def airflow_env(self, conn_id: str = DEFAULT_CONN_ID, **extras: Any) -> dict[str, str]:
+        return airflow_env(self.base_url, self.management_key, conn_id, **extras)
