@@ -94,13 +94,6 @@ class LocalOpenRouter:
             self._server.stop()
             self._server = None
 
-    def serve_forever(self) -> None:
-        """Serve on the calling thread until interrupted (the CLI)."""
-        if self._server is None:
-            self._server = HttpServer(self._backend, self._host, self._port)
-            self._backend.base_url = self.base_url
-        self._server.serve_forever()
-
     def __enter__(self) -> LocalOpenRouter:
         return self.start()
 

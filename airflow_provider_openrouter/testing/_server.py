@@ -13,6 +13,7 @@ import datetime as dt
 import email.utils
 import json
 import re
+import selectors
 import socket
 import socketserver
 import threading
@@ -570,11 +571,19 @@ def _admin_spend(state: OpenRouterState, body: dict[str, Any]) -> tuple[int, Any
 
 
 class HttpServer:
-    """The threaded server on a background thread."""
+    """The threaded server, accepting on a background thread.
+
+    Its own accept loop rather than ``serve_forever``, which polls for shutdown: every stop would wait up to a
+    poll interval, and a test suite starts and stops a server per test.
+    """
 
     def __init__(self, backend: Backend, host: str, port: int) -> None:
         self._server = _Server((host, port), backend)
+        # A bound on handle_request's wait, for a connection that vanishes between select and accept.
+        self._server.timeout = 0.5
         self._thread: threading.Thread | None = None
+        self._stopping = threading.Event()
+        self._wake_r, self._wake_w = socket.socketpair()
 
     @property
     def address(self) -> tuple[str, int]:
@@ -582,21 +591,25 @@ class HttpServer:
         return str(host), int(port)
 
     def start(self) -> None:
-        self._thread = threading.Thread(
-            target=self._server.serve_forever,
-            kwargs={"poll_interval": 0.05},
-            name="local-openrouter",
-            daemon=True,
-        )
+        self._thread = threading.Thread(target=self._accept_loop, name="local-openrouter", daemon=True)
         self._thread.start()
 
-    def serve_forever(self) -> None:
-        self._server.serve_forever(poll_interval=0.2)
+    def _accept_loop(self) -> None:
+        with selectors.DefaultSelector() as selector:
+            selector.register(self._server.socket, selectors.EVENT_READ)
+            selector.register(self._wake_r, selectors.EVENT_READ)
+            while not self._stopping.is_set():
+                for key, _ in selector.select():
+                    if key.fileobj is self._server.socket and not self._stopping.is_set():
+                        self._server.handle_request()
 
     def stop(self) -> None:
+        self._stopping.set()
         if self._thread is not None:
-            self._server.shutdown()
+            self._wake_w.send(b"\0")
             self._thread.join()
             self._thread = None
         self._server.close_all_connections()
         self._server.server_close()
+        self._wake_r.close()
+        self._wake_w.close()
