@@ -124,11 +124,9 @@ def _public_bases(app: Sphinx, name: str, obj: object, options: object, bases: l
     while index < len(bases):
         base = bases[index]
         if base.__module__.startswith(_PACKAGE) and base.__name__.startswith("_"):
-            bases[index : index + 1] = [b for b in base.__bases__ if b is not object]
+            bases[index : index + 1] = [b for b in base.__bases__ if b is not object or len(bases) == 1]
             continue
         index += 1
-    if not bases:
-        bases.append(object)
 
 
 def _resolve_unqualified(
