@@ -8,6 +8,7 @@ endpoints, read from ``../shared/openrouter`` beside the clone.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -370,14 +371,19 @@ def answers() -> list[Answer]:
         return record_every_answer(fake)
 
 
+@functools.cache
+def _read_spec(name: str) -> dict[str, Any]:
+    spec: dict[str, Any] = yaml.safe_load((SPEC_DIR / name).read_text())
+    return spec
+
+
 def load_spec(name: str) -> dict[str, Any]:
     if not SPEC_DIR.is_dir():
         pytest.skip(
             f"the OpenAPI spec folder beside the clone is missing ({SPEC_DIR}); "
             "the spec checks need ../shared/openrouter next to the project"
         )
-    spec: dict[str, Any] = yaml.safe_load((SPEC_DIR / name).read_text())
-    return spec
+    return _read_spec(name)
 
 
 def _pointer(*parts: str) -> str:

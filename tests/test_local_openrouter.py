@@ -680,6 +680,15 @@ def test_status_fault_429_with_retry_after(
     assert api("GET", "/keys").status_code == 200
 
 
+def test_status_fault_extra_headers(fake: LocalOpenRouter, api: Api) -> None:
+    fake.inject(Status(429, retry_after=7, headers={"X-RateLimit-Limit": "60", "X-RateLimit-Remaining": "0"}))
+    response = api("GET", "/keys")
+    assert response.status_code == 429
+    assert response.headers["Retry-After"] == "7"
+    assert response.headers["X-RateLimit-Remaining"] == "0"
+    assert response.headers["X-RateLimit-Limit"] == "60"
+
+
 @pytest.mark.parametrize("code", [500, 502, 503, 504, 409, 402])
 def test_status_fault_any_code_with_a_real_error_body(fake: LocalOpenRouter, api: Api, code: int) -> None:
     fake.inject(Status(code))
@@ -972,7 +981,11 @@ def test_control_client_drives_the_fake_over_http(fake: LocalOpenRouter, api: Ap
 
 def test_control_client_faults_and_request_log(fake: LocalOpenRouter, api: Api) -> None:
     control = LocalOpenRouterControl(fake.base_url)
-    control.inject(Status(429, retry_after=3, message="slow down"), method="GET", path="/keys")
+    control.inject(
+        Status(429, retry_after=3, message="slow down", headers={"X-RateLimit-Reset": "1"}),
+        method="GET",
+        path="/keys",
+    )
     control.inject(HtmlError(504), path=re.compile(r"/keys/.*"))
     control.inject(Latency(0.01), path="/credits")
     control.inject(DropBeforeCommit(), method="DELETE", times=None)
@@ -990,6 +1003,7 @@ def test_control_client_faults_and_request_log(fake: LocalOpenRouter, api: Api) 
     response = api("GET", "/keys")
     assert_error(response, 429, "slow down")
     assert response.headers["Retry-After"] == "3"
+    assert response.headers["X-RateLimit-Reset"] == "1"
     assert api("GET", "/keys/" + "e" * 64).status_code == 504
     assert api("GET", "/credits").status_code == 200
     with pytest.raises(requests.ConnectionError):

@@ -18,6 +18,7 @@ import socket
 import socketserver
 import threading
 import time
+import traceback
 from dataclasses import asdict, dataclass
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
@@ -375,6 +376,7 @@ class _Handler(socketserver.StreamRequestHandler):
             extra: list[tuple[str, str]] = []
             if decisive.retry_after is not None:
                 extra.append(("Retry-After", _retry_after_text(decisive.retry_after)))
+            extra.extend((decisive.headers or {}).items())
             error = ApiError(decisive.code, decisive.message or default_message(decisive.code))
             record(decisive.code, "status")
             self._send_json(decisive.code, error.body(), extra)
@@ -386,17 +388,21 @@ class _Handler(socketserver.StreamRequestHandler):
             self._send(decisive.code, page, content_type="text/html; charset=utf-8")
             return
 
-        extra_headers: list[tuple[str, str]] = []
         try:
             status, payload = self._route(method, path, query, raw)
         except ApiError as exc:
             status, payload = exc.status, exc.body()
+        except Exception:
+            # A bug in the fake: answer like the real API's 500 rather than dropping the connection, which a
+            # client would take for a network failure; the traceback goes to stderr for whoever debugs it.
+            traceback.print_exc()
+            status, payload = 500, ApiError(500, "Internal Server Error").body()
         if isinstance(decisive, DropAfterCommit):
             record(None, "drop_after_commit")
             self._drop()
             return
         record(status, None)
-        self._send_json(status, payload, extra_headers)
+        self._send_json(status, payload)
 
     def _route(self, method: str, path: str, query: dict[str, str], raw: bytes) -> tuple[int, Any]:
         state = self.server.backend.state
@@ -449,6 +455,9 @@ class _Handler(socketserver.StreamRequestHandler):
             status, payload = exc.status, exc.body()
         except (KeyError, ValueError, TypeError) as exc:
             status, payload = 400, ApiError(400, f"{type(exc).__name__}: {exc}").body()
+        except Exception as exc:
+            traceback.print_exc()
+            status, payload = 500, ApiError(500, f"{type(exc).__name__}: {exc}").body()
         self._send_json(status, payload)
 
 

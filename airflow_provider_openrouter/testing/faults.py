@@ -39,14 +39,22 @@ class Status:
     """Answer with ``code`` and an error body shaped like the real API's.
 
     ``retry_after`` becomes the ``Retry-After`` header: a number of seconds or a string (an HTTP date).
+    ``headers`` adds any others, e.g. ``X-RateLimit-Remaining``.
     """
 
     code: int
     retry_after: float | str | None = None
     message: str | None = None
+    headers: dict[str, str] | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {"kind": "status", "code": self.code, "retry_after": self.retry_after, "message": self.message}
+        return {
+            "kind": "status",
+            "code": self.code,
+            "retry_after": self.retry_after,
+            "message": self.message,
+            "headers": self.headers,
+        }
 
 
 @dataclass(frozen=True)
@@ -61,7 +69,11 @@ class HtmlError:
 
 @dataclass(frozen=True)
 class Latency:
-    """Wait ``seconds`` before handling the request."""
+    """Wait ``seconds`` before handling the request.
+
+    The request is handled after the wait even if the client has given up by then, as a slow server does: a
+    create that times out on the client's side may still create the key.
+    """
 
     seconds: float
 
@@ -91,7 +103,12 @@ Fault = Status | HtmlError | Latency | DropBeforeCommit | DropAfterCommit
 def fault_from_json(data: dict[str, Any]) -> Fault:
     kind = data.get("kind")
     if kind == "status":
-        return Status(int(data["code"]), retry_after=data.get("retry_after"), message=data.get("message"))
+        return Status(
+            int(data["code"]),
+            retry_after=data.get("retry_after"),
+            message=data.get("message"),
+            headers=data.get("headers"),
+        )
     if kind == "html":
         return HtmlError(int(data.get("code", 502)))
     if kind == "latency":
