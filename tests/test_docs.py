@@ -16,7 +16,9 @@ from pathlib import Path
 
 import pytest
 
+from airflow_provider_openrouter.exceptions import NotFoundError
 from airflow_provider_openrouter.get_provider_info import get_provider_info
+from airflow_provider_openrouter.hooks.openrouter import OpenRouterHook
 from airflow_provider_openrouter.operators.api_key import (
     CreateApiKeyOperator,
     DeleteApiKeyOperator,
@@ -118,6 +120,35 @@ def test_every_declared_module_has_an_api_page() -> None:
 
 
 # -- examples shown on docs/testing.rst --------------------------------------------------------------------
+
+
+# [START docs_hook_usage]
+def test_hook_usage(openrouter_conn_env: LocalOpenRouter) -> None:
+    hook = OpenRouterHook()  # openrouter_conn_id="openrouter_default"
+
+    created = hook.create_key("tenant-acme", limit=10.0, limit_reset="monthly")
+    # created.plaintext is the key itself, this once; created.api_key is its metadata.
+    assert created.api_key.limit == 10.0
+
+    # Pages of 100 keys are fetched as the loop goes.
+    near_limit = [
+        key.name for key in hook.list_keys() if key.limit is not None and key.usage_monthly >= 0.8 * key.limit
+    ]
+    assert near_limit == []
+
+    updated = hook.update_key(created.hash, limit=None)  # sends {"limit": null} and nothing else
+    assert updated.limit is None
+    assert updated.limit_reset == "monthly"
+
+    with pytest.raises(NotFoundError) as err:
+        hook.get_key("0" * 64)
+    assert err.value.status == 404
+
+    assert hook.delete_key(created.hash) is True
+    assert hook.delete_key(created.hash, missing_ok=True) is False  # already gone
+
+
+# [END docs_hook_usage]
 
 
 # [START docs_testing_create_key]
