@@ -272,3 +272,68 @@ def _uuid(conn_id: str, extras: Mapping[str, Any], name: str) -> str | None:
     except ValueError:
         raise OpenRouterConnectionConfigError(conn_id, name, f"must be a UUID (got {value!r})") from None
     return value.strip()
+
+
+def connection_form_widgets() -> dict[str, Any]:
+    """wtforms fields for the extras, built from :data:`CONN_FIELDS` (what Airflow < 3.2 renders).
+
+    wtforms and flask_appbuilder are imported here only: Airflow calls this where they are installed, and a
+    missing one surfaces as the ``ImportError`` Airflow expects.
+    """
+    from wtforms import (  # type: ignore[import-untyped,import-not-found,unused-ignore]
+        BooleanField,
+        IntegerField,
+        PasswordField,
+        StringField,
+    )
+    from wtforms.validators import (  # type: ignore[import-untyped,import-not-found,unused-ignore]
+        NumberRange,
+        Optional,
+    )
+
+    try:
+        from flask_appbuilder.fieldwidgets import (  # type: ignore[import-not-found,unused-ignore]
+            BS3PasswordFieldWidget,
+            BS3TextFieldWidget,
+        )
+
+        text_widget: Any = BS3TextFieldWidget()
+        password_widget: Any = BS3PasswordFieldWidget()
+    except ImportError:
+        text_widget = password_widget = None
+
+    widgets: dict[str, Any] = {}
+    for name, spec in CONN_FIELDS.items():
+        schema = spec.get("schema", {})
+        types = schema.get("type", "string")
+        types = [types] if isinstance(types, str) else list(types)
+        common: dict[str, Any] = {"description": spec.get("description", "")}
+        if "default" in schema:
+            common["default"] = schema["default"]
+        if "boolean" in types:
+            widgets[name] = BooleanField(spec["label"], **common)
+            continue
+        if "integer" in types:
+            bounds = NumberRange(min=schema.get("minimum"), max=schema.get("maximum"))
+            common["validators"] = [Optional(), bounds]
+            field_class: Any = IntegerField
+        elif schema.get("format") == "password":
+            field_class = PasswordField
+        else:
+            # Airflow accepts no FloatField: numbers are entered as text.
+            field_class = StringField
+        widget = password_widget if field_class is PasswordField else text_widget
+        if widget is not None:
+            common["widget"] = widget
+        widgets[name] = field_class(spec["label"], **common)
+    return widgets
+
+
+def ui_field_behaviour() -> dict[str, Any]:
+    """The provider info's ``ui-field-behaviour``, with the key names the hook method form uses."""
+    from airflow_provider_openrouter.get_provider_info import get_provider_info
+
+    for conn in get_provider_info()["connection-types"]:
+        if conn["connection-type"] == "openrouter":
+            return {key.replace("-", "_"): value for key, value in conn["ui-field-behaviour"].items()}
+    return {}

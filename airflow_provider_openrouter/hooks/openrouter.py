@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseHook
 
-from airflow_provider_openrouter.models import UNSET, Unset
+from airflow_provider_openrouter._sentinel import UNSET, Unset
 
 if TYPE_CHECKING:
     import datetime as dt
@@ -59,66 +59,16 @@ class OpenRouterHook(BaseHook):
     @classmethod
     def get_connection_form_widgets(cls) -> dict[str, Any]:
         """Extra fields of the connection form for Airflow < 3.2 (later versions read ``conn-fields``)."""
-        from wtforms import (  # type: ignore[import-untyped,import-not-found,unused-ignore]
-            BooleanField,
-            IntegerField,
-            PasswordField,
-            StringField,
-        )
-        from wtforms.validators import (  # type: ignore[import-untyped,import-not-found,unused-ignore]
-            NumberRange,
-            Optional,
-        )
+        from airflow_provider_openrouter._connection import connection_form_widgets
 
-        from airflow_provider_openrouter.get_provider_info import CONN_FIELDS
-
-        try:
-            from flask_appbuilder.fieldwidgets import (  # type: ignore[import-not-found,unused-ignore]
-                BS3PasswordFieldWidget,
-                BS3TextFieldWidget,
-            )
-
-            text_widget: Any = BS3TextFieldWidget()
-            password_widget: Any = BS3PasswordFieldWidget()
-        except ImportError:
-            text_widget = password_widget = None
-
-        widgets: dict[str, Any] = {}
-        for name, spec in CONN_FIELDS.items():
-            schema = spec.get("schema", {})
-            types = schema.get("type", "string")
-            types = [types] if isinstance(types, str) else list(types)
-            common: dict[str, Any] = {"description": spec.get("description", "")}
-            if "default" in schema:
-                common["default"] = schema["default"]
-            if "boolean" in types:
-                widgets[name] = BooleanField(spec["label"], **common)
-                continue
-            if "integer" in types:
-                bounds = NumberRange(min=schema.get("minimum"), max=schema.get("maximum"))
-                common["validators"] = [Optional(), bounds]
-                field_class: Any = IntegerField
-            elif schema.get("format") == "password":
-                field_class = PasswordField
-            else:
-                # Airflow accepts no FloatField: numbers are entered as text.
-                field_class = StringField
-            widget = password_widget if field_class is PasswordField else text_widget
-            if widget is not None:
-                common["widget"] = widget
-            widgets[name] = field_class(spec["label"], **common)
-        return widgets
+        return connection_form_widgets()
 
     @classmethod
     def get_ui_field_behaviour(cls) -> dict[str, Any]:
         """Hidden and relabelled standard fields, from the same declaration as the provider info."""
-        from airflow_provider_openrouter.get_provider_info import get_provider_info
+        from airflow_provider_openrouter._connection import ui_field_behaviour
 
-        for conn in get_provider_info()["connection-types"]:
-            if conn["connection-type"] == cls.conn_type:
-                behaviour = conn["ui-field-behaviour"]
-                return {key.replace("-", "_"): value for key, value in behaviour.items()}
-        return {}
+        return ui_field_behaviour()
 
     # ----------------------------------------------------------------------------------- plumbing ---
 
