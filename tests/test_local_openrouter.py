@@ -450,6 +450,7 @@ def test_list_one_workspace_at_a_time(fake: LocalOpenRouter, api: Api) -> None:
         pytest.param({"include_expired": "1"}, "include_expired", id="numeric-bool"),
         pytest.param({"offset": "-1"}, "offset", id="negative-offset"),
         pytest.param({"offset": "ten"}, "offset", id="word-offset"),
+        pytest.param({"offset": "²"}, "offset", id="unicode-digit-offset"),
         pytest.param({"workspace_id": "abc"}, "workspace_id", id="bad-workspace"),
     ],
 )

@@ -114,7 +114,7 @@ class LocalOpenRouter:
         if self._server is None:
             raise RuntimeError("LocalOpenRouter is not started")
         host, port = self._server.address
-        return f"http://{host}:{port}"
+        return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
     @property
     def base_url(self) -> str:
@@ -123,7 +123,9 @@ class LocalOpenRouter:
 
     @property
     def port(self) -> int:
-        return int(self.root_url.rsplit(":", 1)[1])
+        if self._server is None:
+            raise RuntimeError("LocalOpenRouter is not started")
+        return self._server.address[1]
 
     @property
     def management_key(self) -> str:

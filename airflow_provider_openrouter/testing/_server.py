@@ -129,7 +129,7 @@ def _offset(query: dict[str, str]) -> int:
     value = query.get("offset")
     if value is None or value == "":
         return 0
-    if not value.isdigit():
+    if not (value.isascii() and value.isdigit()):
         raise ApiError(400, f"offset: expected a non-negative integer (got {value!r})")
     return int(value)
 
@@ -160,6 +160,7 @@ class _Server(socketserver.ThreadingTCPServer):
         self.backend = backend
         self._open: set[socket.socket] = set()
         self._open_lock = threading.Lock()
+        self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
         super().__init__(address, _Handler)
 
     def track(self, sock: socket.socket, *, open_: bool) -> None:

@@ -21,7 +21,6 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
 
 DEFAULT_WORKSPACE_ID: Final = "0df9e665-d932-5740-b2c7-b52af166bc11"
-ORGANIZATION_ID: Final = None
 PAGE_SIZE: Final = 100
 LIMIT_RESETS: Final = ("daily", "weekly", "monthly")
 KEY_PREFIX: Final = "sk-or-v1-"
@@ -239,7 +238,7 @@ class KeyRecord:
             "budgets": [budget] if budget else [],
             "effective_budget": budget,
             "free_model_daily_requests": {"limit": 1000, "remaining": 1000, "used": 0},
-            "organization_id": ORGANIZATION_ID,
+            "organization_id": None,
             "workspace_id": self.workspace_id,
         }
 
