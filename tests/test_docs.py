@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from airflow_provider_openrouter.exceptions import NotFoundError
-from airflow_provider_openrouter.get_provider_info import get_provider_info
+from airflow_provider_openrouter.get_provider_info import CONN_FIELDS, get_provider_info
 from airflow_provider_openrouter.hooks.openrouter import OpenRouterHook
 from airflow_provider_openrouter.operators.api_key import (
     CreateApiKeyOperator,
@@ -97,6 +97,17 @@ def test_docstring_points_to_its_howto(cls: type, label: str) -> None:
 
 def test_connection_page_label() -> None:
     assert "howto/connection:openrouter" in _labels()
+
+
+@pytest.mark.parametrize("field", sorted(CONN_FIELDS))
+def test_connection_page_lists_every_extra(field: str) -> None:
+    page = (DOCS / "connections.rst").read_text()
+    start = f"   * - ``{field}``"
+    assert start in page, f"connections.rst has no row for the extra {field!r}"
+    row = page[page.index(start) :].split("   * - ``", 2)[1]
+    default = CONN_FIELDS[field]["schema"].get("default")
+    if default is not None:
+        assert f"``{default}``" in row, f"connections.rst: {field}'s default should read {default}"
 
 
 def test_every_declared_module_has_an_api_page() -> None:
