@@ -536,8 +536,10 @@ def test_set_usage_sets_explicit_values(fake: LocalOpenRouter, api: Api) -> None
 
 
 def test_helpers_on_an_unknown_hash_raise_key_error(fake: LocalOpenRouter) -> None:
-    with pytest.raises(KeyError):
-        fake.get_key_state("c" * 64)
+    for helper in (fake.get_key_state, lambda h: fake.add_usage(h, 1), lambda h: fake.set_usage(h, usage=1)):
+        with pytest.raises(KeyError):
+            helper("c" * 64)
+    assert not fake.has_key("c" * 64)
 
 
 @pytest.mark.parametrize(

@@ -532,10 +532,6 @@ def _admin_route(
                 return 200, {"data": state.set_usage(key_hash, _admin_body(raw))}
         except KeyError:
             raise ApiError(404, f"no key with hash {key_hash}") from None
-        except ApiError as exc:
-            if exc.status == 404:
-                raise ApiError(404, f"no key with hash {key_hash}") from None
-            raise
     raise ApiError(404, f"no control endpoint {method} {ADMIN_PREFIX}{path}")
 
 

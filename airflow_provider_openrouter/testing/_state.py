@@ -408,7 +408,7 @@ class OpenRouterState:
     def add_usage(self, key_hash: str, usd: float, *, byok: bool = False) -> dict[str, Any]:
         with self.lock:
             self._accrue()
-            rec = self._record(key_hash, include_management=True)
+            rec = self._held(key_hash)
             self._spend(rec, float(usd), byok=byok, now=self.now())
             return rec.to_state()
 
@@ -418,7 +418,7 @@ class OpenRouterState:
             raise ValueError(f"unknown usage fields: {', '.join(sorted(unknown))}")
         with self.lock:
             self._accrue()
-            rec = self._record(key_hash, include_management=True)
+            rec = self._held(key_hash)
             self._roll(rec, self.now())
             if "usage" in values:
                 self._account_usage += float(values["usage"]) - rec.usage.total
@@ -503,18 +503,24 @@ class OpenRouterState:
             )
             return rec.to_api(), plaintext
 
-    def _record(self, key_hash: str, *, include_management: bool = False) -> KeyRecord:
+    def _record(self, key_hash: str) -> KeyRecord:
+        """An API key for the API: management keys are not among them."""
         rec = self._keys.get(key_hash)
-        if rec is None or (rec.management and not include_management):
+        if rec is None or rec.management:
             raise ApiError(404, "API key not found")
+        return rec
+
+    def _held(self, key_hash: str) -> KeyRecord:
+        """Any key, management keys included, for the test helpers: ``KeyError`` if there is none."""
+        rec = self._keys.get(key_hash)
+        if rec is None:
+            raise KeyError(key_hash)
         return rec
 
     def key_state(self, key_hash: str) -> dict[str, Any]:
         with self.lock:
             self._accrue()
-            rec = self._keys.get(key_hash)
-            if rec is None:
-                raise KeyError(key_hash)
+            rec = self._held(key_hash)
             self._roll(rec, self.now())
             return rec.to_state()
 
