@@ -749,6 +749,23 @@ def test_drop_after_commit_creates_the_key_but_answers_nothing(fake: LocalOpenRo
     assert fake.requests[-1].fault == "drop_after_commit"
 
 
+@pytest.mark.parametrize(
+    "fault",
+    [Status(502, after_commit=True), HtmlError(504, after_commit=True)],
+    ids=["status", "html"],
+)
+def test_error_after_commit_creates_the_key_and_answers_the_error(
+    fake: LocalOpenRouter, api: Api, fault: Status | HtmlError
+) -> None:
+    fake.inject(fault, method="POST", path="/keys")
+    response = api("POST", "/keys", json={"name": "created anyway"})
+    assert response.status_code == fault.code
+    assert [k["name"] for k in stored(fake)] == ["created anyway"]
+    fake.inject(Status(500))
+    api("POST", "/keys", json={"name": "not created"})
+    assert [k["name"] for k in stored(fake)] == ["created anyway"]
+
+
 def test_drop_after_commit_on_delete_deletes(fake: LocalOpenRouter, api: Api) -> None:
     key = fake.add_key("to-delete")
     fake.inject(DropAfterCommit(), method="DELETE")
@@ -989,11 +1006,12 @@ def test_control_client_faults_and_request_log(fake: LocalOpenRouter, api: Api) 
         method="GET",
         path="/keys",
     )
-    control.inject(HtmlError(504), path=re.compile(r"/keys/.*"))
+    control.inject(HtmlError(504, after_commit=True), path=re.compile(r"/keys/.*"))
     control.inject(Latency(0.01), path="/credits")
     control.inject(DropBeforeCommit(), method="DELETE", times=None)
     control.inject(DropAfterCommit(), method="POST")
     faults = control.faults
+    assert faults[1].fault == HtmlError(504, after_commit=True)
     assert [type(rule.fault) for rule in faults] == [
         Status,
         HtmlError,

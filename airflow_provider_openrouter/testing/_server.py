@@ -369,8 +369,12 @@ class _Handler(socketserver.StreamRequestHandler):
                 )
             )
 
-        if isinstance(decisive, DropBeforeCommit):
-            record(None, "drop_before_commit")
+        committed = False
+        if isinstance(decisive, DropAfterCommit) or getattr(decisive, "after_commit", False):
+            self._process(method, path, query, raw)  # the change happens; its answer is lost
+            committed = True
+        if isinstance(decisive, (DropBeforeCommit, DropAfterCommit)):
+            record(None, "drop_after_commit" if committed else "drop_before_commit")
             self._drop()
             return
         if isinstance(decisive, Status):
@@ -388,22 +392,20 @@ class _Handler(socketserver.StreamRequestHandler):
             record(decisive.code, "html")
             self._send(decisive.code, page, content_type="text/html; charset=utf-8")
             return
+        status, payload = self._process(method, path, query, raw)
+        record(status, None)
+        self._send_json(status, payload)
 
+    def _process(self, method: str, path: str, query: dict[str, str], raw: bytes) -> tuple[int, Any]:
         try:
-            status, payload = self._route(method, path, query, raw)
+            return self._route(method, path, query, raw)
         except ApiError as exc:
-            status, payload = exc.status, exc.body()
+            return exc.status, exc.body()
         except Exception:
             # A bug in the fake: answer like the real API's 500 rather than dropping the connection, which a
             # client would take for a network failure; the traceback goes to stderr for whoever debugs it.
             traceback.print_exc()
-            status, payload = 500, ApiError(500, "Internal Server Error").body()
-        if isinstance(decisive, DropAfterCommit):
-            record(None, "drop_after_commit")
-            self._drop()
-            return
-        record(status, None)
-        self._send_json(status, payload)
+            return 500, ApiError(500, "Internal Server Error").body()
 
     def _route(self, method: str, path: str, query: dict[str, str], raw: bytes) -> tuple[int, Any]:
         state = self.server.backend.state

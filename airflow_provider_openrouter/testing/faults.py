@@ -39,13 +39,15 @@ class Status:
     """Answer with ``code`` and an error body shaped like the real API's.
 
     ``retry_after`` becomes the ``Retry-After`` header: a number of seconds or a string (an HTTP date).
-    ``headers`` adds any others, e.g. ``X-RateLimit-Remaining``.
+    ``headers`` adds any others, e.g. ``X-RateLimit-Remaining``. With ``after_commit`` the request is acted on
+    first (a gateway that gave up while the API went ahead): a create answered 502 has created the key.
     """
 
     code: int
     retry_after: float | str | None = None
     message: str | None = None
     headers: dict[str, str] | None = None
+    after_commit: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -54,17 +56,19 @@ class Status:
             "retry_after": self.retry_after,
             "message": self.message,
             "headers": self.headers,
+            "after_commit": self.after_commit,
         }
 
 
 @dataclass(frozen=True)
 class HtmlError:
-    """Answer with a non-JSON page, as a proxy in front of the API does."""
+    """Answer with a non-JSON page, as a proxy in front of the API does (``after_commit``: as for Status)."""
 
     code: int = 502
+    after_commit: bool = False
 
     def to_json(self) -> dict[str, Any]:
-        return {"kind": "html", "code": self.code}
+        return {"kind": "html", "code": self.code, "after_commit": self.after_commit}
 
 
 @dataclass(frozen=True)
@@ -108,9 +112,10 @@ def fault_from_json(data: dict[str, Any]) -> Fault:
             retry_after=data.get("retry_after"),
             message=data.get("message"),
             headers=data.get("headers"),
+            after_commit=bool(data.get("after_commit", False)),
         )
     if kind == "html":
-        return HtmlError(int(data.get("code", 502)))
+        return HtmlError(int(data.get("code", 502)), after_commit=bool(data.get("after_commit", False)))
     if kind == "latency":
         return Latency(float(data["seconds"]))
     if kind == "drop_before_commit":
