@@ -12,6 +12,7 @@ The Sphinx build itself (warnings as errors) is ``make docs``, part of ``make te
 from __future__ import annotations
 
 import re
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -58,6 +59,27 @@ def _literalincludes() -> list[tuple[str, Path, dict[str, str]]]:
 LITERALINCLUDES = _literalincludes()
 
 
+def _python_blocks() -> list[tuple[str, str]]:
+    """``(where, code)`` of every ``.. code-block:: python`` in the docs."""
+    blocks = []
+    for rst in RST_FILES:
+        lines = rst.read_text().splitlines()
+        for number, line in enumerate(lines):
+            match = _DIRECTIVE.match(line)
+            if not match or match["name"] != "code-block" or match["arg"].strip() != "python":
+                continue
+            body: list[str] = []
+            for following in lines[number + 1 :]:
+                if following.strip() and not following.startswith(match["indent"] + " "):
+                    break
+                body.append(following)
+            blocks.append((f"{rst.relative_to(ROOT)}:{number + 1}", textwrap.dedent("\n".join(body))))
+    return blocks
+
+
+PYTHON_BLOCKS = _python_blocks()
+
+
 def _labels() -> set[str]:
     return {m["label"].lower() for rst in RST_FILES for m in _LABEL.finditer(rst.read_text())}
 
@@ -79,6 +101,19 @@ def test_literalinclude_markers_exist(where: str, path: Path, options: dict[str,
     assert text.count(end) == 1, f"{where}: {end!r} occurs {text.count(end)} times in {path.name}"
     region = text[text.index(start) + len(start) : text.index(end)]
     assert region.strip(), f"{where}: {start!r} comes after {end!r}, or marks nothing, in {path.name}"
+
+
+@pytest.mark.parametrize(("where", "code"), PYTHON_BLOCKS, ids=[w for w, _ in PYTHON_BLOCKS])
+def test_python_blocks_compile(where: str, code: str) -> None:
+    compile(code, where, "exec")
+
+
+def test_quick_start_builds_its_dag() -> None:
+    [(where, code)] = [(w, c) for w, c in PYTHON_BLOCKS if w.startswith("docs/index.rst")]
+    namespace: dict[str, object] = {}
+    exec(compile(code, where, "exec"), namespace)
+    dag = namespace["provision_one_tenant"]()  # type: ignore[operator]
+    assert [task.task_id for task in dag.tasks] == ["create_key"]
 
 
 HOWTOS = {
