@@ -311,7 +311,7 @@ class Exchange(Generic[T]):
         if retryable:
             log.warning("%s %s: %s; giving up after %d attempts", call.method, call.path, what, self.attempts)
         else:
-            log.info("%s %s: %s (not retried)", call.method, call.path, what)
+            log.debug("%s %s: %s (not retried)", call.method, call.path, what)
         self._error = error
         return None
 
