@@ -1,0 +1,245 @@
+"""The key-operator example DAGs, run for real by ``airflow dags test`` against one local OpenRouter.
+
+They run in the order an operator of the account would run them: provisioning (twice: the second run must
+reuse the tenants' keys and rotate the service key), the monthly limits, then a decommission. Every run goes
+through Airflow's execution API and metadata database, so this is also where plaintext delivery to Variables
+is shown to work, and where the whole database, the task logs and the CLI output are searched for plaintext.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import stat
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from cryptography.fernet import Fernet
+
+from airflow_provider_openrouter.links import key_url
+
+if TYPE_CHECKING:
+    import subprocess
+    from collections.abc import Iterator
+    from pathlib import Path
+
+    from airflow_provider_openrouter.testing import LocalOpenRouter
+    from tests.airflow_runner import AirflowInstance
+
+pytestmark = pytest.mark.airflow_db
+
+PROVISION = "example_openrouter_provision_tenants"
+LIMITS = "example_openrouter_monthly_limits"
+DECOMMISSION = "example_openrouter_decommission"
+TENANT_LIMITS = {"acme": 25.0, "globex": 50.0, "initech": 10.0}
+
+
+@dataclass
+class Run:
+    """One ``airflow dags test`` run and what the fake saw during it."""
+
+    dag_id: str
+    proc: subprocess.CompletedProcess[str] = field(repr=False)
+    requests: list[Any] = field(repr=False)
+    # Kept out of repr so that a failing assertion does not print the keys.
+    variables: dict[str, str] = field(default_factory=dict, repr=False)
+    seconds: float = 0.0
+
+    @property
+    def output(self) -> str:
+        return self.proc.stdout + self.proc.stderr
+
+
+@dataclass
+class Account:
+    fake: LocalOpenRouter
+    airflow: AirflowInstance
+    secrets_dir: Path
+    runs: list[Run] = field(default_factory=list, repr=False)
+
+    def run(self, dag_id: str, conf: dict[str, Any] | None = None) -> Run:
+        before = len(self.fake.requests)
+        started = time.monotonic()
+        proc = self.airflow.dags_test(
+            dag_id,
+            extra_env={**self.fake.airflow_env(), "OPENROUTER_EXAMPLE_SECRETS_DIR": str(self.secrets_dir)},
+            conf=json.dumps(conf) if conf is not None else None,
+            check=False,
+        )
+        run = Run(dag_id, proc, self.fake.requests[before:], self.variables(), time.monotonic() - started)
+        self.runs.append(run)
+        assert proc.returncode == 0, run.output[-6000:]
+        failed = self.airflow.query(
+            "SELECT task_id, map_index, state FROM task_instance WHERE dag_id = ? AND state != 'success'",
+            (dag_id,),
+        )
+        assert failed == [], run.output[-6000:]
+        return run
+
+    def variables(self) -> dict[str, str]:
+        """The tenants' Variables, decrypted (they are stored encrypted: checked here too)."""
+        fernet = Fernet(self.airflow.env["AIRFLOW__CORE__FERNET_KEY"].encode())
+        found = {}
+        for key, val, encrypted in self.airflow.query(
+            "SELECT key, val, is_encrypted FROM variable WHERE key LIKE 'openrouter_api_key_%'"
+        ):
+            assert encrypted, key
+            found[str(key)] = fernet.decrypt(str(val).encode()).decode()
+        return found
+
+    def key_named(self, name: str) -> dict[str, Any]:
+        [key] = [k for k in self.fake.keys(include_management=False) if k["name"] == name]
+        return key
+
+    def xcom(self, dag_id: str, task_id: str, key: str) -> dict[int, Any]:
+        rows = self.airflow.query(
+            "SELECT map_index, value FROM xcom WHERE dag_id = ? AND task_id = ? AND key = ? ORDER BY run_id",
+            (dag_id, task_id, key),
+        )
+        # The last run's value per map index.
+        return {int(str(index)): json.loads(value) for index, value in rows}
+
+
+def sha256(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def account(airflow_instance: AirflowInstance, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Account]:
+    from airflow_provider_openrouter.testing import LocalOpenRouter
+
+    with LocalOpenRouter() as fake:
+        yield Account(fake, airflow_instance, tmp_path_factory.mktemp("secret-store"))
+
+
+@pytest.fixture(scope="module")
+def provisioned(account: Account) -> Run:
+    return account.run(PROVISION)
+
+
+@pytest.fixture(scope="module")
+def provisioned_again(account: Account, provisioned: Run) -> Run:
+    return account.run(PROVISION)
+
+
+@pytest.fixture(scope="module")
+def limits_applied(account: Account, provisioned_again: Run) -> Run:
+    return account.run(LIMITS)
+
+
+@pytest.fixture(scope="module")
+def decommissioned(account: Account, limits_applied: Run) -> Run:
+    return account.run(DECOMMISSION, {"tenant": "initech", "grace_period_seconds": 3})
+
+
+def test_provisioning_creates_each_tenant_key_and_writes_its_variable(
+    account: Account, provisioned: Run
+) -> None:
+    for tenant, limit in TENANT_LIMITS.items():
+        key = account.key_named(f"tenant-{tenant}")
+        assert (key["limit"], key["limit_reset"], key["disabled"]) == (limit, "monthly", False)
+        # The Variable holds exactly the plaintext of this tenant's key.
+        assert sha256(provisioned.variables[f"openrouter_api_key_{tenant}"]) == key["hash"]
+
+    # The task logs (in the output of `airflow dags test`) say where each plaintext went, and are searched
+    # for plaintext at the end.
+    assert (
+        "Delivered the plaintext of key 'tenant-acme' to Variable openrouter_api_key_acme."
+        in provisioned.output
+    )
+    results = account.xcom(PROVISION, "create_tenant_key", "return_value")
+    links = account.xcom(PROVISION, "create_tenant_key", "_link_OpenRouterKeyLink")
+    assert sorted(results) == [0, 1, 2]
+    for index, result in results.items():
+        assert result["action"] == "created"
+        assert result["plaintext_delivered_to"] == [f"Variable openrouter_api_key_{result['name'][7:]}"]
+        assert links[index] == key_url(result["hash"])
+
+
+def test_provisioning_hands_the_service_key_to_the_callable_with_a_templated_expiry(
+    account: Account, provisioned: Run
+) -> None:
+    [post] = [r for r in provisioned.requests if r.method == "POST" and r.body["name"] == "reporting-service"]
+    # "{{ data_interval_end.add(days=30) }}", rendered to the API's UTC-with-seconds form.
+    assert post.body["expires_at"].endswith("Z")
+    assert len(post.body["expires_at"]) == len("2026-01-01T00:00:00Z")
+    [result] = account.xcom(PROVISION, "rotate_reporting_key", "return_value").values()
+    secret_file = account.secrets_dir / "reporting-service.key"
+    assert stat.S_IMODE(secret_file.stat().st_mode) == 0o600
+    assert sha256(secret_file.read_text()) == result["hash"]
+
+
+def test_a_second_provisioning_reuses_tenant_keys_and_rotates_the_service_key(
+    account: Account, provisioned: Run, provisioned_again: Run
+) -> None:
+    posts = [r.body["name"] for r in provisioned_again.requests if r.method == "POST"]
+    assert posts == ["reporting-service"]
+    # The tenants' Variables keep the plaintext of the keys they still have.
+    assert provisioned_again.variables == provisioned.variables
+    for result in account.xcom(PROVISION, "create_tenant_key", "return_value").values():
+        assert (result["action"], result["plaintext_issued"], result["plaintext_delivered_to"]) == (
+            "reused",
+            False,
+            [],
+        )
+    service = account.key_named("reporting-service")
+    [result] = account.xcom(PROVISION, "rotate_reporting_key", "return_value").values()
+    assert result["action"] == "replaced"
+    assert result["hash"] == service["hash"]
+    assert not account.fake.has_key(result["replaced_key_hashes"][0])
+    assert sha256((account.secrets_dir / "reporting-service.key").read_text()) == service["hash"]
+
+
+def test_monthly_limits_change_only_what_differs(account: Account, limits_applied: Run) -> None:
+    limits = {k["name"]: k["limit"] for k in account.fake.keys(include_management=False)}
+    assert (limits["tenant-acme"], limits["tenant-globex"], limits["tenant-initech"]) == (30.0, 50.0, None)
+    patches = {r.path.rsplit("/", 1)[1]: r.body for r in limits_applied.requests if r.method == "PATCH"}
+    assert patches == {
+        account.key_named("tenant-acme")["hash"]: {"limit": 30.0},
+        account.key_named("tenant-initech")["hash"]: {"limit": None},
+    }
+    results = account.xcom(LIMITS, "set_monthly_limit", "return_value")
+    assert [results[i]["changed"] for i in range(3)] == [True, False, True]
+    # `airflow dags test` runs the tasks in its own process: their logs are in its output.
+    assert "already has limit=50.0, limit_reset='monthly': nothing to change" in limits_applied.output
+
+
+def test_decommission_disables_then_deletes_after_the_grace_period(
+    account: Account, limits_applied: Run, decommissioned: Run
+) -> None:
+    initech = account.xcom(LIMITS, "set_monthly_limit", "return_value")[2]["hash"]
+    writes = [(r.method, r.body) for r in decommissioned.requests if r.method in ("PATCH", "DELETE")]
+    assert writes == [("PATCH", {"disabled": True}), ("DELETE", None)]
+    assert not account.fake.has_key(initech)
+    assert sorted(k["name"] for k in account.fake.keys(include_management=False)) == [
+        "reporting-service",
+        "tenant-acme",
+        "tenant-globex",
+    ]
+    [deleted] = account.xcom(DECOMMISSION, "delete_key", "return_value").values()
+    assert (deleted["deleted"], deleted["hash"], deleted["disabled"]) == (True, initech, True)
+
+
+def test_no_plaintext_in_logs_xcom_rendered_fields_or_output(account: Account, decommissioned: Run) -> None:
+    assert len(account.runs) == 4
+    print("dags test durations:", [(run.dag_id, round(run.seconds)) for run in account.runs])
+    plaintexts = account.fake.issued_plaintexts  # the management key and every key issued
+    assert len(plaintexts) >= 6
+    places = {
+        "task log files": account.airflow.task_log_text(),
+        "task logs and CLI output": "\n".join(run.output for run in account.runs),
+    }
+    for table, columns in {
+        "xcom": "key, value",
+        "rendered_task_instance_fields": "rendered_fields",
+        "variable": "key, val",
+        "dag_run": "conf",
+    }.items():
+        rows = account.airflow.query(f"SELECT {columns} FROM {table}")
+        places[table] = "\n".join(repr(row) for row in rows)
+    assert places["xcom"]
+    for where, text in places.items():
+        for plaintext in plaintexts:
+            assert plaintext not in text, f"a plaintext key appears in {where}"
