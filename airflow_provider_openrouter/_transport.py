@@ -27,11 +27,14 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from urllib.parse import quote, urlencode
 
 from airflow_provider_openrouter import __version__
+from airflow_provider_openrouter import _validation as v
+from airflow_provider_openrouter._sentinel import UNSET
 from airflow_provider_openrouter.exceptions import (
     NotFoundError,
     OpenRouterAPIError,
     OpenRouterError,
     OpenRouterTransportError,
+    OpenRouterValidationError,
     RateLimitedError,
     UnreadableResponseError,
     api_error_from_response,
@@ -148,30 +151,106 @@ def get_credits_call() -> Call[Credits]:
     return Call("GET", "/credits", _parse_credits)
 
 
-def get_key_call(key_hash: str) -> Call[ApiKey]:
-    return Call("GET", _key_path(key_hash), _parse_key)
+def get_key_call(key_hash: Any) -> Call[ApiKey]:
+    return Call("GET", _key_path(v.validate_key_hash(key_hash)), _parse_key)
 
 
-def list_page_call(
-    offset: int, *, include_disabled: bool, include_expired: bool, workspace_id: str | None
-) -> Call[list[ApiKey]]:
-    query = [("offset", str(offset))] if offset else []
-    query.append(("include_disabled", _wire_bool(include_disabled)))
-    query.append(("include_expired", _wire_bool(include_expired)))
-    if workspace_id:
-        query.append(("workspace_id", workspace_id))
-    return Call("GET", "/keys", _parse_page, query=tuple(query))
+class Listing:
+    """The pages of one ``GET /keys`` walk; the arguments are validated on creation, before any request."""
+
+    __slots__ = ("include_disabled", "include_expired", "workspace_id")
+
+    def __init__(self, *, include_disabled: Any, include_expired: Any, workspace_id: Any) -> None:
+        self.include_disabled = v.validate_bool(include_disabled, field="include_disabled")
+        self.include_expired = v.validate_bool(include_expired, field="include_expired")
+        self.workspace_id = v.validate_workspace_id(workspace_id)
+
+    def page(self, offset: int, default_workspace: str | None) -> Call[list[ApiKey]]:
+        query = [("offset", str(offset))] if offset else []
+        query.append(("include_disabled", _wire_bool(self.include_disabled)))
+        query.append(("include_expired", _wire_bool(self.include_expired)))
+        workspace = self.workspace_id or default_workspace
+        if workspace:
+            query.append(("workspace_id", workspace))
+        return Call("GET", "/keys", _parse_page, query=tuple(query))
+
+    @staticmethod
+    def is_last(page: list[ApiKey]) -> bool:
+        # No total and no "has more" in the API: a page shorter than the page size is the last one.
+        return len(page) < PAGE_SIZE
 
 
-def create_key_call(body: Mapping[str, Any]) -> Call[CreatedApiKey]:
+def create_key_body(
+    *,
+    name: Any,
+    limit: Any = None,
+    limit_reset: Any = None,
+    include_byok_in_limit: Any = None,
+    expires_at: Any = None,
+    workspace_id: Any = None,
+    creator_user_id: Any = None,
+) -> dict[str, Any]:
+    """The validated body of ``POST /keys``: the name and whichever optional fields are set."""
+    body: dict[str, Any] = {"name": v.validate_name(name)}
+    if creator_user_id is not None and (not isinstance(creator_user_id, str) or not creator_user_id.strip()):
+        raise OpenRouterValidationError(
+            "creator_user_id", f"must be a non-empty string (got {creator_user_id!r})"
+        )
+    optional = {
+        "limit": v.validate_limit(limit),
+        "limit_reset": v.validate_limit_reset(limit_reset),
+        "include_byok_in_limit": (
+            None
+            if include_byok_in_limit is None
+            else v.validate_bool(include_byok_in_limit, field="include_byok_in_limit")
+        ),
+        "expires_at": v.validate_expires_at(expires_at),
+        "workspace_id": v.validate_workspace_id(workspace_id),
+        "creator_user_id": creator_user_id,
+    }
+    body.update({field: value for field, value in optional.items() if value is not None})
+    return body
+
+
+def create_key_call(body: Mapping[str, Any], default_workspace: str | None) -> Call[CreatedApiKey]:
+    if default_workspace and "workspace_id" not in body:
+        body = {**body, "workspace_id": default_workspace}
     return Call("POST", "/keys", _parse_created, body=body)
 
 
-def update_key_call(key_hash: str, body: Mapping[str, Any]) -> Call[ApiKey]:
-    return Call("PATCH", _key_path(key_hash), _parse_key, body=body)
+def _moved_to(workspace_id: Any) -> str:
+    if workspace_id is None:
+        raise OpenRouterValidationError(
+            "workspace_id", "must be a workspace UUID to move the key to (got None)"
+        )
+    return v.validate_workspace_id(workspace_id)  # type: ignore[return-value]
 
 
-def delete_key_call(key_hash: str, *, missing_ok: bool) -> Call[bool]:
+_UPDATE_CHECKS: dict[str, Callable[[Any], Any]] = {
+    "name": v.validate_name,
+    "disabled": lambda value: v.validate_bool(value, field="disabled"),
+    "limit": v.validate_limit,
+    "limit_reset": v.validate_limit_reset,
+    "include_byok_in_limit": lambda value: v.validate_bool(value, field="include_byok_in_limit"),
+    "workspace_id": _moved_to,
+}
+
+
+def update_key_call(key_hash: Any, changes: Mapping[str, Any]) -> Call[ApiKey]:
+    """``PATCH /keys/{hash}`` with only the fields given (``UNSET`` ones left out; ``None`` clears)."""
+    path = _key_path(v.validate_key_hash(key_hash))
+    body = {field: _UPDATE_CHECKS[field](value) for field, value in changes.items() if value is not UNSET}
+    if not body:
+        raise OpenRouterValidationError(
+            "fields", f"name at least one field to change ({', '.join(_UPDATE_CHECKS)})"
+        )
+    return Call("PATCH", path, _parse_key, body=body)
+
+
+def delete_key_call(key_hash: Any, *, missing_ok: Any) -> Call[bool]:
+    path = _key_path(v.validate_key_hash(key_hash))
+    v.validate_bool(missing_ok, field="missing_ok")
+
     def recover(error: OpenRouterAPIError, maybe_done_earlier: bool) -> bool:
         if isinstance(error, NotFoundError):
             # An earlier attempt whose answer got lost may well have done the deleting.
@@ -181,7 +260,7 @@ def delete_key_call(key_hash: str, *, missing_ok: bool) -> Call[bool]:
                 return False
         raise error
 
-    return Call("DELETE", _key_path(key_hash), _parse_deleted, recover=recover)
+    return Call("DELETE", path, _parse_deleted, recover=recover)
 
 
 # ------------------------------------------------------------------------------------------ retry policy ---

@@ -8,7 +8,7 @@ connection pool). Requests, answers, errors and retries are decided in
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from airflow.sdk import BaseHook
 
@@ -21,6 +21,9 @@ if TYPE_CHECKING:
     from airflow_provider_openrouter._connection import OpenRouterConnectionConfig
     from airflow_provider_openrouter._transport import AsyncTransport, Call, SyncTransport
     from airflow_provider_openrouter.models import ApiKey, CreatedApiKey, Credits, CurrentKey
+
+
+T = TypeVar("T")
 
 
 class OpenRouterHook(BaseHook):
@@ -93,7 +96,7 @@ class OpenRouterHook(BaseHook):
             conn = await asyncio.to_thread(self.get_connection, self.openrouter_conn_id)
         return self._parse_config(conn)
 
-    def _run(self, call: Call[Any]) -> Any:
+    def _run(self, call: Call[T]) -> T:
         if self._sync is None:
             from airflow_provider_openrouter._transport import SyncTransport, policy_for
 
@@ -101,7 +104,7 @@ class OpenRouterHook(BaseHook):
             self._sync = SyncTransport(config, policy_for(config, self._retry_jitter))
         return self._sync.call(call)
 
-    async def _arun(self, call: Call[Any]) -> Any:
+    async def _arun(self, call: Call[T]) -> T:
         if self._async is None:
             from airflow_provider_openrouter._transport import AsyncTransport, policy_for
 
@@ -118,59 +121,39 @@ class OpenRouterHook(BaseHook):
 
     def get_current_key(self) -> CurrentKey:
         """What OpenRouter says about the connection's own key (``GET /key``)."""
-        from airflow_provider_openrouter import _transport
+        from airflow_provider_openrouter._transport import get_current_key_call
 
-        return self._run(_transport.get_current_key_call())  # type: ignore[no-any-return]
+        return self._run(get_current_key_call())
 
     async def aget_current_key(self) -> CurrentKey:
-        from airflow_provider_openrouter import _transport
+        """:meth:`get_current_key` for an event loop."""
+        from airflow_provider_openrouter._transport import get_current_key_call
 
-        return await self._arun(_transport.get_current_key_call())  # type: ignore[no-any-return]
+        return await self._arun(get_current_key_call())
 
     def get_credits(self) -> Credits:
         """The account's credits and total usage (``GET /credits``)."""
-        from airflow_provider_openrouter import _transport
+        from airflow_provider_openrouter._transport import get_credits_call
 
-        return self._run(_transport.get_credits_call())  # type: ignore[no-any-return]
+        return self._run(get_credits_call())
 
     async def aget_credits(self) -> Credits:
-        from airflow_provider_openrouter import _transport
+        """:meth:`get_credits` for an event loop."""
+        from airflow_provider_openrouter._transport import get_credits_call
 
-        return await self._arun(_transport.get_credits_call())  # type: ignore[no-any-return]
+        return await self._arun(get_credits_call())
 
     def get_key(self, key_hash: str) -> ApiKey:
         """One key by its hash (``GET /keys/{hash}``); :class:`NotFoundError` if there is none."""
-        from airflow_provider_openrouter import _transport
-        from airflow_provider_openrouter._validation import validate_key_hash
+        from airflow_provider_openrouter._transport import get_key_call
 
-        return self._run(_transport.get_key_call(validate_key_hash(key_hash)))  # type: ignore[no-any-return]
+        return self._run(get_key_call(key_hash))
 
     async def aget_key(self, key_hash: str) -> ApiKey:
-        from airflow_provider_openrouter import _transport
-        from airflow_provider_openrouter._validation import validate_key_hash
+        """:meth:`get_key` for an event loop."""
+        from airflow_provider_openrouter._transport import get_key_call
 
-        return await self._arun(_transport.get_key_call(validate_key_hash(key_hash)))  # type: ignore[no-any-return]
-
-    def _pages(
-        self, include_disabled: bool, include_expired: bool, workspace_id: str | None
-    ) -> Callable[[int], Call[list[ApiKey]]]:
-        """Validate the listing's arguments (before any request) and return the page builder."""
-        from airflow_provider_openrouter import _transport
-        from airflow_provider_openrouter._validation import validate_bool, validate_workspace_id
-
-        validate_bool(include_disabled, field="include_disabled")
-        validate_bool(include_expired, field="include_expired")
-        validate_workspace_id(workspace_id)
-
-        def page(offset: int) -> Call[list[ApiKey]]:
-            return _transport.list_page_call(
-                offset,
-                include_disabled=include_disabled,
-                include_expired=include_expired,
-                workspace_id=workspace_id or self._get_config().workspace_id,
-            )
-
-        return page
+        return await self._arun(get_key_call(key_hash))
 
     def list_keys(
         self,
@@ -179,21 +162,25 @@ class OpenRouterHook(BaseHook):
         include_expired: bool = False,
         workspace_id: str | None = None,
     ) -> Iterator[ApiKey]:
-        """Every key of a workspace, fetched a page (100 keys) at a time as the caller iterates.
+        """Every key of a workspace (the connection's default unless given), fetched 100 at a time as the
+        caller iterates: memory holds one page, however many keys there are.
 
         The arguments are validated now; requests start with the iteration. Keys created or deleted while the
         pages are walked may be missed or seen twice, as with any offset-paged listing.
         """
-        from airflow_provider_openrouter._transport import PAGE_SIZE
+        from airflow_provider_openrouter._transport import PAGE_SIZE, Listing
 
-        page_call = self._pages(include_disabled, include_expired, workspace_id)
+        listing = Listing(
+            include_disabled=include_disabled, include_expired=include_expired, workspace_id=workspace_id
+        )
 
         def walk() -> Iterator[ApiKey]:
+            default_workspace = self._get_config().workspace_id
             offset = 0
             while True:
-                page: list[ApiKey] = self._run(page_call(offset))
+                page = self._run(listing.page(offset, default_workspace))
                 yield from page
-                if len(page) < PAGE_SIZE:
+                if listing.is_last(page):
                     return
                 offset += PAGE_SIZE
 
@@ -206,17 +193,19 @@ class OpenRouterHook(BaseHook):
         include_expired: bool = False,
         workspace_id: str | None = None,
     ) -> AsyncIterator[ApiKey]:
-        """:meth:`list_keys` for an event loop (``async for key in hook.alist_keys()``)."""
-        from airflow_provider_openrouter._transport import PAGE_SIZE
+        """:meth:`list_keys` for an event loop: ``async for key in hook.alist_keys(): ...``."""
+        from airflow_provider_openrouter._transport import PAGE_SIZE, Listing
 
-        page_call = self._pages(include_disabled, include_expired, workspace_id)
-        await self._aget_config()
+        listing = Listing(
+            include_disabled=include_disabled, include_expired=include_expired, workspace_id=workspace_id
+        )
+        default_workspace = (await self._aget_config()).workspace_id
         offset = 0
         while True:
-            page: list[ApiKey] = await self._arun(page_call(offset))
+            page = await self._arun(listing.page(offset, default_workspace))
             for key in page:
                 yield key
-            if len(page) < PAGE_SIZE:
+            if listing.is_last(page):
                 return
             offset += PAGE_SIZE
 
@@ -237,44 +226,6 @@ class OpenRouterHook(BaseHook):
 
     # ------------------------------------------------------------------------------------- writes ---
 
-    def _create_body(
-        self,
-        *,
-        name: str,
-        limit: float | None,
-        limit_reset: str | None,
-        include_byok_in_limit: bool | None,
-        expires_at: dt.datetime | str | None,
-        workspace_id: str | None,
-        creator_user_id: str | None,
-    ) -> dict[str, Any]:
-        from airflow_provider_openrouter import _validation as v
-        from airflow_provider_openrouter.exceptions import OpenRouterValidationError
-
-        body: dict[str, Any] = {"name": v.validate_name(name)}
-        optional = {
-            "limit": v.validate_limit(limit),
-            "limit_reset": v.validate_limit_reset(limit_reset),
-            "include_byok_in_limit": (
-                None
-                if include_byok_in_limit is None
-                else v.validate_bool(include_byok_in_limit, field="include_byok_in_limit")
-            ),
-            "expires_at": v.validate_expires_at(expires_at),
-            "workspace_id": v.validate_workspace_id(workspace_id),
-        }
-        if creator_user_id is not None and (
-            not isinstance(creator_user_id, str) or not creator_user_id.strip()
-        ):
-            raise OpenRouterValidationError(
-                "creator_user_id", f"must be a non-empty string (got {creator_user_id!r})"
-            )
-        optional["creator_user_id"] = creator_user_id
-        body.update({field: value for field, value in optional.items() if value is not None})
-        if "workspace_id" not in body and self._get_config().workspace_id:
-            body["workspace_id"] = self._get_config().workspace_id
-        return body
-
     def create_key(
         self,
         name: str,
@@ -288,13 +239,15 @@ class OpenRouterHook(BaseHook):
     ) -> CreatedApiKey:
         """Create a key (``POST /keys``). Its plaintext is in the result this once, masked in Airflow's logs.
 
-        Not retried once the request may have reached OpenRouter (a lost answer could mean two keys).
+        ``expires_at`` (an aware datetime or ISO string, in the future) is sent as UTC with whole seconds;
+        ``workspace_id`` defaults to the connection's. Not retried once the request may have reached
+        OpenRouter: a lost answer could otherwise mean two keys.
         """
         from airflow.sdk.log import mask_secret
 
-        from airflow_provider_openrouter import _transport
+        from airflow_provider_openrouter._transport import create_key_body, create_key_call
 
-        body = self._create_body(
+        body = create_key_body(
             name=name,
             limit=limit,
             limit_reset=limit_reset,
@@ -303,39 +256,43 @@ class OpenRouterHook(BaseHook):
             workspace_id=workspace_id,
             creator_user_id=creator_user_id,
         )
-        created: CreatedApiKey = self._run(_transport.create_key_call(body))
+        created = self._run(create_key_call(body, self._get_config().workspace_id))
         mask_secret(created.plaintext)
         return created
 
-    def _update_body(self, fields: dict[str, Any]) -> dict[str, Any]:
-        from airflow_provider_openrouter import _validation as v
-        from airflow_provider_openrouter.exceptions import OpenRouterValidationError
+    async def acreate_key(
+        self,
+        name: str,
+        *,
+        limit: float | None = None,
+        limit_reset: str | None = None,
+        include_byok_in_limit: bool | None = None,
+        expires_at: dt.datetime | str | None = None,
+        workspace_id: str | None = None,
+        creator_user_id: str | None = None,
+    ) -> CreatedApiKey:
+        """:meth:`create_key` for an event loop."""
+        from airflow_provider_openrouter._transport import create_key_body, create_key_call
 
-        checks: dict[str, Callable[[Any], Any]] = {
-            "name": v.validate_name,
-            "disabled": lambda value: v.validate_bool(value, field="disabled"),
-            "limit": v.validate_limit,
-            "limit_reset": v.validate_limit_reset,
-            "include_byok_in_limit": lambda value: v.validate_bool(value, field="include_byok_in_limit"),
-            "workspace_id": self._moved_to,
-        }
-        body = {field: checks[field](value) for field, value in fields.items() if value is not UNSET}
-        if not body:
-            raise OpenRouterValidationError(
-                "fields", f"name at least one field to change ({', '.join(checks)})"
-            )
-        return body
+        body = create_key_body(
+            name=name,
+            limit=limit,
+            limit_reset=limit_reset,
+            include_byok_in_limit=include_byok_in_limit,
+            expires_at=expires_at,
+            workspace_id=workspace_id,
+            creator_user_id=creator_user_id,
+        )
+        created = await self._arun(create_key_call(body, (await self._aget_config()).workspace_id))
+        try:
+            from airflow.sdk.log import amask_secret
+        except ImportError:  # Airflow < 3.2
+            from airflow.sdk.log import mask_secret
 
-    @staticmethod
-    def _moved_to(workspace_id: Any) -> str:
-        from airflow_provider_openrouter._validation import validate_workspace_id
-        from airflow_provider_openrouter.exceptions import OpenRouterValidationError
-
-        if workspace_id is None:
-            raise OpenRouterValidationError(
-                "workspace_id", "must be a workspace UUID to move the key to (got None)"
-            )
-        return validate_workspace_id(workspace_id)  # type: ignore[return-value]
+            mask_secret(created.plaintext)
+        else:
+            await amask_secret(created.plaintext)
+        return created
 
     def update_key(
         self,
@@ -351,32 +308,57 @@ class OpenRouterHook(BaseHook):
         """Change a key (``PATCH /keys/{hash}``), sending only the fields named here.
 
         ``limit=None`` removes the limit, ``limit_reset=None`` stops resets; an omitted field is left alone.
+        ``workspace_id`` moves the key to that workspace.
         """
-        from airflow_provider_openrouter import _transport
-        from airflow_provider_openrouter._validation import validate_key_hash
+        from airflow_provider_openrouter._transport import update_key_call
 
-        validate_key_hash(key_hash)
-        body = self._update_body(
-            {
-                "name": name,
-                "disabled": disabled,
-                "limit": limit,
-                "limit_reset": limit_reset,
-                "include_byok_in_limit": include_byok_in_limit,
-                "workspace_id": workspace_id,
-            }
-        )
-        return self._run(_transport.update_key_call(key_hash, body))  # type: ignore[no-any-return]
+        changes = {
+            "name": name,
+            "disabled": disabled,
+            "limit": limit,
+            "limit_reset": limit_reset,
+            "include_byok_in_limit": include_byok_in_limit,
+            "workspace_id": workspace_id,
+        }
+        return self._run(update_key_call(key_hash, changes))
+
+    async def aupdate_key(
+        self,
+        key_hash: str,
+        *,
+        name: str | Unset = UNSET,
+        disabled: bool | Unset = UNSET,
+        limit: float | Unset | None = UNSET,
+        limit_reset: str | Unset | None = UNSET,
+        include_byok_in_limit: bool | Unset = UNSET,
+        workspace_id: str | Unset = UNSET,
+    ) -> ApiKey:
+        """:meth:`update_key` for an event loop."""
+        from airflow_provider_openrouter._transport import update_key_call
+
+        changes = {
+            "name": name,
+            "disabled": disabled,
+            "limit": limit,
+            "limit_reset": limit_reset,
+            "include_byok_in_limit": include_byok_in_limit,
+            "workspace_id": workspace_id,
+        }
+        return await self._arun(update_key_call(key_hash, changes))
 
     def delete_key(self, key_hash: str, *, missing_ok: bool = False) -> bool:
-        """Delete a key (``DELETE /keys/{hash}``). ``True`` if deleted; ``False`` if it was already gone and
-        ``missing_ok`` (else :class:`NotFoundError`)."""
-        from airflow_provider_openrouter import _transport
-        from airflow_provider_openrouter._validation import validate_bool, validate_key_hash
+        """Delete a key (``DELETE /keys/{hash}``): ``True`` if deleted, ``False`` if it was already gone and
+        ``missing_ok`` (else :class:`NotFoundError`). A retry that finds the key gone after an attempt whose
+        answer was lost counts as deleted."""
+        from airflow_provider_openrouter._transport import delete_key_call
 
-        validate_key_hash(key_hash)
-        validate_bool(missing_ok, field="missing_ok")
-        return self._run(_transport.delete_key_call(key_hash, missing_ok=missing_ok))  # type: ignore[no-any-return]
+        return self._run(delete_key_call(key_hash, missing_ok=missing_ok))
+
+    async def adelete_key(self, key_hash: str, *, missing_ok: bool = False) -> bool:
+        """:meth:`delete_key` for an event loop."""
+        from airflow_provider_openrouter._transport import delete_key_call
+
+        return await self._arun(delete_key_call(key_hash, missing_ok=missing_ok))
 
     # ---------------------------------------------------------------------------- test connection ---
 
