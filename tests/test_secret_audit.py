@@ -15,7 +15,6 @@ Zero hits are allowed, except in XCom rows under the key an operator writes to o
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 import sqlite3
 from dataclasses import dataclass
@@ -32,9 +31,10 @@ from tests.example_dag_runs import (
     discovered_dag_ids,
     run_example_dags,
 )
+from tests.secret_audit import KEY_PREFIX, audit
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Mapping, Sequence
+    from collections.abc import Iterator
     from pathlib import Path
 
     from airflow_provider_openrouter.testing import LocalOpenRouter
@@ -42,8 +42,6 @@ if TYPE_CHECKING:
 
 pytestmark = pytest.mark.airflow_db
 
-KEY_PREFIX = "sk-or-v1-"
-DB_FILES = ("airflow.db", "airflow.db-wal", "airflow.db-shm", "airflow.db-journal")
 # Tables the audit must have looked at (they exist in every supported Airflow version).
 REQUIRED_TABLES = {
     "xcom",
@@ -53,104 +51,6 @@ REQUIRED_TABLES = {
     "trigger",
     "log",
 }
-
-
-# ---------------------------------------------------------------------------------------------- the audit ---
-
-
-@dataclass(frozen=True)
-class Hit:
-    channel: str
-    where: str
-    secret: str
-
-    def __str__(self) -> str:
-        # Never print the secret itself: name it by its hash, as OpenRouter does.
-        digest = hashlib.sha256(self.secret.encode()).hexdigest()[:12]
-        return f"{self.channel}: {self.where} (key with hash {digest}…)"
-
-
-def _needles(secret: str) -> list[str]:
-    """The plaintext, and its random part alone (in case something strips the well-known prefix)."""
-    return [secret, secret.removeprefix(KEY_PREFIX)] if secret.startswith(KEY_PREFIX) else [secret]
-
-
-def _found(secret: str, value: object) -> bool:
-    if isinstance(value, bytes):
-        value = value.decode("utf-8", errors="replace")
-    return isinstance(value, str) and any(needle in value for needle in _needles(secret))
-
-
-def scan_texts(secrets: Sequence[str], texts: Mapping[str, str], channel: str) -> list[Hit]:
-    return [Hit(channel, name, s) for name, text in texts.items() for s in secrets if _found(s, text)]
-
-
-def scan_files(secrets: Sequence[str], root: Path, *, skip: Sequence[str] = ()) -> list[Hit]:
-    hits = []
-    for path in sorted(root.rglob("*")):
-        if path.is_file() and path.name not in skip:
-            data = path.read_bytes()
-            hits += [Hit("file", str(path.relative_to(root)), s) for s in secrets if _found(s, data)]
-    return hits
-
-
-def scan_database(secrets: Sequence[str], db_path: Path) -> tuple[list[Hit], list[Hit], set[str]]:
-    """Every text and blob cell of every table: ``(hits, opted-in XCom hits, tables scanned)``."""
-    hits: list[Hit] = []
-    allowed: list[Hit] = []
-    with sqlite3.connect(db_path) as db:
-        tables = [str(r[0]) for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
-        for table in tables:
-            cursor = db.execute(f'SELECT * FROM "{table}"')
-            columns = [d[0] for d in cursor.description]
-            for row in cursor:
-                record = dict(zip(columns, row, strict=True))
-                for column, value in record.items():
-                    for secret in secrets:
-                        if not _found(secret, value):
-                            continue
-                        where = f"{table}.{column} of row " + ", ".join(
-                            f"{c}={record[c]!r}"
-                            for c in ("dag_id", "task_id", "map_index", "key", "ti_id", "id")
-                            if c in record
-                        )
-                        opted_in = table == "xcom" and record.get("key") == PLAINTEXT_XCOM_KEY
-                        (allowed if opted_in else hits).append(Hit(f"table {table}", where, secret))
-    return hits, allowed, set(tables)
-
-
-def scan_raw_database(secrets: Sequence[str], home: Path, allowed: Sequence[Hit]) -> list[Hit]:
-    """The database files as bytes: what the tables no longer show (deleted rows, free pages, the WAL)."""
-    exempt = {hit.secret for hit in allowed}
-    hits = []
-    for name in DB_FILES:
-        path = home / name
-        if path.exists():
-            data = path.read_bytes()
-            hits += [Hit("raw database", name, s) for s in secrets if s not in exempt and _found(s, data)]
-    return hits
-
-
-@dataclass
-class AuditReport:
-    hits: list[Hit]
-    allowed: list[Hit]
-    tables: set[str]
-
-    def channel(self, prefix: str) -> list[Hit]:
-        return [hit for hit in self.hits if hit.channel.startswith(prefix)]
-
-
-def audit(secrets: Sequence[str], home: Path, outputs: Mapping[str, str]) -> AuditReport:
-    assert secrets, "nothing to look for"
-    db_hits, allowed, tables = scan_database(secrets, home / "airflow.db")
-    hits = [
-        *scan_texts(secrets, outputs, "airflow dags test output"),
-        *scan_files(secrets, home, skip=DB_FILES),
-        *db_hits,
-        *scan_raw_database(secrets, home, allowed),
-    ]
-    return AuditReport(hits=hits, allowed=allowed, tables=tables)
 
 
 # ------------------------------------------------------------------------------------- the runs it audits ---
