@@ -14,6 +14,9 @@ from typing import TYPE_CHECKING, Any, Final, Literal, NamedTuple
 from airflow.sdk import BaseOperator
 
 from airflow_provider_openrouter import _validation
+
+# The sentinel without the models module: this module is imported by every DAG file that uses it.
+from airflow_provider_openrouter._sentinel import UNSET, Unset
 from airflow_provider_openrouter.exceptions import (
     KeyNameNotUniqueError,
     NotFoundError,
@@ -24,7 +27,6 @@ from airflow_provider_openrouter.exceptions import (
     UnreadableResponseError,
 )
 from airflow_provider_openrouter.links import KEY_HASH_ATTR, OpenRouterKeyLink
-from airflow_provider_openrouter.models import UNSET, ApiKey, CreatedApiKey, Unset
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -32,6 +34,7 @@ if TYPE_CHECKING:
     from airflow.sdk import Context
 
     from airflow_provider_openrouter.hooks.openrouter import OpenRouterHook
+    from airflow_provider_openrouter.models import ApiKey, CreatedApiKey
 
 __all__ = [
     "PLAINTEXT_XCOM_KEY",
