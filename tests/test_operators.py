@@ -671,3 +671,47 @@ def test_operators_make_no_request_before_execute(fake: LocalOpenRouter) -> None
 def test_the_default_workspace_is_used_for_lookup_and_create(fake: LocalOpenRouter) -> None:
     result = CreateApiKeyOperator(task_id="c", name="n", deliver_to_callable=Inbox()).execute(context())
     assert result["workspace_id"] == DEFAULT_WORKSPACE_ID
+
+
+# ------------------------------------------------------------------------------- parsing and mapping ---
+
+
+def store(created: CreatedApiKey, context: Any) -> None:
+    """A destination defined in the DAG file, as a DAG author would write it."""
+
+
+def test_mapped_operators_serialize_for_the_scheduler() -> None:
+    from airflow.sdk import task
+    from airflow.serialization.serialized_objects import DagSerialization
+
+    with DAG("mapped", schedule=None) as dag:
+
+        @task
+        def rows() -> list[dict[str, Any]]:
+            return []
+
+        CreateApiKeyOperator.partial(
+            task_id="create", deliver_to_callable=store, if_exists="replace"
+        ).expand_kwargs(rows())
+        UpdateApiKeyOperator.partial(task_id="update").expand_kwargs(rows())
+        DeleteApiKeyOperator.partial(task_id="delete", missing_ok=True).expand(key_name=rows())
+        UpdateApiKeyOperator(task_id="clear_limit", key_name="k", limit=None)
+
+    serialized = DagSerialization.to_dict(dag)
+    tasks = {t["__var"]["task_id"]: t["__var"] for t in serialized["dag"]["tasks"]}
+    for task_id in ("create", "update", "delete", "clear_limit"):
+        assert tasks[task_id]["_operator_extra_links"] == {"OpenRouter key": "_link_OpenRouterKeyLink"}
+    assert "UNSET" not in json.dumps(serialized)
+
+
+def test_importing_the_operators_pulls_in_no_http_client() -> None:
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys, airflow_provider_openrouter.operators.api_key; "
+        "print([m for m in ('requests', 'aiohttp', 'airflow_provider_openrouter.testing', "
+        "'airflow_provider_openrouter.hooks.openrouter') if m in sys.modules])"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert out.strip().splitlines()[-1] == "[]"
