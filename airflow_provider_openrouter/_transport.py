@@ -15,6 +15,7 @@ does not pay for them.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import os
@@ -42,6 +43,7 @@ from airflow_provider_openrouter.exceptions import (
 from airflow_provider_openrouter.models import ApiKey, CreatedApiKey, Credits, CurrentKey
 
 if TYPE_CHECKING:
+    import ssl
     from collections.abc import AsyncGenerator, Callable, Mapping
 
     import aiohttp
@@ -643,14 +645,21 @@ async def aclose_shared_sessions() -> None:
         await entry.keeper.aclose()
 
 
-def _ssl_for(network: NetworkSettings) -> Any:
-    if network.ca_bundle is None:
+def _ssl_for(base_url: str, network: NetworkSettings) -> Any:
+    """aiohttp's ``ssl=``: the default (``True``), or a context trusting the configured CA bundle."""
+    if network.ca_bundle is None or not base_url.startswith("https:"):
         return True
+    return _ssl_context(network.ca_bundle)
+
+
+@functools.lru_cache(maxsize=8)
+def _ssl_context(ca_bundle: str) -> ssl.SSLContext:
+    # Loading a CA bundle takes tens of milliseconds: once per bundle, not once per hook or connection.
     import ssl
 
-    if os.path.isdir(network.ca_bundle):
-        return ssl.create_default_context(capath=network.ca_bundle)
-    return ssl.create_default_context(cafile=network.ca_bundle)
+    if os.path.isdir(ca_bundle):
+        return ssl.create_default_context(capath=ca_bundle)
+    return ssl.create_default_context(cafile=ca_bundle)
 
 
 class AsyncTransport:
@@ -684,7 +693,7 @@ class AsyncTransport:
         if self._network is None:
             self._network = NetworkSettings.from_environment(self.config.base_url)
             self._proxy = self._network.proxy_for(self.config.base_url)
-            self._ssl = _ssl_for(self._network)
+            self._ssl = _ssl_for(self.config.base_url, self._network)
             self._timeout = aiohttp.ClientTimeout(
                 total=None, sock_connect=self.config.timeout, sock_read=self.config.timeout
             )
