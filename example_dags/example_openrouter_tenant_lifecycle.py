@@ -188,7 +188,8 @@ with DAG(
             else:
                 print(
                     f"{tenant['tenant']:<12} {row['status']:<9} {key.hash[:16]}…  {key.label:<20}"
-                    f" limit ${key.limit or 0:,.2f} ({key.limit_reset or 'never resets'})"
+                    f" limit {'none' if key.limit is None else f'${key.limit:,.2f}'}"
+                    f" ({key.limit_reset or 'never resets'})"
                     f"  usage ${row['usage_in_window']:,.2f} in window, ${key.usage:,.2f} lifetime"
                 )
         return rows
