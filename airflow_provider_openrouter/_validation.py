@@ -47,7 +47,9 @@ def validate_limit(value: Any, *, field: str = "limit") -> float | None:
     elif isinstance(value, (int, float)):
         number = float(value)
     else:
-        raise OpenRouterValidationError(field, f"must be a number of USD or None (got {type(value).__name__})")
+        raise OpenRouterValidationError(
+            field, f"must be a number of USD or None (got {type(value).__name__})"
+        )
     if not math.isfinite(number):
         raise OpenRouterValidationError(field, f"must be a finite number (got {_shown(value)})")
     if number < 0:
@@ -91,7 +93,9 @@ def validate_workspace_id(value: Any, *, field: str = "workspace_id") -> str | N
     return value
 
 
-def validate_expires_at(value: Any, *, field: str = "expires_at", now: dt.datetime | None = None) -> str | None:
+def validate_expires_at(
+    value: Any, *, field: str = "expires_at", now: dt.datetime | None = None
+) -> str | None:
     """A timezone-aware moment in the future, returned in the wire format the API demands (UTC, with seconds).
 
     Accepts a ``datetime`` (pendulum's included) or an ISO 8601 string with an offset. Sub-second precision is
@@ -121,7 +125,8 @@ def validate_expires_at(value: Any, *, field: str = "expires_at", now: dt.dateti
     current = now or dt.datetime.now(dt.timezone.utc)
     if utc <= current:
         raise OpenRouterValidationError(
-            field, f"must be in the future (got {utc.strftime('%Y-%m-%dT%H:%M:%SZ')}, now is "
-            f"{current.astimezone(dt.timezone.utc).strftime('%Y-%m-%dT%H:%M:%SZ')})"
+            field,
+            f"must be in the future (got {utc.strftime('%Y-%m-%dT%H:%M:%SZ')}, now is "
+            f"{current.astimezone(dt.timezone.utc).strftime('%Y-%m-%dT%H:%M:%SZ')})",
         )
     return utc.strftime("%Y-%m-%dT%H:%M:%SZ")

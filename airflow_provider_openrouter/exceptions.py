@@ -26,9 +26,12 @@ from __future__ import annotations
 
 import email.utils
 import json
+import math
 import time
-from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 try:  # Airflow >= 3.2
     from airflow.sdk.exceptions import AirflowException
@@ -164,7 +167,10 @@ _EXCERPT = 200
 
 
 def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header (delta-seconds or an HTTP date); ``None`` if absent/invalid."""
+    """Seconds to wait from a ``Retry-After`` header (delta-seconds or an HTTP date).
+
+    ``None`` when the header is absent or unreadable.
+    """
     if value is None:
         return None
     value = value.strip()
@@ -178,7 +184,7 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
         if when.tzinfo is None:
             return None
         seconds = when.timestamp() - (time.time() if now is None else now)
-    if seconds != seconds:  # NaN
+    if math.isnan(seconds):
         return None
     return max(0.0, seconds)
 
@@ -216,8 +222,8 @@ def api_error_from_response(
 ) -> OpenRouterAPIError:
     """Map an error answer to the exception that names its meaning. The one place where this is decided.
 
-    The status decides the class even when the body is not JSON: a proxy's HTML page in front of a 502 is still
-    a server error (and so retryable), not a parsing bug.
+    The status decides the class even when the body is not JSON: a proxy's HTML page in front of a 502 is
+    still a server error (and so retryable), not a parsing bug.
     """
     parsed = _error_body(body_text)
     if parsed is None:

@@ -97,7 +97,8 @@ CONN_FIELDS: dict[str, dict[str, Any]] = {
     },
     "max_retry_wait": {
         "label": "Max retry wait (seconds)",
-        "description": "Upper bound on any single wait between retries, including one asked for by Retry-After.",
+        "description": "Upper bound on any single wait between retries, "
+        "including one asked for by Retry-After.",
         "schema": {"type": ["number", "null"], "default": 60, "minimum": 0},
     },
     "workspace_id": {

@@ -12,11 +12,14 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator, Mapping
 
 ROOT = Path(__file__).resolve().parent.parent
 AIRFLOW_BIN = Path(sys.executable).with_name("airflow")
@@ -77,9 +80,7 @@ class AirflowInstance:
 
     def task_log_text(self) -> str:
         """Every task log file written so far, concatenated."""
-        return "\n".join(
-            p.read_text(errors="replace") for p in sorted(self.logs.rglob("*")) if p.is_file()
-        )
+        return "\n".join(p.read_text(errors="replace") for p in sorted(self.logs.rglob("*")) if p.is_file())
 
 
 def make_airflow_instance(base: Path, dags_folder: Path) -> AirflowInstance:

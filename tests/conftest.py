@@ -1,7 +1,8 @@
 """Test-wide setup.
 
-Airflow reads its configuration when first imported, so the environment it needs is set here, before any test
-module imports it: a private AIRFLOW_HOME per test session, no example DAGs, our example DAGs as the DAG folder.
+Airflow reads its configuration when first imported, so the environment it needs is set here, before any
+test module imports it: a private AIRFLOW_HOME per test session, no example DAGs, our example DAGs as the DAG
+folder.
 """
 
 from __future__ import annotations
