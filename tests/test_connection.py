@@ -189,14 +189,6 @@ BAD: list[Any] = [
     pytest.param(conn_json(password="sk-or-v1-a b"), "password", id="key-with-space"),
     pytest.param(conn_json(password="sk-or-v1-a\nX-Evil: 1"), "password", id="key-with-newline"),
     pytest.param(conn_json(host="ftp://x"), "host", id="host-scheme"),
-    pytest.param(
-        json.dumps({"conn_type": "openrouter", "password": "k", "extra": "{not json"}),
-        "extra",
-        id="extra-not-json",
-    ),
-    pytest.param(
-        json.dumps({"conn_type": "openrouter", "password": "k", "extra": "[1, 2]"}), "extra", id="extra-list"
-    ),
     pytest.param(conn_json(timeout=0), "timeout", id="timeout-zero"),
     pytest.param(conn_json(timeout=-5), "timeout", id="timeout-negative"),
     pytest.param(conn_json(timeout="soon"), "timeout", id="timeout-text"),
@@ -235,6 +227,24 @@ def test_bad_connection_names_the_field(
     ok, message = hook.test_connection()
     assert not ok
     assert field in message
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        pytest.param("{not json", id="not-json"),
+        pytest.param("[1, 2]", id="list"),
+        pytest.param('"x"', id="str"),
+    ],
+)
+def test_extra_that_is_not_a_json_object(extra: str) -> None:
+    # Some Airflow versions refuse such a connection before a hook sees it; a secrets backend may not.
+    from airflow.sdk import Connection
+
+    conn = Connection(conn_id="c", conn_type="openrouter", password="sk-or-v1-k", extra=extra)
+    with pytest.raises(OpenRouterConnectionConfigError) as exc:
+        OpenRouterConnectionConfig.from_connection(conn)
+    assert exc.value.field == "extra"
 
 
 def test_categories_may_be_a_list(monkeypatch: pytest.MonkeyPatch) -> None:
