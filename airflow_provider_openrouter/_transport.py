@@ -509,8 +509,13 @@ class SyncTransport:
         self._base_url = config.base_url
         self._headers: Mapping[str, str] = static_headers(config)
         self._send_kwargs: dict[str, Any] = {}
+        self._lock = threading.Lock()
 
     def _open(self) -> requests.adapters.BaseAdapter:
+        with self._lock:  # threads sharing a hook share one session
+            return self._adapter or self._open_locked()
+
+    def _open_locked(self) -> requests.adapters.BaseAdapter:
         import requests
         from requests.structures import CaseInsensitiveDict
 
@@ -616,18 +621,22 @@ async def _keep_until_shutdown(
         await session.close()
 
 
-async def shared_session(base_url: str, network: NetworkSettings) -> aiohttp.ClientSession:
-    """The running loop's session for ``base_url``, created on first use."""
+async def shared_session(key: str) -> aiohttp.ClientSession:
+    """The running loop's session for ``key`` (base URL and network settings), created on first use."""
     import aiohttp
 
     loop = asyncio.get_running_loop()
-    key = f"{base_url}|{network.proxy_for(base_url)}|{network.ca_bundle}"
     with _SHARED_LOCK:
-        per_loop = _SHARED.setdefault(loop, {})
+        per_loop = _SHARED.get(loop)
+        if per_loop is None:
+            # Loops closed without shutting down their async generators never cleaned up after themselves.
+            for closed in [other for other in _SHARED if other.is_closed()]:
+                del _SHARED[closed]
+            per_loop = _SHARED[loop] = {}
         shared = per_loop.get(key)
         if shared is not None and not shared.session.closed:
             return shared.session
-        # Header and timeout are per request: hooks with different keys share the pool.
+        # Headers and timeouts are per request, so hooks with different keys and settings share the pool.
         session = aiohttp.ClientSession(trust_env=False, auto_decompress=True)
         keeper = _keep_until_shutdown(loop, key, session)
         per_loop[key] = _Shared(session, keeper)
@@ -672,6 +681,7 @@ class AsyncTransport:
         self._network: NetworkSettings | None = None
         self._proxy: str | None = None
         self._ssl: Any = True
+        self._session_key = ""
         self._timeout: aiohttp.ClientTimeout | None = None
 
     async def call(self, call: Call[T]) -> T:
@@ -694,10 +704,11 @@ class AsyncTransport:
             self._network = NetworkSettings.from_environment(self.config.base_url)
             self._proxy = self._network.proxy_for(self.config.base_url)
             self._ssl = _ssl_for(self.config.base_url, self._network)
+            self._session_key = f"{self.config.base_url}|{self._proxy}|{self._network.ca_bundle}"
             self._timeout = aiohttp.ClientTimeout(
                 total=None, sock_connect=self.config.timeout, sock_read=self.config.timeout
             )
-        session = await shared_session(self.config.base_url, self._network)
+        session = await shared_session(self._session_key)
         try:
             async with session.request(
                 method,
