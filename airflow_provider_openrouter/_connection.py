@@ -322,6 +322,8 @@ def connection_form_widgets() -> dict[str, Any]:
         else:
             # Airflow accepts no FloatField: numbers are entered as text.
             field_class = StringField
+            if "default" in common:
+                common["default"] = str(common["default"])
         widget = password_widget if field_class is PasswordField else text_widget
         if widget is not None:
             common["widget"] = widget
