@@ -24,7 +24,7 @@ import threading
 import time
 import weakref
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 from urllib.parse import quote, urlencode
 
 from airflow_provider_openrouter import __version__
@@ -98,50 +98,54 @@ def _key_path(key_hash: str) -> str:
     return "/keys/" + quote(key_hash, safe="")
 
 
+class Malformed(ValueError):
+    """A 2xx answer whose JSON does not have the documented shape."""
+
+
 def _data(doc: Any) -> Any:
     if not isinstance(doc, dict) or "data" not in doc:
-        raise ValueError("the answer has no 'data' object")
+        raise Malformed("the answer has no 'data' object")
     return doc["data"]
 
 
 def _parse_key(doc: Any) -> ApiKey:
     data = _data(doc)
     if not isinstance(data, dict):
-        raise ValueError("'data' is not a key object")
+        raise Malformed("'data' is not a key object")
     return ApiKey.from_api(data)
 
 
 def _parse_page(doc: Any) -> list[ApiKey]:
     data = _data(doc)
     if not isinstance(data, list) or not all(isinstance(item, dict) for item in data):
-        raise ValueError("'data' is not a list of key objects")
+        raise Malformed("'data' is not a list of key objects")
     return [ApiKey.from_api(item) for item in data]
 
 
 def _parse_created(doc: Any) -> CreatedApiKey:
     plaintext = doc.get("key") if isinstance(doc, dict) else None
     if not isinstance(plaintext, str) or not plaintext:
-        raise ValueError("the answer has no plaintext 'key'")
+        raise Malformed("the answer has no plaintext 'key'")
     return CreatedApiKey(api_key=_parse_key(doc), plaintext=plaintext)
 
 
 def _parse_current(doc: Any) -> CurrentKey:
     data = _data(doc)
     if not isinstance(data, dict):
-        raise ValueError("'data' is not an object")
+        raise Malformed("'data' is not an object")
     return CurrentKey.from_api(data)
 
 
 def _parse_credits(doc: Any) -> Credits:
     data = _data(doc)
     if not isinstance(data, dict):
-        raise ValueError("'data' is not an object")
+        raise Malformed("'data' is not an object")
     return Credits.from_api(data)
 
 
 def _parse_deleted(doc: Any) -> bool:
     if not isinstance(doc, dict) or doc.get("deleted") is not True:
-        raise ValueError("the answer does not say 'deleted': true")
+        raise Malformed("the answer does not say 'deleted': true")
     return True
 
 
@@ -348,7 +352,7 @@ class Exchange(Generic[T]):
                 log.debug("%s %s -> %s (attempt %d)", call.method, call.path, outcome.status, self.attempts)
                 self._read(outcome)
                 return None
-            error: OpenRouterError = api_error_from_response(
+            api_error = api_error_from_response(
                 outcome.status,
                 outcome.body.decode("utf-8", "replace"),
                 method=call.method,
@@ -357,12 +361,13 @@ class Exchange(Generic[T]):
             )
             if call.recover is not None:
                 try:
-                    self._result = call.recover(error, self._maybe_done)  # type: ignore[arg-type]
+                    self._result = call.recover(api_error, self._maybe_done)
                 except OpenRouterAPIError:
                     pass
                 else:
-                    log.debug("%s %s -> %s, handled", call.method, call.path, outcome.status)
+                    log.info("%s %s: HTTP %s, taken as the outcome", call.method, call.path, outcome.status)
                     return None
+            error: OpenRouterError = api_error
             retryable = is_retryable(call.method, status=outcome.status)
             retry_after = error.retry_after if isinstance(error, RateLimitedError) else None
             what = f"HTTP {outcome.status}"
@@ -401,15 +406,16 @@ class Exchange(Generic[T]):
         try:
             self._result = call.parse(json.loads(answer.body))
         except (ValueError, KeyError, TypeError) as exc:
-            # The body is not quoted: a create's answer carries a plaintext key.
-            problem = (
-                exc.args[0] if isinstance(exc, ValueError) and exc.args else f"{type(exc).__name__}: {exc}"
-            )
+            # Neither the body nor a value from it is quoted: a create's answer carries a plaintext key.
             if isinstance(exc, json.JSONDecodeError):
                 kind = answer.headers.get("Content-Type", "no content type")
                 problem = f"the body is not JSON ({kind}, {len(answer.body)} bytes)"
+            elif isinstance(exc, Malformed):
+                problem = str(exc)
             elif isinstance(exc, KeyError):
                 problem = f"a required field is missing: {exc.args[0]!r}"
+            else:
+                problem = f"a field has a value of the wrong type ({type(exc).__name__})"
             self._error = UnreadableResponseError(
                 answer.status, f"unreadable answer: {problem}", method=call.method, path=call.path
             )
@@ -417,7 +423,7 @@ class Exchange(Generic[T]):
     def result(self) -> T:
         if self._error is not None:
             raise self._error
-        return self._result  # type: ignore[return-value]
+        return cast("T", self._result)
 
 
 # ----------------------------------------------------------------------------------------- environment ---

@@ -509,3 +509,62 @@ def test_authentication_error_does_not_echo_the_key(
     assert exc.value.status == 401
     assert wrong not in str(exc.value)
     assert wrong not in caplog.text
+
+
+GOOD_KEY = {"hash": "h", "name": "n", "label": "l", "created_at": "t"}
+
+
+@pytest.mark.parametrize(
+    ("body", "problem"),
+    [
+        pytest.param(
+            {"data": {**GOOD_KEY, "limit": "sk-or-v1-SECRET"}, "key": "sk-or-v1-SECRET"},
+            "wrong type",
+            id="bad-number",
+        ),
+        pytest.param({"data": {"name": "n"}, "key": "sk-or-v1-SECRET"}, "'hash'", id="missing-field"),
+        pytest.param({"data": GOOD_KEY, "token": "sk-or-v1-SECRET"}, "plaintext", id="no-key"),
+    ],
+)
+def test_unreadable_create_answer_never_quotes_the_body(
+    monkeypatch: pytest.MonkeyPatch, body: dict[str, Any], problem: str
+) -> None:
+    """A 201 that cannot be read may hold a plaintext key: the error says what is wrong, not what it saw."""
+    import http.server
+    import threading
+
+    payload = json.dumps(body).encode()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers["Content-Length"]))
+            self.send_response(201)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.setenv(
+            "AIRFLOW_CONN_OPENROUTER_DEFAULT",
+            json.dumps(
+                {
+                    "conn_type": "openrouter",
+                    "host": f"http://127.0.0.1:{server.server_port}/api/v1",
+                    "password": "sk-or-v1-management",
+                }
+            ),
+        )
+        with pytest.raises(UnreadableResponseError) as exc:
+            OpenRouterHook().create_key("n")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert exc.value.status == 201
+    assert problem in str(exc.value)
+    assert "SECRET" not in str(exc.value)
