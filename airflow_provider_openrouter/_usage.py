@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
 from airflow_provider_openrouter._validation import validate_bool, validate_limit
@@ -86,7 +85,6 @@ def validate_fraction(value: Any, *, field: str = "limit_fraction_at_least") -> 
     return number
 
 
-@dataclass(frozen=True, slots=True)
 class UsageConditions:
     """The thresholds a sensor waits for, validated.
 
@@ -95,14 +93,47 @@ class UsageConditions:
     with a USD amount, ``limit_fraction_at_least`` with a share of the key's limit, and
     ``limit_remaining_at_most`` compares OpenRouter's own ``limit_remaining`` with a USD amount. The
     conditions are met when any one of them holds, or every one of them with ``match_all``.
+
+    Build it with :meth:`build`, which validates; the constructor trusts its arguments.
     """
 
-    usage_window: str = "daily"
-    usage_at_least: float | None = None
-    limit_fraction_at_least: float | None = None
-    limit_remaining_at_most: float | None = None
-    include_byok: bool = False
-    match_all: bool = False
+    # A plain slotted class rather than a dataclass: this module is imported when a DAG file is parsed, and
+    # generating a dataclass costs milliseconds there.
+    __slots__ = (
+        "include_byok",
+        "limit_fraction_at_least",
+        "limit_remaining_at_most",
+        "match_all",
+        "usage_at_least",
+        "usage_window",
+    )
+
+    def __init__(
+        self,
+        *,
+        usage_window: str = "daily",
+        usage_at_least: float | None = None,
+        limit_fraction_at_least: float | None = None,
+        limit_remaining_at_most: float | None = None,
+        include_byok: bool = False,
+        match_all: bool = False,
+    ) -> None:
+        self.usage_window = usage_window
+        self.usage_at_least = usage_at_least
+        self.limit_fraction_at_least = limit_fraction_at_least
+        self.limit_remaining_at_most = limit_remaining_at_most
+        self.include_byok = include_byok
+        self.match_all = match_all
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, UsageConditions) and self.to_dict() == other.to_dict()
+
+    def __hash__(self) -> int:
+        return hash(tuple(self.to_dict().items()))
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{name}={value!r}" for name, value in self.to_dict().items())
+        return f"UsageConditions({fields})"
 
     @classmethod
     def build(
@@ -155,14 +186,24 @@ class UsageConditions:
         return value
 
 
-@dataclass(frozen=True, slots=True)
 class UsageCheck:
-    """One poll's outcome: whether the wait is over, one progress line for the log, a JSON-safe snapshot."""
+    """One poll's outcome: whether the wait is over, one progress line for the log, a JSON-safe snapshot.
 
-    met: bool
-    progress: str
-    snapshot: dict[str, Any]
-    unavailable: str | None = None  # "disabled" / "expired": the wait cannot succeed any more
+    ``unavailable`` is ``"disabled"`` or ``"expired"`` when the wait can no longer succeed.
+    """
+
+    __slots__ = ("met", "progress", "snapshot", "unavailable")
+
+    def __init__(
+        self, *, met: bool, progress: str, snapshot: dict[str, Any], unavailable: str | None = None
+    ) -> None:
+        self.met = met
+        self.progress = progress
+        self.snapshot = snapshot
+        self.unavailable = unavailable
+
+    def __repr__(self) -> str:
+        return f"UsageCheck(met={self.met!r}, unavailable={self.unavailable!r}, progress={self.progress!r})"
 
 
 def money(usd: float | None) -> str:

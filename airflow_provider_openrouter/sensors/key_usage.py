@@ -121,9 +121,8 @@ class OpenRouterKeyUsageSensor(BaseSensorOperator):
         ``deferrable``.
     :param soft_fail: Skip the task instead of failing it on timeout or when the key becomes unusable.
 
-    .. seealso::
-        For more information on how to use this sensor, take a look at the guide:
-        :ref:`howto/sensor:OpenRouterKeyUsageSensor`
+    For more information on how to use this sensor, take a look at the guide:
+    :ref:`howto/sensor:OpenRouterKeyUsageSensor`
     """
 
     template_fields: Sequence[str] = (
