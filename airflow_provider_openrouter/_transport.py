@@ -23,7 +23,7 @@ import random
 import threading
 import time
 import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 from urllib.parse import quote, urlencode
 
@@ -328,6 +328,14 @@ class Failure:
     reached_server: bool | None
     detail: str
     permanent: bool = False
+    cause: BaseException | None = field(default=None, compare=False, repr=False)
+
+    @classmethod
+    def of(cls, exc: BaseException, reached_server: bool | None, *, permanent: bool = False) -> Failure:
+        if getattr(exc, "request", None) is not None:
+            # requests keeps the prepared request, Authorization header included, on its exceptions.
+            exc.request = None  # type: ignore[attr-defined]
+        return cls(reached_server, _root_cause(exc), permanent, exc)
 
 
 class Exchange(Generic[T]):
@@ -375,6 +383,7 @@ class Exchange(Generic[T]):
             error = OpenRouterTransportError(
                 call.method, call.path, outcome.detail, reached_server=outcome.reached_server
             )
+            error.__cause__ = outcome.cause
             if outcome.reached_server is not False:
                 self._maybe_done = True
             retryable = not outcome.permanent and is_retryable(
@@ -490,9 +499,10 @@ def _root_cause(exc: BaseException) -> str:
         if nested is None:
             break
         current = nested
-    text = str(current) or type(current).__name__
+    text = str(current)
+    # urllib3 prefixes messages with the repr of its connection object: noise.
     text = text.split(": ", 1)[-1] if text.startswith("<") else text
-    return f"{type(current).__name__}: {text}"[:300]
+    return (f"{type(current).__name__}: {text}" if text else type(current).__name__)[:300]
 
 
 # ---------------------------------------------------------------------------------------------- sync ---
@@ -582,14 +592,14 @@ class SyncTransport:
             response = adapter.send(prepared, **self._send_kwargs)
             return Answer(response.status_code, response.headers, response.content)
         except requests.exceptions.SSLError as exc:
-            return Failure(False, _root_cause(exc), permanent=True)
+            return Failure.of(exc, False, permanent=True)
         except (requests.exceptions.ConnectTimeout, requests.exceptions.ProxyError) as exc:
-            return Failure(False, _root_cause(exc))
+            return Failure.of(exc, False)
         except requests.exceptions.ConnectionError as exc:
             reason = getattr(exc.args[0], "reason", None) if exc.args else None
-            return Failure(False if isinstance(reason, NewConnectionError) else None, _root_cause(exc))
+            return Failure.of(exc, False if isinstance(reason, NewConnectionError) else None)
         except requests.exceptions.RequestException as exc:
-            return Failure(None, _root_cause(exc))
+            return Failure.of(exc, None)
 
 
 # --------------------------------------------------------------------------------------------- async ---
@@ -729,10 +739,10 @@ class AsyncTransport:
                 payload = await response.read()
                 return Answer(response.status, response.headers, payload)
         except (aiohttp.ClientConnectorCertificateError, aiohttp.ClientSSLError) as exc:
-            return Failure(False, _root_cause(exc), permanent=True)
+            return Failure.of(exc, False, permanent=True)
         except aiohttp.ClientConnectorError as exc:
-            return Failure(False, _root_cause(exc))
+            return Failure.of(exc, False)
         except aiohttp.ConnectionTimeoutError as exc:
-            return Failure(False, f"connect timeout: {_root_cause(exc)}")
+            return Failure.of(exc, False)
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-            return Failure(None, _root_cause(exc) if str(exc) else type(exc).__name__)
+            return Failure.of(exc, None)

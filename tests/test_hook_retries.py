@@ -11,6 +11,7 @@ import logging
 import re
 import socket
 import threading
+import traceback
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -342,6 +343,11 @@ def test_unreachable_server_is_a_transport_error(
     assert exc.value.reached_server is False
     assert exc.value.path == "/keys"
     assert "ConnectionRefusedError" in str(exc.value)
+    assert exc.value.__cause__ is not None  # the client's own error, for the traceback
+    assert getattr(exc.value.__cause__, "request", None) is None  # which held the Authorization header
+    rendered = "".join(traceback.format_exception(exc.value))
+    assert "ConnectionRefusedError" in rendered
+    assert local_openrouter.management_key not in rendered
 
 
 # ---------------------------------------------------------------------------------------------- async ---
