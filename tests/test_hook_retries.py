@@ -289,12 +289,12 @@ def test_retry_after(
 def test_timeout_after_send_retries_reads_only(
     local_openrouter: LocalOpenRouter, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    use_connection(monkeypatch, local_openrouter, timeout=0.3, max_retries=1, max_retry_wait=0.01)
+    use_connection(monkeypatch, local_openrouter, timeout=0.5, max_retries=3, max_retry_wait=0.01)
     key = local_openrouter.add_key("slow")
     hook = OpenRouterHook(retry_jitter=lambda delay: delay)
-    local_openrouter.inject(Latency(1.0), method="GET")
+    local_openrouter.inject(Latency(2.0), method="GET")
     assert hook.get_key(key.hash).name == "slow"
-    local_openrouter.inject(Latency(1.0), method="POST")
+    local_openrouter.inject(Latency(2.0), method="POST")
     with pytest.raises(OpenRouterTransportError) as exc:
         hook.create_key("slow-create")
     assert exc.value.reached_server is None
@@ -388,9 +388,9 @@ async def test_async_unreachable_is_not_reached(
 async def test_async_timeout_retries_get(
     local_openrouter: LocalOpenRouter, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    use_connection(monkeypatch, local_openrouter, timeout=0.3, max_retries=1, max_retry_wait=0)
+    use_connection(monkeypatch, local_openrouter, timeout=0.5, max_retries=3, max_retry_wait=0)
     key = local_openrouter.add_key("slow")
-    local_openrouter.inject(Latency(1.0), method="GET")
+    local_openrouter.inject(Latency(2.0), method="GET")
     assert (await OpenRouterHook().aget_key(key.hash)).name == "slow"
     await asyncio.sleep(0)
 
