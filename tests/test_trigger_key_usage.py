@@ -104,6 +104,9 @@ def test_serialized_form_survives_airflow_serde() -> None:
         ({"usage_window": "hourly"}, "usage_window"),
         ({"usage_at_least": None}, "usage_at_least/limit_fraction_at_least/limit_remaining_at_most"),
         ({"limit_fraction_at_least": 1.5}, "limit_fraction_at_least"),
+        ({"poll_interval": -1}, "poll_interval"),
+        ({"max_consecutive_failures": -1}, "max_consecutive_failures"),
+        ({"max_consecutive_failures": 2.5}, "max_consecutive_failures"),
     ],
 )
 def test_bad_arguments_name_the_field(kwargs: dict[str, Any], field: str) -> None:

@@ -95,11 +95,27 @@ class OpenRouterKeyUsageTrigger(BaseTrigger):
             match_all=match_all,
         )
         self.openrouter_conn_id = openrouter_conn_id
+        if (
+            isinstance(poll_interval, bool)
+            or not isinstance(poll_interval, (int, float))
+            or poll_interval < 0
+        ):
+            raise OpenRouterValidationError(
+                "poll_interval", f"must be a number of seconds >= 0 (got {poll_interval!r})"
+            )
         self.poll_interval = float(poll_interval)
         if deadline is not None and parse_instant(deadline) is None:
             raise OpenRouterValidationError("deadline", f"must be an ISO 8601 date-time (got {deadline!r})")
         self.deadline = deadline
-        self.max_consecutive_failures = int(max_consecutive_failures)
+        if (
+            isinstance(max_consecutive_failures, bool)
+            or not isinstance(max_consecutive_failures, int)
+            or max_consecutive_failures < 0
+        ):
+            raise OpenRouterValidationError(
+                "max_consecutive_failures", f"must be an integer >= 0 (got {max_consecutive_failures!r})"
+            )
+        self.max_consecutive_failures = max_consecutive_failures
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
