@@ -576,7 +576,7 @@ class SyncTransport:
         self, adapter: requests.adapters.BaseAdapter, method: str, url: str, body: bytes | None
     ) -> Answer | Failure:
         import requests
-        from urllib3.exceptions import NewConnectionError
+        from urllib3.exceptions import HTTPError, NewConnectionError
 
         prepared = requests.PreparedRequest()
         prepared.method = method
@@ -590,7 +590,10 @@ class SyncTransport:
             prepared.headers["Content-Length"] = "0"
         try:
             response = adapter.send(prepared, **self._send_kwargs)
-            return Answer(response.status_code, response.headers, response.content)
+            # One read of the whole body rather than requests' 10 KiB chunks joined (a page of keys: ~60 KiB).
+            # urllib3 returns the connection to the pool once the body is read.
+            body_bytes = response.raw.read(decode_content=True)
+            return Answer(response.status_code, response.headers, body_bytes)
         except requests.exceptions.SSLError as exc:
             return Failure.of(exc, False, permanent=True)
         except (requests.exceptions.ConnectTimeout, requests.exceptions.ProxyError) as exc:
@@ -598,7 +601,7 @@ class SyncTransport:
         except requests.exceptions.ConnectionError as exc:
             reason = getattr(exc.args[0], "reason", None) if exc.args else None
             return Failure.of(exc, False if isinstance(reason, NewConnectionError) else None)
-        except requests.exceptions.RequestException as exc:
+        except (requests.exceptions.RequestException, HTTPError) as exc:
             return Failure.of(exc, None)
 
 
