@@ -11,13 +11,23 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 from airflow.sdk.bases.operator import ExecutorSafeguard
-from airflow.sdk.exceptions import (
-    AirflowFailException,
-    AirflowRescheduleException,
-    AirflowSensorTimeout,
-    AirflowSkipException,
-    TaskDeferred,
-)
+
+try:  # Airflow >= 3.2
+    from airflow.sdk.exceptions import (
+        AirflowFailException,
+        AirflowRescheduleException,
+        AirflowSensorTimeout,
+        AirflowSkipException,
+        TaskDeferred,
+    )
+except ImportError:  # Airflow 3.1
+    from airflow.exceptions import (  # type: ignore[no-redef,attr-defined,unused-ignore]
+        AirflowFailException,
+        AirflowRescheduleException,
+        AirflowSensorTimeout,
+        AirflowSkipException,
+        TaskDeferred,
+    )
 
 from airflow_provider_openrouter.exceptions import OpenRouterError, OpenRouterValidationError
 from airflow_provider_openrouter.hooks.openrouter import OpenRouterHook

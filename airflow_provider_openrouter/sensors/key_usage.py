@@ -155,9 +155,10 @@ class OpenRouterKeyUsageSensor(BaseSensorOperator):
         soft_fail: bool = False,
         **kwargs: Any,
     ) -> None:
-        super().__init__(
-            poke_interval=poke_interval, timeout=timeout, mode=mode, soft_fail=soft_fail, **kwargs
-        )
+        if timeout is not None:
+            # Airflow 3.1 reads its default from the config only when no timeout is passed at all.
+            kwargs["timeout"] = timeout
+        super().__init__(poke_interval=poke_interval, mode=mode, soft_fail=soft_fail, **kwargs)
         self.key_hash = key_hash
         self.key_name = key_name
         self.usage_window = usage_window
