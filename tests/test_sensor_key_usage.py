@@ -353,6 +353,18 @@ def test_poke_mode_gives_up_after_too_many_failures(fake: LocalOpenRouter) -> No
     assert key.hash[:12] in str(err.value)
 
 
+def test_poke_mode_waits_out_a_rate_limit_without_counting_it(fake: LocalOpenRouter) -> None:
+    key = fake.add_key("tenant-throttled", limit=5.0)
+    fake.add_usage(key.hash, 2.0)
+    fake.inject(Status(429, retry_after=0.01), method="GET", path=f"/keys/{key.hash}", times=4)
+    fake.inject(Status(429, retry_after=1), method="GET", path=f"/keys/{key.hash}", times=1)
+    started = time.monotonic()
+    snapshot = sensor(key_hash=key.hash, usage_at_least=1.0, max_consecutive_failures=1).execute({})
+    assert snapshot["met"]
+    assert [r.status for r in fake.requests] == [429] * 5 + [200]
+    assert time.monotonic() - started >= 1.0  # the last Retry-After, not the 0.05 s poke interval
+
+
 # -- reschedule mode -----------------------------------------------------------------------------------------
 
 

@@ -65,7 +65,6 @@ _TRANSIENT: tuple[type[OpenRouterError], ...] = (
     OpenRouterTransportError,
     ServerError,
     UnreadableResponseError,
-    RateLimitedError,
 )
 
 
@@ -112,8 +111,9 @@ class OpenRouterKeyUsageSensor(BaseSensorOperator):
     :param deferrable: Wait in the triggerer instead of a worker slot. Defaults to
         ``[operators] default_deferrable``.
     :param max_consecutive_failures: How many polls in a row may fail transiently (network errors, server
-        errors, rate limits, unreadable answers) before the sensor fails, in poke and deferrable modes. The
-        hook's own retries (the connection's ``max_retries``) happen within each poll.
+        errors, unreadable answers) before the sensor fails, in poke and deferrable modes. The hook's own
+        retries (the connection's ``max_retries``) happen within each poll. A rate limit (429) is not a
+        failure: the next poll waits at least the ``Retry-After`` OpenRouter asked for.
     :param poke_interval: Time between polls, in seconds or as a ``timedelta``.
     :param timeout: How long to wait in all, in seconds or as a ``timedelta``, in every mode. Defaults to
         ``[sensors] default_timeout``.
@@ -252,6 +252,18 @@ class OpenRouterKeyUsageSensor(BaseSensorOperator):
         conditions = self._conditions()
         try:
             key = self._fetch_key()
+        except RateLimitedError as err:
+            # As in the trigger: OpenRouter asked us to slow down, which is not a failure of the watch, so it
+            # does not count towards max_consecutive_failures; timeout still bounds the wait.
+            if self.mode == "reschedule" and not self.deferrable:
+                raise
+            extra = (err.retry_after or 0.0) - self.poke_interval
+            self.log.warning(
+                "Rate limited (%s); polling again in %.1f s", err, self.poke_interval + max(0, extra)
+            )
+            if extra > 0 and not self.deferrable:
+                time.sleep(extra)
+            return PokeReturnValue(is_done=False)
         except _TRANSIENT as err:
             # Between reschedules nothing is remembered, so only a sensor that stays in memory can count.
             if self.mode == "reschedule" and not self.deferrable:
