@@ -568,3 +568,18 @@ def test_unreadable_create_answer_never_quotes_the_body(
     assert exc.value.status == 201
     assert problem in str(exc.value)
     assert "SECRET" not in str(exc.value)
+
+
+def test_a_used_hook_copies_and_pickles_without_its_pool_or_key(
+    hook: OpenRouterHook, fake: LocalOpenRouter
+) -> None:
+    import copy
+    import pickle
+
+    hook.get_current_key()
+    pickled = pickle.dumps(hook)
+    assert fake.management_key.encode() not in pickled
+    for clone in (copy.deepcopy(hook), pickle.loads(pickled)):
+        assert clone.openrouter_conn_id == hook.openrouter_conn_id
+        assert clone.get_current_key().is_management_key
+        assert clone._sync is not hook._sync

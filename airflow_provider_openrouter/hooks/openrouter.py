@@ -57,6 +57,13 @@ class OpenRouterHook(BaseHook):
     def __repr__(self) -> str:
         return f"{type(self).__name__}(openrouter_conn_id={self.openrouter_conn_id!r})"
 
+    def __getstate__(self) -> dict[str, Any]:
+        # Connection pools (sockets, locks) neither copy nor pickle, and the parsed connection holds the key:
+        # a copy looks the connection up and opens its own pool on first use.
+        state = self.__dict__.copy()
+        state.update(_config=None, _sync=None, _async=None, _log=None)
+        return state
+
     # ------------------------------------------------------------------------------ connection form ---
 
     @classmethod
