@@ -570,12 +570,11 @@ def test_unreadable_create_answer_never_quotes_the_body(
     assert "SECRET" not in str(exc.value)
 
 
-def test_a_used_hook_copies_and_pickles_without_its_pool_or_key(
-    hook: OpenRouterHook, fake: LocalOpenRouter
-) -> None:
+def test_a_used_hook_copies_and_pickles_without_its_pool_or_key(fake: LocalOpenRouter) -> None:
     import copy
     import pickle
 
+    hook = OpenRouterHook()
     hook.get_current_key()
     pickled = pickle.dumps(hook)
     assert fake.management_key.encode() not in pickled
