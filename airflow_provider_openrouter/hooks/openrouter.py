@@ -97,7 +97,7 @@ class OpenRouterHook(BaseHook):
         if self._config is not None:
             return self._config
         getter = getattr(BaseHook, "aget_connection", None)
-        if getter is not None:  # Airflow >= 3.3
+        if getter is not None:  # the SDK's async getter, where this Airflow has one
             conn = await getter(self.openrouter_conn_id)
         else:
             conn = await asyncio.to_thread(self.get_connection, self.openrouter_conn_id)
@@ -293,7 +293,7 @@ class OpenRouterHook(BaseHook):
         created = await self._arun(create_key_call(body, (await self._aget_config()).workspace_id))
         try:
             from airflow.sdk.log import amask_secret
-        except ImportError:  # Airflow < 3.2
+        except ImportError:  # older Airflow (3.1) has only the sync one
             from airflow.sdk.log import mask_secret
 
             mask_secret(created.plaintext)
