@@ -690,6 +690,12 @@ def _ssl_context(ca_bundle: str) -> ssl.SSLContext:
     return ssl.create_default_context(cafile=ca_bundle)
 
 
+def _connect_timeout(aiohttp: Any) -> tuple[type[BaseException], ...]:
+    # aiohttp >= 3.10 tells a connect timeout from a read timeout; before that both count as "maybe sent".
+    error = getattr(aiohttp, "ConnectionTimeoutError", None)
+    return (error,) if error is not None else ()
+
+
 class AsyncTransport:
     """Non-blocking I/O over the loop's shared ``aiohttp`` session; the decisions are :class:`Exchange`'s."""
 
@@ -701,6 +707,7 @@ class AsyncTransport:
         self._proxy: str | None = None
         self._ssl: Any = True
         self._session_key = ""
+        self._never_connected: tuple[type[BaseException], ...] = ()
         self._timeout: aiohttp.ClientTimeout | None = None
 
     async def call(self, call: Call[T]) -> T:
@@ -724,6 +731,7 @@ class AsyncTransport:
             self._proxy = self._network.proxy_for(self.config.base_url)
             self._ssl = _ssl_for(self.config.base_url, self._network)
             self._session_key = f"{self.config.base_url}|{self._proxy}|{self._network.ca_bundle}"
+            self._never_connected = (aiohttp.ClientConnectorError, *_connect_timeout(aiohttp))
             self._timeout = aiohttp.ClientTimeout(
                 total=None, sock_connect=self.config.timeout, sock_read=self.config.timeout
             )
@@ -743,9 +751,7 @@ class AsyncTransport:
                 return Answer(response.status, response.headers, payload)
         except (aiohttp.ClientConnectorCertificateError, aiohttp.ClientSSLError) as exc:
             return Failure.of(exc, False, permanent=True)
-        except aiohttp.ClientConnectorError as exc:
-            return Failure.of(exc, False)
-        except aiohttp.ConnectionTimeoutError as exc:
+        except self._never_connected as exc:
             return Failure.of(exc, False)
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             return Failure.of(exc, None)
