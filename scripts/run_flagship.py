@@ -129,9 +129,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 1
         print(f"DAG run finished ({time.monotonic() - step_started:.0f} s); output: {_shown(log_path)}")
 
-        summary = read_summary(env, home)
+        base_url, summary = read_summary(env, home)
         print()
-        print(render_summary(summary, base_url=_base_url(env)))
+        print(render_summary(summary, base_url=base_url))
         if fake is not None:
             print(leak_check(home, fake.issued_plaintexts))
     print(f"\nDone in {time.monotonic() - started:.0f} s.")
@@ -215,15 +215,6 @@ def _shown(path: Path) -> str:
         return str(path)
 
 
-def _base_url(env: Mapping[str, str]) -> str:
-    raw = env.get(CONN_VAR, "")
-    try:
-        host = json.loads(raw).get("host")
-    except ValueError:
-        host = None  # the URI form: the hook resolves it, the summary only names the default
-    return str(host or "https://openrouter.ai/api/v1")
-
-
 # ----------------------------------------------------------------------------------------------- summary ---
 
 
@@ -250,14 +241,18 @@ def _environment(values: Mapping[str, str]) -> Iterator[None]:
                 os.environ[name] = value
 
 
-def read_summary(env: Mapping[str, str], home: Path) -> list[TenantSummary]:
+def read_summary(env: Mapping[str, str], home: Path) -> tuple[str, list[TenantSummary]]:
     """Each tenant's key as the API reports it now (``OpenRouterHook``) and whether its Variable exists."""
     with sqlite3.connect(home / "airflow.db") as db:
         variables = {str(row[0]) for row in db.execute("SELECT key FROM variable")}
     with _environment({k: v for k, v in env.items() if k.startswith(("AIRFLOW", "PYTHONPATH"))}):
+        from airflow_provider_openrouter._connection import OpenRouterConnectionConfig
         from airflow_provider_openrouter.hooks.openrouter import OpenRouterHook
 
         hook = OpenRouterHook()
+        base_url = OpenRouterConnectionConfig.from_connection(
+            hook.get_connection(hook.openrouter_conn_id)
+        ).base_url
         out = []
         for tenant in TENANTS:
             name = KEY_PREFIX + tenant.tenant
@@ -272,7 +267,7 @@ def read_summary(env: Mapping[str, str], home: Path) -> list[TenantSummary]:
                     key=key.to_dict() if key is not None else None,
                 )
             )
-        return out
+        return base_url, out
 
 
 def _money(value: float | None) -> str:

@@ -1,9 +1,9 @@
 """The provider in Airflow's own UI, driven in headless Chromium against a real API server.
 
-One Airflow home for the module: the flagship DAG runs in it first (against a local OpenRouter), then
-``airflow api-server`` serves it and the browser walks through what a user does: pick the OpenRouter
-connection type, fill and save the form, test the connection, and follow a task's extra link. Every step
-leaves a screenshot in ``artifacts/screenshots/``.
+One Airflow home for the module: the tenant-provisioning example DAG runs in it first (against a local
+OpenRouter), then ``airflow api-server`` serves it and the browser walks through what a user does: pick the
+OpenRouter connection type, fill and save the form, test the connection, and follow a task's extra link. Every
+step leaves a screenshot in ``artifacts/screenshots/``.
 """
 
 from __future__ import annotations
@@ -28,7 +28,8 @@ if TYPE_CHECKING:
 
 pytestmark = [pytest.mark.browser, pytest.mark.airflow_db]
 
-FLAGSHIP = "example_openrouter_tenant_lifecycle"
+# Creates a key per tenant (mapped) and delivers each plaintext to a Variable: what the extra link is for.
+PROVISION = "example_openrouter_provision_tenants"
 CONN_ID = "openrouter_ui"
 WRONG_KEY_CONN_ID = "openrouter_wrong_key"
 # Tall enough that the whole add-connection dialog, extra fields open, fits in one screenshot; pages are shot
@@ -42,8 +43,7 @@ TIMEOUT_MS = 30_000
 def fake() -> Iterator[LocalOpenRouter]:
     from airflow_provider_openrouter.testing import LocalOpenRouter
 
-    # Keys spend on their own, so that the flagship's usage sensors have something to wait for.
-    with LocalOpenRouter(spend_per_second=0.5) as fake:
+    with LocalOpenRouter() as fake:
         yield fake
 
 
@@ -51,7 +51,10 @@ def fake() -> Iterator[LocalOpenRouter]:
 def ui_home(tmp_path_factory: pytest.TempPathFactory, fake: LocalOpenRouter) -> AirflowInstance:
     instance = make_airflow_instance(tmp_path_factory.mktemp("ui"), ROOT / "example_dags")
     # A run whose create tasks carry the extra link, in the same home the API server will serve.
-    instance.dags_test(FLAGSHIP, extra_env=fake.airflow_env())
+    secret_store = tmp_path_factory.mktemp("secret-store")
+    instance.dags_test(
+        PROVISION, extra_env={**fake.airflow_env(), "OPENROUTER_EXAMPLE_SECRETS_DIR": str(secret_store)}
+    )
     return instance
 
 
@@ -306,14 +309,14 @@ def test_created_key_task_shows_the_openrouter_link(
 ) -> None:
     from airflow_provider_openrouter.links import key_url
 
-    status, runs = server.api("GET", f"/api/v2/dags/{FLAGSHIP}/dagRuns")
+    status, runs = server.api("GET", f"/api/v2/dags/{PROVISION}/dagRuns")
     assert status == 200, runs
     [run] = runs["dag_runs"]
     assert run["state"] == "success"
-    run_path = f"/dags/{FLAGSHIP}/runs/{quote(run['dag_run_id'], safe='')}"
+    run_path = f"/dags/{PROVISION}/runs/{quote(run['dag_run_id'], safe='')}"
     status, xcom = server.api(
         "GET",
-        f"/api/v2{run_path.replace('/runs/', '/dagRuns/')}/taskInstances/provision_key/xcomEntries/"
+        f"/api/v2{run_path.replace('/runs/', '/dagRuns/')}/taskInstances/create_tenant_key/xcomEntries/"
         "return_value?map_index=0&deserialize=true",
     )
     assert status == 200, xcom
@@ -323,11 +326,11 @@ def test_created_key_task_shows_the_openrouter_link(
     page.set_viewport_size(PAGE_VIEWPORT)  # type: ignore[arg-type]
 
     page.goto(run_path)
-    page.get_by_text("provision_key").first.wait_for()
+    page.get_by_text("create_tenant_key").first.wait_for()
     _assert_no_plaintext(page, fake)
-    shots.take(page, "the flagship DAG run in the grid")
+    shots.take(page, "the provisioning DAG run: one key per tenant")
 
-    page.goto(f"{run_path}/tasks/provision_key/mapped/0/details")
+    page.goto(f"{run_path}/tasks/create_tenant_key/mapped/0/details")
     page.get_by_text("Extra Links").wait_for()
     link = page.locator("a", has_text="OpenRouter key")
     link.wait_for()
@@ -335,7 +338,7 @@ def test_created_key_task_shows_the_openrouter_link(
     shots.take(page, "task details: the OpenRouter key extra link of a created key")
 
     # What the task rendered names the Variable the plaintext went to, never the plaintext.
-    page.goto(f"{run_path}/tasks/provision_key/mapped/0/rendered_templates")
+    page.goto(f"{run_path}/tasks/create_tenant_key/mapped/0/rendered_templates")
     page.get_by_text(created["plaintext_delivered_to"][0].removeprefix("Variable ")).first.wait_for()
     _assert_no_plaintext(page, fake)
     shots.take(page, "task rendered templates: the Variable's name, not the key")
