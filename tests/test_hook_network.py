@@ -86,7 +86,7 @@ class _ProxyHandler(http.server.BaseHTTPRequestHandler):
             upstream.close()
         self.send_response(answer.status)
         for name, value in answer.getheaders():
-            if name.lower() not in ("connection", "transfer-encoding", "content-length"):
+            if name.lower() not in ("connection", "transfer-encoding", "content-length", "server", "date"):
                 self.send_header(name, value)
         self.send_header("Content-Length", str(len(payload)))
         self.end_headers()
