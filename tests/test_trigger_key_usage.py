@@ -21,7 +21,7 @@ from airflow_provider_openrouter.testing import (
     Status,
     connection_json,
 )
-from airflow_provider_openrouter.triggers.key_usage import OpenRouterKeyUsageTrigger
+from airflow_provider_openrouter.triggers.key_usage import OpenRouterKeyUsageTrigger, shared_hook
 
 if TYPE_CHECKING:
     from airflow.triggers.base import TriggerEvent
@@ -270,7 +270,7 @@ async def test_failures_must_be_consecutive(fake: LocalOpenRouter) -> None:
     assert sum(1 for r in fake.requests if r.status == 500) == 2
 
 
-async def test_authentication_failure_is_not_retried(
+async def test_authentication_failure_ends_the_wait_after_one_fresh_lookup(
     local_openrouter: LocalOpenRouter, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     key = local_openrouter.add_key("tenant-auth", limit=5.0)
@@ -280,7 +280,40 @@ async def test_authentication_failure_is_not_retried(
     payload = events[0].payload
     assert payload["status"] == "error"
     assert "AuthenticationError" in payload["message"]
-    assert len(local_openrouter.requests) == 1
+    # Not retried as a transient failure: one request, and one more after reading the connection again.
+    assert [r.status for r in local_openrouter.requests] == [401, 401]
+
+
+async def test_a_rotated_management_key_is_picked_up(
+    local_openrouter: LocalOpenRouter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key = local_openrouter.add_key("tenant-rotation", limit=5.0)
+    local_openrouter.add_usage(key.hash, 2.0)
+    old = connection_json(local_openrouter.base_url, "sk-or-v1-" + "0" * 64, max_retries=0)
+    monkeypatch.setenv("AIRFLOW_CONN_OPENROUTER_DEFAULT", old)
+    # The first poll, made with the old key, is answered (401) only after the connection has been edited.
+    local_openrouter.inject(Latency(2.0), method="GET", path=f"/keys/{key.hash}", times=1)
+
+    async def rotate() -> None:
+        await asyncio.sleep(0.3)
+        monkeypatch.setenv("AIRFLOW_CONN_OPENROUTER_DEFAULT", local_openrouter.connection_json(max_retries=0))
+
+    rotation = asyncio.create_task(rotate())
+    events = await events_of(trigger(key.hash))
+    await rotation
+    assert events[0].payload["status"] == "success"
+    assert [r.status for r in local_openrouter.requests] == [401, 200]
+
+
+async def test_triggers_on_one_loop_share_one_hook(fake: LocalOpenRouter) -> None:
+    keys = [fake.add_key(f"tenant-{i}", limit=5.0) for i in range(20)]
+    for key in keys:
+        fake.add_usage(key.hash, 2.0)
+    hooks = {id(shared_hook("openrouter_default"))}
+    results = await asyncio.gather(*(events_of(trigger(key.hash)) for key in keys))
+    hooks.add(id(shared_hook("openrouter_default")))
+    assert [events[0].payload["status"] for events in results] == ["success"] * 20
+    assert len(hooks) == 1
 
 
 async def test_rate_limit_waits_for_retry_after(fake: LocalOpenRouter) -> None:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import threading
 import time
+import weakref
 from typing import TYPE_CHECKING, Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
@@ -17,6 +19,7 @@ from airflow_provider_openrouter._usage import (
     unavailable_message,
 )
 from airflow_provider_openrouter.exceptions import (
+    AuthenticationError,
     NotFoundError,
     OpenRouterError,
     OpenRouterTransportError,
@@ -32,6 +35,38 @@ if TYPE_CHECKING:
     from airflow_provider_openrouter.hooks.openrouter import OpenRouterHook
 
 CLASSPATH = "airflow_provider_openrouter.triggers.key_usage.OpenRouterKeyUsageTrigger"
+
+# How long triggers keep using a connection they looked up, so that an edited connection is picked up.
+HOOK_REFRESH_SECONDS = 300.0
+
+# One hook per event loop and connection id, shared by every trigger on that loop: a triggerer watching
+# 1,000 keys looks its connection up once instead of 1,000 times and holds one hook, not 1,000. The hook keeps
+# no per-call state, so concurrent polls may share it.
+_HOOKS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, tuple[float, OpenRouterHook]]] = (
+    weakref.WeakKeyDictionary()
+)
+_HOOKS_LOCK = threading.Lock()
+
+
+def shared_hook(conn_id: str, *, stale: OpenRouterHook | None = None) -> OpenRouterHook:
+    """The running loop's hook for ``conn_id``; a new one after :data:`HOOK_REFRESH_SECONDS`, or when the
+    caller found ``stale`` unusable (the connection's key may have been rotated)."""
+    from airflow_provider_openrouter.hooks.openrouter import OpenRouterHook
+
+    loop = asyncio.get_running_loop()
+    now = time.monotonic()
+    with _HOOKS_LOCK:
+        per_loop = _HOOKS.setdefault(loop, {})
+        entry = per_loop.get(conn_id)
+        if (
+            entry is None
+            or now - entry[0] > HOOK_REFRESH_SECONDS
+            or (stale is not None and entry[1] is stale)
+        ):
+            entry = (now, OpenRouterHook(openrouter_conn_id=conn_id))
+            per_loop[conn_id] = entry
+        return entry[1]
+
 
 # Failures that another poll may not see: the network, the server or a proxy in front of it.
 _TRANSIENT: tuple[type[OpenRouterError], ...] = (
@@ -131,11 +166,6 @@ class OpenRouterKeyUsageTrigger(BaseTrigger):
             },
         )
 
-    def _hook(self) -> OpenRouterHook:
-        from airflow_provider_openrouter.hooks.openrouter import OpenRouterHook
-
-        return OpenRouterHook(openrouter_conn_id=self.openrouter_conn_id)
-
     def _deadline_ts(self) -> float | None:
         if self.deadline is None:
             return None
@@ -156,15 +186,26 @@ class OpenRouterKeyUsageTrigger(BaseTrigger):
         )
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
-        hook = self._hook()
         who = describe_key(self.key_hash, self.key_name)
         deadline = self._deadline_ts()
         failures = 0
+        refreshed = False
         snapshot: dict[str, Any] | None = None
         while True:
             wait = self.poll_interval
+            hook = shared_hook(self.openrouter_conn_id)
             try:
                 key = await hook.aget_key(self.key_hash)
+            except AuthenticationError as err:
+                if not refreshed:
+                    # The management key may have been rotated since the shared hook read the connection: look
+                    # it up again once before giving up.
+                    refreshed = True
+                    shared_hook(self.openrouter_conn_id, stale=hook)
+                    self.log.warning("%s: %s; reading connection %r again", who, err, self.openrouter_conn_id)
+                    continue
+                yield self._event("error", f"Polling {who} failed: {type(err).__name__}: {err}", snapshot)
+                return
             except NotFoundError:
                 yield self._event(
                     "key_gone",
@@ -202,6 +243,7 @@ class OpenRouterKeyUsageTrigger(BaseTrigger):
                 return
             else:
                 failures = 0
+                refreshed = False
                 try:
                     check = evaluate(key, self.conditions)
                 except OpenRouterValidationError as err:
