@@ -84,8 +84,10 @@ class OpenRouterKeyUsageTrigger(BaseTrigger):
     says which) or ``"error"`` (more than ``max_consecutive_failures`` polls in a row failed, or OpenRouter
     refused the request). ``snapshot`` is the last usage snapshot seen, or ``None``.
 
-    All triggers in one triggerer share one HTTP connection pool (the hook keeps one client session per event
-    loop), so each watched key costs a few small objects and one request per ``poll_interval``.
+    All triggers in one triggerer share one hook per connection id and one HTTP connection pool (the hook
+    keeps one client session per event loop), so each watched key costs a few small objects and one request
+    per ``poll_interval``. The shared hook reads the connection once, then again every five minutes, or at
+    once when OpenRouter answers 401 (a rotated management key is picked up; a second 401 ends the wait).
 
     :param key_hash: Hash of the key to watch.
     :param key_name: The key's name, only to make log lines and messages readable.
