@@ -34,6 +34,8 @@ if TYPE_CHECKING:
 
     from airflow_provider_openrouter.hooks.openrouter import OpenRouterHook
 
+__all__ = ["OpenRouterKeyUsageTrigger"]
+
 CLASSPATH = "airflow_provider_openrouter.triggers.key_usage.OpenRouterKeyUsageTrigger"
 
 # How long triggers keep using a connection they looked up, so that an edited connection is picked up.
@@ -49,7 +51,7 @@ _HOOKS_LOCK = threading.Lock()
 
 
 def shared_hook(conn_id: str, *, stale: OpenRouterHook | None = None) -> OpenRouterHook:
-    """The running loop's hook for ``conn_id``; a new one after :data:`HOOK_REFRESH_SECONDS`, or when the
+    """The running loop's hook for ``conn_id``; a new one after ``HOOK_REFRESH_SECONDS``, or when the
     caller found ``stale`` unusable (the connection's key may have been rotated)."""
     from airflow_provider_openrouter.hooks.openrouter import OpenRouterHook
 
