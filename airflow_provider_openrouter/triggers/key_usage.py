@@ -242,7 +242,7 @@ class OpenRouterKeyUsageTrigger(BaseTrigger):
                     err,
                 )
             except OpenRouterError as err:
-                # Authentication, permission, bad connection settings: polling again will not help.
+                # A refused permission, unusable connection settings: polling again will not help.
                 yield self._event("error", f"Polling {who} failed: {type(err).__name__}: {err}", snapshot)
                 return
             else:
