@@ -391,3 +391,31 @@ def test_every_conn_field_is_understood(monkeypatch: pytest.MonkeyPatch) -> None
     config = config_from_env(monkeypatch, conn_json(**values))
     for name, value in values.items():
         assert getattr(config, name) == value
+
+
+def test_the_ui_shows_the_form() -> None:
+    """What Airflow's UI API serves for the connection type: from provider info on 3.2+, from the hook's
+    methods on 3.1. In a child process: the UI code mocks wtforms into ``sys.modules`` when it is absent."""
+    import subprocess
+    import sys
+
+    script = (
+        "import json\n"
+        "from airflow.api_fastapi.core_api.services.ui.connections import HookMetaService\n"
+        "[meta] = [m for m in HookMetaService.hook_meta_data() if m.connection_type == 'openrouter']\n"
+        "print(json.dumps({'name': meta.hook_name, 'extras': sorted(meta.extra_fields),\n"
+        "    'password': meta.standard_fields.password.title, 'host': meta.standard_fields.host.title,\n"
+        "    'hidden': [f for f in ('url_schema', 'port', 'login')\n"
+        "               if getattr(meta.standard_fields, f).hidden]}))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=300
+    )
+    shown = json.loads(out.stdout.strip().splitlines()[-1])
+    assert shown == {
+        "name": "OpenRouter",
+        "extras": sorted(CONN_FIELDS),
+        "password": "Management key",
+        "host": "Base URL",
+        "hidden": ["url_schema", "port", "login"],
+    }
