@@ -102,7 +102,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             fake = stack.enter_context(LocalOpenRouter(spend_per_second=LOCAL_SPEND_PER_SECOND))
             env.update(fake.airflow_env())
             print(
-                f"Started a local OpenRouter at {fake.base_url} (its keys spend ${LOCAL_SPEND_PER_SECOND}/s)"
+                f"Started a local OpenRouter at {fake.base_url} "
+                f"(its keys spend ${LOCAL_SPEND_PER_SECOND:.2f}/s)"
             )
 
         watch_timeout = args.watch_timeout or (30 if real_account else 120)
@@ -123,6 +124,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         code = _run_logged(
             [str(AIRFLOW), "dags", "test", DAG_ID, "--conf", json.dumps(conf)], env, log_path, args.verbose
         )
+        if fake is not None:
+            fake.set_spend_per_second(0)  # hold usage still while the summary reads it
         if code != 0:
             print(_tail(log_path), file=sys.stderr)
             print(f"\nThe DAG run failed (exit {code}); full output: {_shown(log_path)}", file=sys.stderr)
@@ -133,7 +136,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print()
         print(render_summary(summary, base_url=base_url))
         if fake is not None:
-            print(leak_check(home, fake.issued_plaintexts))
+            print(
+                f"(The local keys spent ${LOCAL_SPEND_PER_SECOND:.2f}/s each while the DAG ran, until their "
+                "limit stopped them.)"
+            )
+            secrets_found = leak_check(home, fake.issued_plaintexts)
+            print(secrets_found)
+            if secrets_found.startswith("LEAK"):
+                return 1
     print(f"\nDone in {time.monotonic() - started:.0f} s.")
     return 0
 
