@@ -187,20 +187,85 @@ class UsageConditions:
 
 
 class UsageCheck:
-    """One poll's outcome: whether the wait is over, one progress line for the log, a JSON-safe snapshot.
+    """One poll's outcome: whether the wait is over, one progress line for the log, and a JSON-safe snapshot.
 
-    ``unavailable`` is ``"disabled"`` or ``"expired"`` when the wait can no longer succeed.
+    ``unavailable`` is ``"disabled"`` or ``"expired"`` when the wait can no longer succeed. The snapshot dict
+    is built when first read: most polls of a long wait only log their line, and a trigger that keeps the
+    last check while it sleeps holds the key's few fields rather than a dict of them.
     """
 
-    __slots__ = ("met", "progress", "snapshot", "unavailable")
+    __slots__ = (
+        "_snapshot",
+        "checked_at",
+        "fraction",
+        "key",
+        "met",
+        "progress",
+        "results",
+        "unavailable",
+        "used",
+    )
 
     def __init__(
-        self, *, met: bool, progress: str, snapshot: dict[str, Any], unavailable: str | None = None
+        self,
+        *,
+        key: ApiKey,
+        conditions: UsageConditions,
+        met: bool,
+        progress: str,
+        used: float,
+        fraction: float | None,
+        results: dict[str, dict[str, Any]],
+        checked_at: dt.datetime,
+        unavailable: str | None = None,
     ) -> None:
+        self.key = key
         self.met = met
         self.progress = progress
-        self.snapshot = snapshot
+        self.used = used
+        self.fraction = fraction
+        self.results = results
+        self.checked_at = checked_at
         self.unavailable = unavailable
+        self._snapshot: tuple[str, bool, bool] | dict[str, Any] = (
+            conditions.usage_window,
+            conditions.include_byok,
+            conditions.match_all,
+        )
+
+    @property
+    def snapshot(self) -> dict[str, Any]:
+        if isinstance(self._snapshot, dict):
+            return self._snapshot
+        usage_window, include_byok, match_all = self._snapshot
+        key = self.key
+        self._snapshot = {
+            "key_hash": key.hash,
+            "key_name": key.name,
+            "disabled": key.disabled,
+            "expires_at": key.expires_at,
+            "usage_window": usage_window,
+            "include_byok": include_byok,
+            "measured_usage": self.used,
+            "limit": key.limit,
+            "limit_remaining": key.limit_remaining,
+            "limit_reset": key.limit_reset,
+            "include_byok_in_limit": key.include_byok_in_limit,
+            "fraction_of_limit": self.fraction,
+            "usage": key.usage,
+            "usage_daily": key.usage_daily,
+            "usage_weekly": key.usage_weekly,
+            "usage_monthly": key.usage_monthly,
+            "byok_usage": key.byok_usage,
+            "byok_usage_daily": key.byok_usage_daily,
+            "byok_usage_weekly": key.byok_usage_weekly,
+            "byok_usage_monthly": key.byok_usage_monthly,
+            "conditions": self.results,
+            "match_all": match_all,
+            "met": self.met,
+            "checked_at": self.checked_at.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        }
+        return self._snapshot
 
     def __repr__(self) -> str:
         return f"UsageCheck(met={self.met!r}, unavailable={self.unavailable!r}, progress={self.progress!r})"
@@ -313,33 +378,17 @@ def evaluate(key: ApiKey, conditions: UsageConditions, *, now: dt.datetime | Non
     else:
         verdict = "condition met" if met_all else "waiting"
     progress = f"{who}: {'; '.join(parts)} → {verdict}"
-    snapshot = {
-        "key_hash": key.hash,
-        "key_name": key.name,
-        "disabled": key.disabled,
-        "expires_at": key.expires_at,
-        "usage_window": conditions.usage_window,
-        "include_byok": conditions.include_byok,
-        "measured_usage": used,
-        "limit": key.limit,
-        "limit_remaining": key.limit_remaining,
-        "limit_reset": key.limit_reset,
-        "include_byok_in_limit": key.include_byok_in_limit,
-        "fraction_of_limit": fraction,
-        "usage": key.usage,
-        "usage_daily": key.usage_daily,
-        "usage_weekly": key.usage_weekly,
-        "usage_monthly": key.usage_monthly,
-        "byok_usage": key.byok_usage,
-        "byok_usage_daily": key.byok_usage_daily,
-        "byok_usage_weekly": key.byok_usage_weekly,
-        "byok_usage_monthly": key.byok_usage_monthly,
-        "conditions": results,
-        "match_all": conditions.match_all,
-        "met": met_all,
-        "checked_at": now.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-    }
-    return UsageCheck(met=met_all, progress=progress, snapshot=snapshot, unavailable=reason)
+    return UsageCheck(
+        key=key,
+        conditions=conditions,
+        met=met_all,
+        progress=progress,
+        used=used,
+        fraction=fraction,
+        results=results,
+        checked_at=now,
+        unavailable=reason,
+    )
 
 
 def unavailable_message(

@@ -32,6 +32,7 @@ from airflow_provider_openrouter.exceptions import (
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
+    from airflow_provider_openrouter._usage import UsageCheck
     from airflow_provider_openrouter.hooks.openrouter import OpenRouterHook
 
 __all__ = ["OpenRouterKeyUsageTrigger"]
@@ -176,15 +177,13 @@ class OpenRouterKeyUsageTrigger(BaseTrigger):
         moment = parse_instant(self.deadline)
         return None if moment is None else moment.timestamp()
 
-    def _event(
-        self, status: str, message: str, snapshot: dict[str, Any] | None, **extra: Any
-    ) -> TriggerEvent:
+    def _event(self, status: str, message: str, last: UsageCheck | None, **extra: Any) -> TriggerEvent:
         return TriggerEvent(  # type: ignore[no-untyped-call]
             {
                 "status": status,
                 "message": message,
                 "key_hash": self.key_hash,
-                "snapshot": snapshot,
+                "snapshot": None if last is None else last.snapshot,
                 **extra,
             }
         )
@@ -194,7 +193,7 @@ class OpenRouterKeyUsageTrigger(BaseTrigger):
         deadline = self._deadline_ts()
         failures = 0
         refreshed = False
-        snapshot: dict[str, Any] | None = None
+        last: UsageCheck | None = None  # the latest check, for the snapshot of the event that ends the wait
         while True:
             wait = self.poll_interval
             hook = shared_hook(self.openrouter_conn_id)
@@ -208,13 +207,13 @@ class OpenRouterKeyUsageTrigger(BaseTrigger):
                     shared_hook(self.openrouter_conn_id, stale=hook)
                     self.log.warning("%s: %s; reading connection %r again", who, err, self.openrouter_conn_id)
                     continue
-                yield self._event("error", f"Polling {who} failed: {type(err).__name__}: {err}", snapshot)
+                yield self._event("error", f"Polling {who} failed: {type(err).__name__}: {err}", last)
                 return
             except NotFoundError:
                 yield self._event(
                     "key_gone",
                     unavailable_message(self.key_hash, self.key_name, "deleted"),
-                    snapshot,
+                    last,
                     reason="deleted",
                 )
                 return
@@ -230,7 +229,7 @@ class OpenRouterKeyUsageTrigger(BaseTrigger):
                         "error",
                         f"Polling {who} failed {failures} times in a row (max_consecutive_failures="
                         f"{self.max_consecutive_failures}); last error: {type(err).__name__}: {err}",
-                        snapshot,
+                        last,
                     )
                     return
                 self.log.warning(
@@ -243,7 +242,7 @@ class OpenRouterKeyUsageTrigger(BaseTrigger):
                 )
             except OpenRouterError as err:
                 # A refused permission, unusable connection settings: polling again will not help.
-                yield self._event("error", f"Polling {who} failed: {type(err).__name__}: {err}", snapshot)
+                yield self._event("error", f"Polling {who} failed: {type(err).__name__}: {err}", last)
                 return
             else:
                 failures = 0
@@ -251,20 +250,20 @@ class OpenRouterKeyUsageTrigger(BaseTrigger):
                 try:
                     check = evaluate(key, self.conditions)
                 except OpenRouterValidationError as err:
-                    yield self._event("error", str(err), snapshot, field=err.field, problem=err.problem)
+                    yield self._event("error", str(err), last, field=err.field, problem=err.problem)
                     return
-                snapshot = check.snapshot
+                last = check
                 self.log.info("%s", check.progress)
                 if check.unavailable is not None:
                     yield self._event(
                         "key_gone",
                         unavailable_message(self.key_hash, key.name, check.unavailable, key.expires_at),
-                        snapshot,
+                        last,
                         reason=check.unavailable,
                     )
                     return
                 if check.met:
-                    yield self._event("success", check.progress, snapshot)
+                    yield self._event("success", check.progress, last)
                     return
             now = time.time()
             if deadline is not None:
@@ -274,7 +273,7 @@ class OpenRouterKeyUsageTrigger(BaseTrigger):
                         f"Timed out waiting for {who}: the deadline "
                         f"{dt.datetime.fromtimestamp(deadline, dt.timezone.utc):%Y-%m-%dT%H:%M:%SZ} passed "
                         "before the usage conditions were met",
-                        snapshot,
+                        last,
                     )
                     return
                 # Wake at the deadline for one last poll rather than overshooting it by a whole interval.
