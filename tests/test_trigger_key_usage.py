@@ -305,15 +305,28 @@ async def test_a_rotated_management_key_is_picked_up(
     assert [r.status for r in local_openrouter.requests] == [401, 200]
 
 
-async def test_triggers_on_one_loop_share_one_hook(fake: LocalOpenRouter) -> None:
+async def test_triggers_on_one_loop_share_one_hook_and_one_lookup(
+    fake: LocalOpenRouter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from airflow.sdk import BaseHook
+
+    lookups: list[str] = []
+    real_lookup = BaseHook.aget_connection.__func__  # type: ignore[attr-defined]
+
+    async def counted_lookup(cls: type[BaseHook], conn_id: str) -> Any:
+        lookups.append(conn_id)
+        return await real_lookup(cls, conn_id)
+
+    monkeypatch.setattr(BaseHook, "aget_connection", classmethod(counted_lookup))
     keys = [fake.add_key(f"tenant-{i}", limit=5.0) for i in range(20)]
     for key in keys:
         fake.add_usage(key.hash, 2.0)
-    hooks = {id(shared_hook("openrouter_default"))}
+    hook = shared_hook("openrouter_default")
     results = await asyncio.gather(*(events_of(trigger(key.hash)) for key in keys))
-    hooks.add(id(shared_hook("openrouter_default")))
     assert [events[0].payload["status"] for events in results] == ["success"] * 20
-    assert len(hooks) == 1
+    assert shared_hook("openrouter_default") is hook
+    # Started together, the 20 triggers wait for the first poll to read the connection, then reuse it.
+    assert lookups == ["openrouter_default"]
 
 
 async def test_rate_limit_waits_for_retry_after(fake: LocalOpenRouter) -> None:

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 
     from airflow_provider_openrouter._usage import UsageCheck
     from airflow_provider_openrouter.hooks.openrouter import OpenRouterHook
+    from airflow_provider_openrouter.models import ApiKey
 
 __all__ = ["OpenRouterKeyUsageTrigger"]
 
@@ -42,33 +43,61 @@ CLASSPATH = "airflow_provider_openrouter.triggers.key_usage.OpenRouterKeyUsageTr
 # How long triggers keep using a connection they looked up, so that an edited connection is picked up.
 HOOK_REFRESH_SECONDS = 300.0
 
+
+class _SharedHook:
+    """A hook shared by the triggers of one event loop, and whether a call through it has completed."""
+
+    __slots__ = ("created", "hook", "lock", "warm")
+
+    def __init__(self, hook: OpenRouterHook) -> None:
+        self.hook = hook
+        self.created = time.monotonic()
+        # Until one call has completed the hook has not read its connection: triggers that start together
+        # wait for that first call instead of each looking the connection up.
+        self.lock = asyncio.Lock()
+        self.warm = False
+
+    async def get_key(self, key_hash: str) -> ApiKey:
+        if not self.warm:
+            async with self.lock:
+                if not self.warm:
+                    try:
+                        return await self.hook.aget_key(key_hash)
+                    finally:
+                        self.warm = True
+        return await self.hook.aget_key(key_hash)
+
+
 # One hook per event loop and connection id, shared by every trigger on that loop: a triggerer watching
 # 1,000 keys looks its connection up once instead of 1,000 times and holds one hook, not 1,000. The hook keeps
 # no per-call state, so concurrent polls may share it.
-_HOOKS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, tuple[float, OpenRouterHook]]] = (
+_HOOKS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, _SharedHook]] = (
     weakref.WeakKeyDictionary()
 )
 _HOOKS_LOCK = threading.Lock()
 
 
-def shared_hook(conn_id: str, *, stale: OpenRouterHook | None = None) -> OpenRouterHook:
-    """The running loop's hook for ``conn_id``; a new one after ``HOOK_REFRESH_SECONDS``, or when the
-    caller found ``stale`` unusable (the connection's key may have been rotated)."""
+def _shared(conn_id: str, *, stale: OpenRouterHook | None = None) -> _SharedHook:
     from airflow_provider_openrouter.hooks.openrouter import OpenRouterHook
 
     loop = asyncio.get_running_loop()
-    now = time.monotonic()
     with _HOOKS_LOCK:
         per_loop = _HOOKS.setdefault(loop, {})
         entry = per_loop.get(conn_id)
         if (
             entry is None
-            or now - entry[0] > HOOK_REFRESH_SECONDS
-            or (stale is not None and entry[1] is stale)
+            or time.monotonic() - entry.created > HOOK_REFRESH_SECONDS
+            or (stale is not None and entry.hook is stale)
         ):
-            entry = (now, OpenRouterHook(openrouter_conn_id=conn_id))
+            entry = _SharedHook(OpenRouterHook(openrouter_conn_id=conn_id))
             per_loop[conn_id] = entry
-        return entry[1]
+        return entry
+
+
+def shared_hook(conn_id: str, *, stale: OpenRouterHook | None = None) -> OpenRouterHook:
+    """The running loop's hook for ``conn_id``; a new one after ``HOOK_REFRESH_SECONDS``, or when the
+    caller found ``stale`` unusable (the connection's key may have been rotated)."""
+    return _shared(conn_id, stale=stale).hook
 
 
 # Failures that another poll may not see: the network, the server or a proxy in front of it.
@@ -196,9 +225,10 @@ class OpenRouterKeyUsageTrigger(BaseTrigger):
         last: UsageCheck | None = None  # the latest check, for the snapshot of the event that ends the wait
         while True:
             wait = self.poll_interval
-            hook = shared_hook(self.openrouter_conn_id)
+            shared = _shared(self.openrouter_conn_id)
+            hook = shared.hook
             try:
-                key = await hook.aget_key(self.key_hash)
+                key = await shared.get_key(self.key_hash)
             except AuthenticationError as err:
                 if not refreshed:
                     # The management key may have been rotated since the shared hook read the connection: look
