@@ -32,6 +32,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.airflow_db]
 PROVISION = "example_openrouter_provision_tenants"
 CONN_ID = "openrouter_ui"
 WRONG_KEY_CONN_ID = "openrouter_wrong_key"
+WRONG_KEY = "sk-or-v1-" + "0" * 64
 # Tall enough that the whole add-connection dialog, extra fields open, fits in one screenshot; pages are shot
 # at an ordinary size.
 DIALOG_VIEWPORT = {"width": 1400, "height": 1900}
@@ -242,7 +243,6 @@ def test_connection_saved_through_the_form_works_with_the_hook(
 def test_connection_test_reports_success_and_a_readable_failure(
     page: Page, server: ApiServer, fake: LocalOpenRouter, shots: Screenshots
 ) -> None:
-    wrong_key = "sk-or-v1-" + "0" * 64
     status, body = server.api(
         "POST",
         "/api/v2/connections",
@@ -250,7 +250,7 @@ def test_connection_test_reports_success_and_a_readable_failure(
             "connection_id": WRONG_KEY_CONN_ID,
             "conn_type": "openrouter",
             "host": fake.base_url,
-            "password": wrong_key,
+            "password": WRONG_KEY,
         },
     )
     assert status == 201, body
@@ -268,7 +268,7 @@ def test_connection_test_reports_success_and_a_readable_failure(
     text = failure.inner_text()
     assert "OpenRouter connection failed" in text
     assert "401" in text
-    assert wrong_key not in text
+    assert WRONG_KEY not in text
     shots.take(page, "connection test with a wrong key fails readably")
 
     # The same through the REST API, the way the UI calls it once fixed (no port).
@@ -282,7 +282,7 @@ def test_connection_test_reports_success_and_a_readable_failure(
         assert status == 200, result
         assert result["status"] is expected, result
         assert fake.management_key not in result["message"]
-        assert wrong_key not in result["message"]
+        assert WRONG_KEY not in result["message"]
 
     regular = fake.add_key("a regular key")
     status, result = server.api(
@@ -342,3 +342,16 @@ def test_created_key_task_shows_the_openrouter_link(
     page.get_by_text(created["plaintext_delivered_to"][0].removeprefix("Variable ")).first.wait_for()
     _assert_no_plaintext(page, fake)
     shots.take(page, "task rendered templates: the Variable's name, not the key")
+
+
+def test_the_ui_session_left_no_plaintext_behind(ui_home: AirflowInstance, fake: LocalOpenRouter) -> None:
+    """Keys typed into the form or tested through the API server are stored encrypted, and logged nowhere."""
+    from tests.secret_audit import audit
+
+    report = audit([*fake.issued_plaintexts, WRONG_KEY], ui_home.home, {})
+    assert not report.hits, "plaintext keys found:\n" + "\n".join(map(str, report.hits))
+    [(password, is_encrypted)] = ui_home.query(
+        "SELECT password, is_encrypted FROM connection WHERE conn_id = ?", (CONN_ID,)
+    )
+    assert is_encrypted
+    assert password
