@@ -113,7 +113,8 @@ def test_the_runs_issued_keys_and_delivered_them_encrypted(audited: AuditedRuns)
     assert variables
     for key, val, is_encrypted in variables:
         assert is_encrypted, f"Variable {key} is stored unencrypted"
-        assert fernet.decrypt(str(val).encode()).decode() in issued, f"Variable {key} holds no issued key"
+        holds_an_issued_key = fernet.decrypt(str(val).encode()).decode() in issued
+        assert holds_an_issued_key, f"Variable {key} holds no key the local OpenRouter issued"
 
 
 def test_no_plaintext_key_anywhere(audited: AuditedRuns) -> None:
