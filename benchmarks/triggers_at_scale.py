@@ -12,9 +12,9 @@ the script measures, in one run:
 
 Both baselines use the connection limit of the hook's shared session (aiohttp's default, 100 connections per
 event loop), so all three make the same number of concurrent requests. It also prints what the local
-OpenRouter serves on its own, and what importing the sensor module costs on top of ``airflow.sdk``.
+OpenRouter serves on its own. (What importing the sensor costs a DAG file: ``benchmarks/import_time.py``.)
 
-Goals: a trigger round within 2x the floor; at most 30 KB per trigger; at most 30 ms of import time.
+Goals: a trigger round within 2x the floor; at most 30 KB per trigger.
 
 Run: ``python benchmarks/triggers_at_scale.py [--keys 1000] [--rounds 3]``
 """
@@ -209,31 +209,6 @@ async def cold_start(hashes: list[str]) -> float:
     return time.perf_counter() - started
 
 
-# -- import cost -------------------------------------------------------------------------------------------
-
-IMPORT_PROBE = """
-import time, airflow.sdk
-started = time.perf_counter()
-import airflow_provider_openrouter.sensors.key_usage
-print((time.perf_counter() - started) * 1000)
-"""
-
-
-def import_cost_ms(runs: int) -> float:
-    """Median over fresh interpreters, with bytecode cached as an installed package has it."""
-    env = dict(os.environ)
-    env.pop("PYTHONDONTWRITEBYTECODE", None)
-
-    def once() -> float:
-        out = subprocess.run(
-            [sys.executable, "-c", IMPORT_PROBE], capture_output=True, text=True, check=True, env=env
-        ).stdout
-        return float(out.strip().splitlines()[-1])
-
-    once()  # compile and cache the bytecode
-    return statistics.median(once() for _ in range(runs))
-
-
 # -- resident memory, in a fresh process ---------------------------------------------------------------------
 
 
@@ -280,7 +255,6 @@ def main() -> None:
     parser.add_argument("--keys", type=int, default=1000, help="keys watched, one trigger each")
     parser.add_argument("--rounds", type=int, default=3, help="timed rounds per baseline (median shown)")
     parser.add_argument("--settle", type=float, default=0.0, help="seconds before the common deadline")
-    parser.add_argument("--import-runs", type=int, default=7, help="subprocess runs for the import cost")
     parser.add_argument("--resident-child", type=float, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.resident_child is not None:
@@ -332,7 +306,6 @@ def main() -> None:
 
     round_time = statistics.median(t["round"] for t in timed)
     paired = statistics.median(t["round"] / t["paired_floor"] for t in timed)
-    imports = import_cost_ms(args.import_runs) if args.import_runs else float("nan")
     n = args.keys
     print()
     print(f"{n} triggers watching {n} keys in one event loop (median of {args.rounds} rounds)")
@@ -360,7 +333,6 @@ def main() -> None:
         f"allocations held (tracemalloc; goal <= 30 KB)"
     )
     print(f"  resident set growth per trigger   {resident / 1024:8.1f} KB (fresh process, pool already open)")
-    print(f"  import sensor module              {imports:8.1f} ms on top of airflow.sdk (goal <= 30 ms)")
 
 
 if __name__ == "__main__":
