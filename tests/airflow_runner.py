@@ -79,7 +79,11 @@ class AirflowInstance:
             return list(db.execute(sql, params))
 
     def task_log_text(self) -> str:
-        """Every task log file written so far, concatenated."""
+        """Every task log file written so far, concatenated.
+
+        ``airflow dags test`` on 3.3 writes task logs to its own output rather than to files, so a search for
+        secrets must read the command's stdout and stderr as well as this.
+        """
         return "\n".join(p.read_text(errors="replace") for p in sorted(self.logs.rglob("*")) if p.is_file())
 
 
