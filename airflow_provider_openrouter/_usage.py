@@ -11,12 +11,9 @@ import math
 from typing import TYPE_CHECKING, Any, Final
 
 from airflow_provider_openrouter._validation import validate_bool, validate_limit
-from airflow_provider_openrouter.exceptions import OpenRouterError, OpenRouterValidationError
-
-try:  # Airflow >= 3.2
-    from airflow.sdk.exceptions import AirflowFailException
-except ImportError:  # pragma: no cover - Airflow 3.1
-    from airflow.exceptions import AirflowFailException  # type: ignore[no-redef,attr-defined,unused-ignore]
+from airflow_provider_openrouter.exceptions import (
+    OpenRouterValidationError,
+)
 
 if TYPE_CHECKING:
     from airflow_provider_openrouter.models import ApiKey
@@ -29,18 +26,6 @@ CONDITION_FIELDS: Final[tuple[str, ...]] = (
 )
 # Statuses of the one event the trigger yields.
 EVENT_STATUSES: Final[tuple[str, ...]] = ("success", "error", "timeout", "key_gone")
-
-
-class OpenRouterKeyUnavailableError(OpenRouterError, AirflowFailException):
-    """The watched key is disabled, expired or deleted, so its usage can no longer reach the threshold.
-
-    A failure without retries (the key will not come back by retrying); ``soft_fail`` turns it into a skip.
-    ``reason`` is ``"disabled"``, ``"expired"`` or ``"deleted"``.
-    """
-
-    def __init__(self, message: str, *, reason: str) -> None:
-        self.reason = reason
-        super().__init__(message)
 
 
 def _usage_field(window: str) -> str:

@@ -6,6 +6,10 @@
      ├─ OpenRouterValidationError        bad input, found before any request (also a ValueError)
      ├─ OpenRouterConnectionConfigError  the Airflow connection is unusable (also a ValueError)
      ├─ KeyNameNotUniqueError            a name matches more than one key
+     ├─ ApiKeyExistsError                a create with if_exists="fail" found the name taken
+     ├─ ApiKeyNotFoundError              no key has the hash or name an operator targets
+     ├─ PlaintextDeliveryError           a new key's plaintext could not be delivered (says what became of it)
+     ├─ OpenRouterKeyUnavailableError    a watched key is disabled, expired or deleted (fails without retry)
      ├─ OpenRouterTransportError         no usable HTTP answer: connect failure, timeout, dropped connection
      └─ OpenRouterAPIError               OpenRouter answered with an error status
          ├─ BadRequestError            400
@@ -34,9 +38,12 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
 
 try:  # Airflow >= 3.2
-    from airflow.sdk.exceptions import AirflowException
+    from airflow.sdk.exceptions import AirflowException, AirflowFailException
 except ImportError:  # pragma: no cover - Airflow 3.1
-    from airflow.exceptions import AirflowException  # type: ignore[no-redef,attr-defined,unused-ignore]
+    from airflow.exceptions import (  # type: ignore[no-redef,attr-defined,unused-ignore]
+        AirflowException,
+        AirflowFailException,
+    )
 
 
 class OpenRouterError(AirflowException):
@@ -72,6 +79,55 @@ class KeyNameNotUniqueError(OpenRouterError):
             f"{len(hashes)} keys are named {name!r} ({', '.join(h[:12] + '…' for h in hashes)}); "
             "target one by its hash instead"
         )
+
+
+class ApiKeyExistsError(OpenRouterError):
+    """``if_exists="fail"`` and a key with the requested name already exists."""
+
+    def __init__(self, name: str, hashes: list[str]) -> None:
+        self.name = name
+        self.hashes = hashes
+        super().__init__(
+            f"A key named {name!r} already exists (hash {', '.join(hashes)}) and if_exists='fail'. "
+            "Use if_exists='reuse' to keep it or if_exists='replace' to rotate it."
+        )
+
+
+class ApiKeyNotFoundError(OpenRouterError):
+    """No key carries the name an operator was asked to act on."""
+
+    def __init__(self, *, key_hash: str | None = None, key_name: str | None = None) -> None:
+        self.key_hash = key_hash
+        self.key_name = key_name
+        super().__init__(
+            f"No key with hash {key_hash} exists" if key_hash else f"No key named {key_name!r} exists"
+        )
+
+
+class PlaintextDeliveryError(OpenRouterError):
+    """A new key's plaintext could not be delivered; the message says what became of the key.
+
+    ``key_hash`` is the key that was created, ``key_deleted`` whether it was deleted again (so that no key
+    exists whose plaintext nobody has), ``delivered_to`` the destinations that had already received it.
+    """
+
+    def __init__(self, message: str, *, key_hash: str, key_deleted: bool, delivered_to: list[str]) -> None:
+        self.key_hash = key_hash
+        self.key_deleted = key_deleted
+        self.delivered_to = delivered_to
+        super().__init__(message)
+
+
+class OpenRouterKeyUnavailableError(OpenRouterError, AirflowFailException):
+    """The watched key is disabled, expired or deleted, so its usage can no longer reach the threshold.
+
+    A failure without retries (the key will not come back by retrying); ``soft_fail`` turns it into a skip.
+    ``reason`` is ``"disabled"``, ``"expired"`` or ``"deleted"``.
+    """
+
+    def __init__(self, message: str, *, reason: str) -> None:
+        self.reason = reason
+        super().__init__(message)
 
 
 class OpenRouterTransportError(OpenRouterError):

@@ -17,18 +17,18 @@ import pytest
 from airflow.sdk import DAG
 
 from airflow_provider_openrouter.exceptions import (
+    ApiKeyExistsError,
+    ApiKeyNotFoundError,
     BadRequestError,
     KeyNameNotUniqueError,
     OpenRouterError,
+    PlaintextDeliveryError,
 )
 from airflow_provider_openrouter.links import OpenRouterKeyLink, key_url
 from airflow_provider_openrouter.operators.api_key import (
     PLAINTEXT_XCOM_KEY,
-    ApiKeyExistsError,
-    ApiKeyNotFoundError,
     CreateApiKeyOperator,
     DeleteApiKeyOperator,
-    PlaintextDeliveryError,
     UpdateApiKeyOperator,
 )
 from airflow_provider_openrouter.testing import (

@@ -29,12 +29,13 @@ except ImportError:  # Airflow 3.1
         TaskDeferred,
     )
 
-from airflow_provider_openrouter.exceptions import OpenRouterError, OpenRouterValidationError
-from airflow_provider_openrouter.hooks.openrouter import OpenRouterHook
-from airflow_provider_openrouter.sensors.key_usage import (
+from airflow_provider_openrouter.exceptions import (
+    OpenRouterError,
     OpenRouterKeyUnavailableError,
-    OpenRouterKeyUsageSensor,
+    OpenRouterValidationError,
 )
+from airflow_provider_openrouter.hooks.openrouter import OpenRouterHook
+from airflow_provider_openrouter.sensors.key_usage import OpenRouterKeyUsageSensor
 from airflow_provider_openrouter.testing import LocalOpenRouter, Status
 from airflow_provider_openrouter.triggers.key_usage import OpenRouterKeyUsageTrigger
 

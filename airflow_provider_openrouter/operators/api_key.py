@@ -18,11 +18,14 @@ from airflow_provider_openrouter import _validation
 # The sentinel without the models module: this module is imported by every DAG file that uses it.
 from airflow_provider_openrouter._sentinel import UNSET, Unset
 from airflow_provider_openrouter.exceptions import (
+    ApiKeyExistsError,
+    ApiKeyNotFoundError,
     KeyNameNotUniqueError,
     NotFoundError,
     OpenRouterError,
     OpenRouterTransportError,
     OpenRouterValidationError,
+    PlaintextDeliveryError,
     ServerError,
     UnreadableResponseError,
 )
@@ -38,11 +41,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "PLAINTEXT_XCOM_KEY",
-    "ApiKeyExistsError",
-    "ApiKeyNotFoundError",
     "CreateApiKeyOperator",
     "DeleteApiKeyOperator",
-    "PlaintextDeliveryError",
     "UpdateApiKeyOperator",
 ]
 
@@ -59,43 +59,6 @@ _VARIABLE_KEY_MAX = 250
 # Any moment passes the "in the future" check: at parse time only the form of ``expires_at`` is checked, so a
 # DAG file does not stop importing the day its literal date passes.
 _DAWN_OF_TIME: Final = dt.datetime(1, 1, 2, tzinfo=dt.timezone.utc)
-
-
-class ApiKeyExistsError(OpenRouterError):
-    """``if_exists="fail"`` and a key with the requested name already exists."""
-
-    def __init__(self, name: str, hashes: list[str]) -> None:
-        self.name = name
-        self.hashes = hashes
-        super().__init__(
-            f"A key named {name!r} already exists (hash {', '.join(hashes)}) and if_exists='fail'. "
-            "Use if_exists='reuse' to keep it or if_exists='replace' to rotate it."
-        )
-
-
-class ApiKeyNotFoundError(OpenRouterError):
-    """No key carries the name an operator was asked to act on."""
-
-    def __init__(self, *, key_hash: str | None = None, key_name: str | None = None) -> None:
-        self.key_hash = key_hash
-        self.key_name = key_name
-        super().__init__(
-            f"No key with hash {key_hash} exists" if key_hash else f"No key named {key_name!r} exists"
-        )
-
-
-class PlaintextDeliveryError(OpenRouterError):
-    """A new key's plaintext could not be delivered; the message says what became of the key.
-
-    ``key_hash`` is the key that was created, ``key_deleted`` whether it was deleted again (so that no key
-    exists whose plaintext nobody has), ``delivered_to`` the destinations that had already received it.
-    """
-
-    def __init__(self, message: str, *, key_hash: str, key_deleted: bool, delivered_to: list[str]) -> None:
-        self.key_hash = key_hash
-        self.key_deleted = key_deleted
-        self.delivered_to = delivered_to
-        super().__init__(message)
 
 
 def _is_literal(value: Any) -> bool:

@@ -12,7 +12,6 @@ from airflow.sdk import BaseSensorOperator, PokeReturnValue
 from airflow_provider_openrouter._usage import (
     CONDITION_FIELDS,
     EVENT_STATUSES,
-    OpenRouterKeyUnavailableError,
     UsageConditions,
     describe_key,
     evaluate,
@@ -29,6 +28,7 @@ from airflow_provider_openrouter._validation import (
 from airflow_provider_openrouter.exceptions import (
     NotFoundError,
     OpenRouterError,
+    OpenRouterKeyUnavailableError,
     OpenRouterTransportError,
     OpenRouterValidationError,
     RateLimitedError,
@@ -59,7 +59,7 @@ if TYPE_CHECKING:
     from airflow_provider_openrouter.hooks.openrouter import OpenRouterHook
     from airflow_provider_openrouter.models import ApiKey
 
-__all__ = ["OpenRouterKeyUnavailableError", "OpenRouterKeyUsageSensor"]
+__all__ = ["OpenRouterKeyUsageSensor"]
 
 _TRANSIENT: tuple[type[OpenRouterError], ...] = (
     OpenRouterTransportError,
