@@ -709,6 +709,7 @@ class AsyncTransport:
         self._session_key = ""
         self._never_connected: tuple[type[BaseException], ...] = ()
         self._timeout: aiohttp.ClientTimeout | None = None
+        self._preparing: asyncio.Future[None] | None = None
 
     async def call(self, call: Call[T]) -> T:
         exchange = Exchange(call, self.policy)
@@ -721,20 +722,31 @@ class AsyncTransport:
                 return exchange.result()
             await asyncio.sleep(wait)
 
+    def _prepare(self) -> None:
+        import aiohttp
+
+        network = NetworkSettings.from_environment(self.config.base_url)
+        self._proxy = network.proxy_for(self.config.base_url)
+        self._ssl = _ssl_for(self.config.base_url, network)
+        self._session_key = f"{self.config.base_url}|{self._proxy}|{network.ca_bundle}"
+        self._never_connected = (aiohttp.ClientConnectorError, *_connect_timeout(aiohttp))
+        self._network = network
+        # Set last: it is what marks the transport as prepared.
+        self._timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=self.config.timeout, sock_read=self.config.timeout
+        )
+
     async def _attempt(
         self, method: str, url: str, headers: dict[str, str], body: bytes | None
     ) -> Answer | Failure:
-        import aiohttp
+        if self._timeout is None:
+            if self._preparing is None:
+                # First use imports aiohttp and requests' proxy helpers, reads the environment and may load a
+                # CA bundle: tens of milliseconds that must not stall every other trigger on the loop.
+                self._preparing = asyncio.ensure_future(asyncio.to_thread(self._prepare))
+            await self._preparing
+        import aiohttp  # imported by _prepare: a dictionary lookup now
 
-        if self._network is None:
-            self._network = NetworkSettings.from_environment(self.config.base_url)
-            self._proxy = self._network.proxy_for(self.config.base_url)
-            self._ssl = _ssl_for(self.config.base_url, self._network)
-            self._session_key = f"{self.config.base_url}|{self._proxy}|{self._network.ca_bundle}"
-            self._never_connected = (aiohttp.ClientConnectorError, *_connect_timeout(aiohttp))
-            self._timeout = aiohttp.ClientTimeout(
-                total=None, sock_connect=self.config.timeout, sock_read=self.config.timeout
-            )
         session = await shared_session(self._session_key)
         try:
             async with session.request(
