@@ -703,7 +703,6 @@ class AsyncTransport:
         self.config = config
         self.policy = policy
         self._headers = static_headers(config)
-        self._network: NetworkSettings | None = None
         self._proxy: str | None = None
         self._ssl: Any = True
         self._session_key = ""
@@ -730,7 +729,6 @@ class AsyncTransport:
         self._ssl = _ssl_for(self.config.base_url, network)
         self._session_key = f"{self.config.base_url}|{self._proxy}|{network.ca_bundle}"
         self._never_connected = (aiohttp.ClientConnectorError, *_connect_timeout(aiohttp))
-        self._network = network
         # Set last: it is what marks the transport as prepared.
         self._timeout = aiohttp.ClientTimeout(
             total=None, sock_connect=self.config.timeout, sock_read=self.config.timeout
