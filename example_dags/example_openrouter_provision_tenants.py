@@ -63,7 +63,7 @@ with DAG(
     tags=["openrouter", "example"],
     doc_md=__doc__,
 ):
-
+    # [START howto_operator_openrouter_create_key]
     @task
     def tenant_keys() -> list[dict[str, Any]]:
         """One row of CreateApiKeyOperator arguments per tenant."""
@@ -77,7 +77,6 @@ with DAG(
             for row in TENANTS
         ]
 
-    # [START howto_operator_openrouter_create_key]
     CreateApiKeyOperator.partial(
         task_id="create_tenant_key",
         limit_reset="monthly",

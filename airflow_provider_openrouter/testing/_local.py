@@ -83,6 +83,7 @@ class LocalOpenRouter:
     # -- lifecycle -----------------------------------------------------------------------------------------
 
     def start(self) -> LocalOpenRouter:
+        """Start serving on the host and port given (a free port for ``0``); does nothing if serving."""
         if self._server is None:
             self._server = HttpServer(self._backend, self._host, self._port)
             self._backend.base_url = self.base_url
@@ -90,6 +91,7 @@ class LocalOpenRouter:
         return self
 
     def stop(self) -> None:
+        """Stop serving and close the listening socket; the state stays readable."""
         if self._server is not None:
             self._server.stop()
             self._server = None

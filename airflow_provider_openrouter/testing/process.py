@@ -52,6 +52,7 @@ class LocalOpenRouterProcess:
         self.management_key = ""
 
     def start(self) -> LocalOpenRouterProcess:
+        """Start the child process and wait until it serves (it prints its base URL and management key)."""
         if self._proc is not None:
             return self
         self._proc = subprocess.Popen(
@@ -71,6 +72,7 @@ class LocalOpenRouterProcess:
         return self
 
     def stop(self) -> None:
+        """Stop the child process (SIGTERM, then SIGKILL if it lingers)."""
         proc, self._proc = self._proc, None
         if proc is None:
             return
@@ -104,10 +106,13 @@ class LocalOpenRouterProcess:
         return LocalOpenRouterControl(self.base_url)
 
     def connection_json(self, **extras: Any) -> str:
+        """``AIRFLOW_CONN_...`` JSON for the child's fake; ``extras`` go to the connection's ``extra``."""
         return connection_json(self.base_url, self.management_key, **extras)
 
     def connection_uri(self, *, conn_type: str = "openrouter", **extras: Any) -> str:
+        """``AIRFLOW_CONN_...`` URI for the child's fake, in the form ``Connection.get_uri`` produces."""
         return connection_uri(self.base_url, self.management_key, conn_type=conn_type, **extras)
 
     def airflow_env(self, conn_id: str = DEFAULT_CONN_ID, **extras: Any) -> dict[str, str]:
+        """``{"AIRFLOW_CONN_<CONN_ID>": <connection JSON>}``, ready for ``os.environ`` or a subprocess."""
         return airflow_env(self.base_url, self.management_key, conn_id, **extras)
