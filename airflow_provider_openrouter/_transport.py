@@ -296,12 +296,14 @@ def default_jitter(delay: float) -> float:
 
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
-    """At most ``max_retries`` retries; each wait capped at ``max_wait`` seconds, ``Retry-After`` included."""
+    """At most ``max_retries`` retries, each wait at most ``max_wait`` seconds; each attempt at most
+    ``attempt_timeout`` seconds in all (``None``: unbounded), so that a whole call has a :attr:`budget`."""
 
     max_retries: int = 3
     max_wait: float = 60.0
     jitter: Callable[[float], float] = default_jitter
     base_delay: float = 0.5
+    attempt_timeout: float | None = None
 
     def delay(self, retry_number: int, retry_after: float | None = None) -> float:
         """Seconds to wait before retry ``retry_number`` (0-based)."""
@@ -309,6 +311,17 @@ class RetryPolicy:
             return max(0.0, min(self.max_wait, retry_after))
         backoff = min(self.max_wait, self.base_delay * 2**retry_number)
         return max(0.0, min(self.max_wait, self.jitter(backoff)))
+
+    def waits_too_long(self, retry_after: float | None) -> bool:
+        """A server-requested wait beyond ``max_wait``: better spent by Airflow's retry than a worker slot."""
+        return retry_after is not None and retry_after > self.max_wait
+
+    @property
+    def budget(self) -> float | None:
+        """The most one call may take: every attempt at its timeout, every wait at its longest."""
+        if self.attempt_timeout is None:
+            return None
+        return self.attempt_timeout * (self.max_retries + 1) + self.max_wait * self.max_retries
 
 
 @dataclass(frozen=True, slots=True)
@@ -339,9 +352,13 @@ class Failure:
 
 
 class Exchange(Generic[T]):
-    """One logical call across its attempts: decides, per outcome, whether to finish or wait and retry."""
+    """One logical call across its attempts: decides, per outcome, whether to finish or wait and retry.
 
-    __slots__ = ("_error", "_maybe_done", "_result", "attempts", "call", "policy")
+    The call has a deadline (:attr:`RetryPolicy.budget` from its start): each attempt gets what is left of it
+    up to the attempt timeout (:meth:`attempt_budget`), and a retry whose wait would end past it is not made.
+    """
+
+    __slots__ = ("_error", "_maybe_done", "_result", "attempts", "call", "deadline", "policy")
 
     def __init__(self, call: Call[T], policy: RetryPolicy) -> None:
         self.call = call
@@ -350,6 +367,15 @@ class Exchange(Generic[T]):
         self._maybe_done = False
         self._result: T | None = None
         self._error: OpenRouterError | None = None
+        budget = policy.budget
+        self.deadline = None if budget is None else time.monotonic() + budget
+
+    def attempt_budget(self) -> float | None:
+        """Seconds the next attempt may take in all (connect, send, headers, body); ``None``: unbounded."""
+        timeout = self.policy.attempt_timeout
+        if timeout is None or self.deadline is None:
+            return timeout
+        return max(0.001, min(timeout, self.deadline - time.monotonic()))
 
     def settle(self, outcome: Answer | Failure) -> float | None:
         """Take an attempt's outcome. ``None``: finished, see :meth:`result`; a number: wait, then retry."""
@@ -375,10 +401,23 @@ class Exchange(Generic[T]):
                 else:
                     log.info("%s %s: HTTP %s, taken as the outcome", call.method, call.path, outcome.status)
                     return None
+            if outcome.status >= 500:
+                # A gateway may give up while the API goes ahead: the change may have been made.
+                self._maybe_done = True
             error: OpenRouterError = api_error
             retryable = is_retryable(call.method, status=outcome.status)
             retry_after = error.retry_after if isinstance(error, RateLimitedError) else None
             what = f"HTTP {outcome.status}"
+            if self.policy.waits_too_long(retry_after):
+                log.warning(
+                    "%s %s: HTTP 429 asks to wait %.0f s, longer than max_retry_wait (%.0f s): not waiting",
+                    call.method,
+                    call.path,
+                    retry_after,
+                    self.policy.max_wait,
+                )
+                self._error = error
+                return None
         else:
             error = OpenRouterTransportError(
                 call.method, call.path, outcome.detail, reached_server=outcome.reached_server
@@ -393,6 +432,10 @@ class Exchange(Generic[T]):
             what = outcome.detail
         if retryable and self.attempts <= self.policy.max_retries:
             wait = self.policy.delay(self.attempts - 1, retry_after)
+            if self.deadline is not None and time.monotonic() + wait >= self.deadline:
+                log.warning("%s %s: %s; no time left for a retry", call.method, call.path, what)
+                self._error = error
+                return None
             log.warning(
                 "%s %s: %s; retry %d of %d in %.2f s",
                 call.method,
@@ -481,7 +524,10 @@ def static_headers(config: OpenRouterConnectionConfig) -> dict[str, str]:
 
 def policy_for(config: OpenRouterConnectionConfig, jitter: Callable[[float], float] | None) -> RetryPolicy:
     return RetryPolicy(
-        max_retries=config.max_retries, max_wait=config.max_retry_wait, jitter=jitter or default_jitter
+        max_retries=config.max_retries,
+        max_wait=config.max_retry_wait,
+        jitter=jitter or default_jitter,
+        attempt_timeout=config.timeout,
     )
 
 
@@ -506,6 +552,104 @@ def _root_cause(exc: BaseException) -> str:
 
 
 # ---------------------------------------------------------------------------------------------- sync ---
+
+
+class _Watch:
+    """One sync attempt under watch: its deadline and, once the pool hands one out, its connection."""
+
+    __slots__ = ("conn", "deadline", "done", "fired")
+
+    def __init__(self, deadline: float) -> None:
+        self.deadline = deadline
+        self.conn: Any = None
+        self.done = False
+        self.fired = False
+
+
+# The attempt the current thread is making, for the pool to attach the connection it hands out.
+_IN_FLIGHT = threading.local()
+
+
+class _Watchdog:
+    """Cuts the connection of a sync attempt that overruns its time.
+
+    A read timeout bounds each socket read, not an answer: a server that trickles a byte every few seconds
+    would hold a worker forever. One thread per process wakes at the earliest deadline and shuts the socket
+    of an attempt still running, which ends its blocking read at once.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self._heap: list[tuple[float, int, _Watch]] = []
+        self._seq = 0
+        self._thread: threading.Thread | None = None
+
+    def watch(self, seconds: float) -> _Watch:
+        import heapq
+
+        watch = _Watch(time.monotonic() + seconds)
+        with self._cond:
+            self._seq += 1
+            heapq.heappush(self._heap, (watch.deadline, self._seq, watch))
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="openrouter-deadlines", daemon=True)
+                self._thread.start()
+            elif self._heap[0][2] is watch:
+                self._cond.notify()
+        return watch
+
+    def _run(self) -> None:
+        import heapq
+        import socket
+
+        while True:
+            with self._cond:
+                while not self._heap:
+                    self._cond.wait()
+                deadline, _, watch = self._heap[0]
+                if watch.done:
+                    heapq.heappop(self._heap)
+                    continue
+                left = deadline - time.monotonic()
+                if left > 0:
+                    self._cond.wait(left)
+                    continue
+                heapq.heappop(self._heap)
+                watch.fired = True
+                sock = getattr(watch.conn, "sock", None)
+            if sock is not None:
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def _after_fork(self) -> None:
+        # The thread does not exist in a forked child, and the lock may have been held at the fork.
+        self.__init__()  # type: ignore[misc]
+
+
+_WATCHDOG = _Watchdog()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_WATCHDOG._after_fork)
+
+
+@functools.lru_cache(maxsize=1)
+def _watched_pools() -> dict[str, type]:
+    """urllib3 pools that tell the attempt under watch which connection it got."""
+    from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+
+    def _get_conn(self: Any, timeout: float | None = None) -> Any:
+        conn = HTTPConnectionPool._get_conn(self, timeout)
+        watch = getattr(_IN_FLIGHT, "watch", None)
+        if watch is not None:
+            watch.conn = conn
+            if watch.fired:  # the deadline passed while waiting for a connection
+                raise TimeoutError("no time left for this attempt")
+        return conn
+
+    http = type("_WatchedHTTPConnectionPool", (HTTPConnectionPool,), {"_get_conn": _get_conn})
+    https = type("_WatchedHTTPSConnectionPool", (HTTPSConnectionPool,), {"_get_conn": _get_conn})
+    return {"http": http, "https": https}
 
 
 class SyncTransport:
@@ -552,8 +696,12 @@ class SyncTransport:
             "proxies": dict(network.proxies),
         }
         self._session = session
-        self._adapter = session.get_adapter(self._base_url)
-        return self._adapter
+        adapter = session.get_adapter(self._base_url)
+        poolmanager = getattr(adapter, "poolmanager", None)
+        if poolmanager is not None:
+            poolmanager.pool_classes_by_scheme = _watched_pools()
+        self._adapter = adapter
+        return adapter
 
     def close(self) -> None:
         if self._session is not None:
@@ -567,13 +715,42 @@ class SyncTransport:
         url = call.target(self._base_url)
         body = call.payload()
         while True:
-            wait = exchange.settle(self._attempt(adapter, call.method, url, body))
+            budget = exchange.attempt_budget()
+            wait = exchange.settle(self._attempt(adapter, call.method, url, body, budget))
             if wait is None:
                 return exchange.result()
             time.sleep(wait)
 
     def _attempt(
-        self, adapter: requests.adapters.BaseAdapter, method: str, url: str, body: bytes | None
+        self,
+        adapter: requests.adapters.BaseAdapter,
+        method: str,
+        url: str,
+        body: bytes | None,
+        budget: float | None,
+    ) -> Answer | Failure:
+        if budget is None:
+            return self._exchange_bytes(adapter, method, url, body, self._send_kwargs)
+        kwargs = self._send_kwargs
+        if budget < self.config.timeout:
+            kwargs = {**kwargs, "timeout": budget}
+        watch = _IN_FLIGHT.watch = _WATCHDOG.watch(budget)
+        try:
+            outcome = self._exchange_bytes(adapter, method, url, body, kwargs)
+        finally:
+            watch.done = True
+            _IN_FLIGHT.watch = None
+        if watch.fired and isinstance(outcome, Failure):
+            return Failure(None, f"no complete answer within {budget:.1f} s", cause=outcome.cause)
+        return outcome
+
+    def _exchange_bytes(
+        self,
+        adapter: requests.adapters.BaseAdapter,
+        method: str,
+        url: str,
+        body: bytes | None,
+        send_kwargs: dict[str, Any],
     ) -> Answer | Failure:
         import requests
         from urllib3.exceptions import HTTPError, NewConnectionError
@@ -589,7 +766,7 @@ class SyncTransport:
         elif method not in ("GET", "HEAD"):
             prepared.headers["Content-Length"] = "0"
         try:
-            response = adapter.send(prepared, **self._send_kwargs)
+            response = adapter.send(prepared, **send_kwargs)
             # One read of the whole body rather than requests' 10 KiB chunks joined (a page of keys: ~60 KiB).
             # urllib3 returns the connection to the pool once the body is read.
             body_bytes = response.raw.read(decode_content=True)
@@ -601,7 +778,7 @@ class SyncTransport:
         except requests.exceptions.ConnectionError as exc:
             reason = getattr(exc.args[0], "reason", None) if exc.args else None
             return Failure.of(exc, False if isinstance(reason, NewConnectionError) else None)
-        except (requests.exceptions.RequestException, HTTPError) as exc:
+        except (requests.exceptions.RequestException, HTTPError, OSError) as exc:
             return Failure.of(exc, None)
 
 
@@ -716,7 +893,8 @@ class AsyncTransport:
         body = call.payload()
         headers = self._headers if body is None else {**self._headers, "Content-Type": "application/json"}
         while True:
-            wait = exchange.settle(await self._attempt(call.method, url, headers, body))
+            budget = exchange.attempt_budget()
+            wait = exchange.settle(await self._attempt(call.method, url, headers, body, budget))
             if wait is None:
                 return exchange.result()
             await asyncio.sleep(wait)
@@ -735,7 +913,7 @@ class AsyncTransport:
         )
 
     async def _attempt(
-        self, method: str, url: str, headers: dict[str, str], body: bytes | None
+        self, method: str, url: str, headers: dict[str, str], body: bytes | None, budget: float | None
     ) -> Answer | Failure:
         if self._timeout is None:
             if self._preparing is None:
@@ -746,6 +924,14 @@ class AsyncTransport:
         import aiohttp  # imported by _prepare: a dictionary lookup now
 
         session = await shared_session(self._session_key)
+        timeout = self._timeout
+        if budget is not None:
+            # ``total`` bounds the whole attempt, a trickling answer included; the socket timeouts stay.
+            timeout = aiohttp.ClientTimeout(
+                total=budget,
+                sock_connect=min(budget, self.config.timeout),
+                sock_read=min(budget, self.config.timeout),
+            )
         try:
             async with session.request(
                 method,
@@ -754,7 +940,7 @@ class AsyncTransport:
                 data=body,
                 proxy=self._proxy,
                 ssl=self._ssl,
-                timeout=self._timeout,
+                timeout=timeout,
                 allow_redirects=False,
             ) as response:
                 payload = await response.read()

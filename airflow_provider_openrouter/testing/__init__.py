@@ -31,6 +31,7 @@ from airflow_provider_openrouter.testing.faults import (
     HtmlError,
     Latency,
     Status,
+    Trickle,
 )
 from airflow_provider_openrouter.testing.process import LocalOpenRouterProcess
 
@@ -49,6 +50,7 @@ __all__ = [
     "LocalOpenRouterProcess",
     "RecordedRequest",
     "Status",
+    "Trickle",
     "airflow_env",
     "connection_json",
     "connection_uri",

@@ -41,6 +41,7 @@ from airflow_provider_openrouter.testing.faults import (
     HtmlError,
     Latency,
     Status,
+    Trickle,
     default_message,
 )
 
@@ -393,8 +394,24 @@ class _Handler(socketserver.StreamRequestHandler):
             self._send(decisive.code, page, content_type="text/html; charset=utf-8")
             return
         status, payload = self._process(method, path, query, raw)
-        record(status, None)
+        record(status, "trickle" if isinstance(decisive, Trickle) else None)
+        if isinstance(decisive, Trickle):
+            self._trickle(status, _json_bytes(payload), decisive)
+            return
         self._send_json(status, payload)
+
+    def _trickle(self, status: int, body: bytes, fault: Trickle) -> None:
+        self.close_connection = True
+        head = (
+            f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+        ).encode("latin-1")
+        answer = head + body
+        step = max(1, fault.chunk)
+        for start in range(0, len(answer), step):
+            self.wfile.write(answer[start : start + step])
+            self.wfile.flush()
+            time.sleep(fault.interval)
 
     def _process(self, method: str, path: str, query: dict[str, str], raw: bytes) -> tuple[int, Any]:
         try:
