@@ -162,14 +162,48 @@ def get_key_call(key_hash: Any) -> Call[ApiKey]:
 
 
 class Listing:
-    """The pages of one ``GET /keys`` walk; the arguments are validated on creation, before any request."""
+    """The pages of one ``GET /keys`` walk; the arguments are validated on creation, before any request.
 
-    __slots__ = ("include_disabled", "include_expired", "workspace_id")
+    The API lists newest first and pages by offset, so a key created during a walk pushes every older key one
+    place down and a key deleted pulls them up: a plain walk would report a key twice or skip one. Each page
+    is therefore asked for so that it starts with the last key of the page before (the anchor). Found where
+    expected, nothing moved; found further down, keys were created and the ones before it were seen already;
+    not found, keys were deleted: the walk steps one page back to find the anchor again, and failing that
+    starts over. Keys already reported are never reported again, so every key that existed for the whole
+    walk is reported exactly once; keys created or deleted during it may or may not be.
+    """
+
+    __slots__ = (
+        "_anchor",
+        "_backed_off",
+        "_default_workspace",
+        "_seen",
+        "done",
+        "include_disabled",
+        "include_expired",
+        "offset",
+        "restarts",
+        "workspace_id",
+    )
+
+    #: Restarts after which a walk gives up: the keys change faster than they can be read.
+    MAX_RESTARTS = 20
 
     def __init__(self, *, include_disabled: Any, include_expired: Any, workspace_id: Any) -> None:
         self.include_disabled = v.validate_bool(include_disabled, field="include_disabled")
         self.include_expired = v.validate_bool(include_expired, field="include_expired")
         self.workspace_id = v.validate_workspace_id(workspace_id)
+        self.offset = 0
+        self.done = False
+        self.restarts = 0
+        self._anchor: str | None = None
+        self._backed_off = False
+        self._seen: set[str] = set()
+        self._default_workspace: str | None = None
+
+    def start(self, default_workspace: str | None) -> Listing:
+        self._default_workspace = default_workspace
+        return self
 
     def page(self, offset: int, default_workspace: str | None) -> Call[list[ApiKey]]:
         query = [("offset", str(offset))] if offset else []
@@ -180,9 +214,48 @@ class Listing:
             query.append(("workspace_id", workspace))
         return Call("GET", "/keys", _parse_page, query=tuple(query))
 
+    def next_call(self) -> Call[list[ApiKey]]:
+        return self.page(self.offset, self._default_workspace)
+
+    def take(self, page: list[ApiKey]) -> list[ApiKey]:
+        """The keys of ``page`` not reported yet; sets :attr:`done` after the last page."""
+        if self._anchor is None:
+            fresh = page
+        else:
+            at = next((i for i, key in enumerate(page) if key.hash == self._anchor), None)
+            if at is None:
+                self._lost_anchor()
+                return []
+            fresh = page[at + 1 :]
+        self._backed_off = False
+        if len(page) < PAGE_SIZE:
+            # No total and no "has more" in the API: a page shorter than the page size is the last one.
+            self.done = True
+        else:
+            self._anchor = page[-1].hash
+            self.offset += len(page) - 1
+        fresh = [key for key in fresh if key.hash not in self._seen]
+        self._seen.update(key.hash for key in fresh)
+        return fresh
+
+    def _lost_anchor(self) -> None:
+        if self.offset > 0 and not self._backed_off:
+            self._backed_off = True
+            self.offset = max(0, self.offset - (PAGE_SIZE - 1))
+            return
+        self.restarts += 1
+        if self.restarts > self.MAX_RESTARTS:
+            raise OpenRouterError(
+                f"Listing keys: the list changed under every one of {self.MAX_RESTARTS} walks (keys are "
+                "being created or deleted faster than they can be read); try again later."
+            )
+        log.info("GET /keys: the list shifted during the walk; walking again (restart %d)", self.restarts)
+        self._anchor = None
+        self._backed_off = False
+        self.offset = 0
+
     @staticmethod
     def is_last(page: list[ApiKey]) -> bool:
-        # No total and no "has more" in the API: a page shorter than the page size is the last one.
         return len(page) < PAGE_SIZE
 
 
