@@ -15,6 +15,7 @@ does not pay for them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import json
 import logging
@@ -691,10 +692,8 @@ class _Watchdog:
                 watch.fired = True
                 sock = getattr(watch.conn, "sock", None)
             if sock is not None:
-                try:
+                with contextlib.suppress(OSError):
                     sock.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
 
     def _after_fork(self) -> None:
         # The thread does not exist in a forked child, and the lock may have been held at the fork.

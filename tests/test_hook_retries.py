@@ -232,7 +232,9 @@ def test_delete_whose_5xx_came_after_the_change_counts_as_deleted(
     assert not fake.has_key(key.hash)
 
 
-def test_delete_404_without_an_earlier_attempt_is_not_found(hook: OpenRouterHook, fake: LocalOpenRouter) -> None:
+def test_delete_404_without_an_earlier_attempt_is_not_found(
+    hook: OpenRouterHook, fake: LocalOpenRouter
+) -> None:
     with pytest.raises(NotFoundError):
         hook.delete_key("b" * 64)
 

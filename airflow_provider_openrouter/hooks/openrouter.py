@@ -172,9 +172,9 @@ class OpenRouterHook(BaseHook):
         """Every key of a workspace (the connection's default unless given), fetched 100 at a time as the
         caller iterates: memory holds one page, however many keys there are.
 
-        The arguments are validated now; requests start with the iteration. Every key that exists for the whole
-        walk is yielded exactly once, even while other writers create and delete keys (the walk notices the
-        pages shifting and makes up for it); a key created or deleted during the walk may or may not be.
+        The arguments are validated now; requests start with the iteration. Every key that exists for the
+        whole walk is yielded exactly once, even while other writers create and delete keys (the walk notices
+        the pages shifting and makes up for it); a key created or deleted during the walk may or may not be.
         """
         from airflow_provider_openrouter._transport import Listing
 
