@@ -383,8 +383,8 @@ class Provisioner:
         if failed is not None:
             left = [old.hash for old in olds if old.hash not in replaced]
             raise OpenRouterError(
-                f"The new key {name!r} (hash {key.hash}) was created and delivered to {', '.join(delivered)}, "
-                f"but deleting the old key (hash {', '.join(left)}) failed: {failed}. Both keys exist now; "
+                f"The new key {name!r} (hash {key.hash}) was created and delivered to "
+                f"{', '.join(delivered)}, but deleting the old key (hash {', '.join(left)}) failed: {failed}. Both keys exist now; "
                 "rerunning with if_exists='replace' rotates again and removes both old keys."
             ) from failed
         return Outcome("replaced" if replaced else "created", key, delivered, replaced)

@@ -318,7 +318,8 @@ def test_retry_after_beyond_max_retry_wait_fails_at_once_with_the_wait(
     with pytest.raises(RateLimitedError) as exc:
         OpenRouterHook().get_current_key()
     assert time.monotonic() - started < 0.2
-    assert exc.value.retry_after is not None and exc.value.retry_after > 0.2
+    assert exc.value.retry_after is not None
+    assert exc.value.retry_after > 0.2
     assert [r.status for r in local_openrouter.requests] == [429]
 
 
@@ -475,12 +476,10 @@ def test_a_trickling_answer_is_cut_at_the_attempt_timeout(
     use_connection(monkeypatch, local_openrouter, timeout=0.5, max_retries=0, max_retry_wait=0)
     local_openrouter.inject(Trickle(0.2), method="GET", path="/key")
     hook = OpenRouterHook()
+    call = hook.get_current_key if path == "sync" else lambda: asyncio.run(hook.aget_current_key())
     started = time.monotonic()
     with pytest.raises(OpenRouterTransportError) as exc:
-        if path == "sync":
-            hook.get_current_key()
-        else:
-            asyncio.run(hook.aget_current_key())
+        call()
     assert time.monotonic() - started < 1.5
     assert exc.value.reached_server is None
 
@@ -493,12 +492,10 @@ def test_a_call_ends_within_its_budget_however_many_attempts_trickle(
     local_openrouter.inject(Trickle(0.1), method="GET", path="/key", times=None)
     hook = OpenRouterHook(retry_jitter=lambda delay: delay)
     budget = 0.3 * 3 + 0.05 * 2
+    call = hook.get_current_key if path == "sync" else lambda: asyncio.run(hook.aget_current_key())
     started = time.monotonic()
     with pytest.raises(OpenRouterTransportError):
-        if path == "sync":
-            hook.get_current_key()
-        else:
-            asyncio.run(hook.aget_current_key())
+        call()
     assert time.monotonic() - started < budget + 0.5
     local_openrouter.clear_faults()
     assert hook.get_current_key().is_management_key  # the cut connection left the pool usable
