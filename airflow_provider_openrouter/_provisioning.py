@@ -384,7 +384,8 @@ class Provisioner:
             left = [old.hash for old in olds if old.hash not in replaced]
             raise OpenRouterError(
                 f"The new key {name!r} (hash {key.hash}) was created and delivered to "
-                f"{', '.join(delivered)}, but deleting the old key (hash {', '.join(left)}) failed: {failed}. Both keys exist now; "
+                f"{', '.join(delivered)}, but deleting the old key (hash {', '.join(left)}) failed: "
+                f"{failed}. Both keys exist now; "
                 "rerunning with if_exists='replace' rotates again and removes both old keys."
             ) from failed
         return Outcome("replaced" if replaced else "created", key, delivered, replaced)
