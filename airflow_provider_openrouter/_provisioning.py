@@ -158,8 +158,8 @@ class Provisioner:
 
     :param hook: the hook to call OpenRouter with.
     :param lease: seconds a claim is held: delivery must be done within half of it.
-    :param grace: seconds after a lease before another run may delete the claim. It must exceed the time one
-        rename call can take (the connection's call deadline).
+    :param grace: seconds after a lease before another run may delete the claim (default: half the lease, at
+        most a minute). It must exceed the time one rename call can take (the connection's call deadline).
     :param wait: longest time to wait for another try's claim to be settled before giving up.
     """
 
@@ -168,7 +168,7 @@ class Provisioner:
         hook: OpenRouterHook,
         *,
         lease: float = DEFAULT_LEASE,
-        grace: float = DEFAULT_GRACE,
+        grace: float | None = None,
         wait: float | None = None,
         logger: logging.Logger | Any = None,
         clock: Callable[[], float] = time.time,
@@ -177,8 +177,8 @@ class Provisioner:
     ) -> None:
         self.hook = hook
         self.lease = lease
-        self.grace = grace
-        self.wait = lease + grace if wait is None else wait
+        self.grace = min(DEFAULT_GRACE, lease / 2) if grace is None else grace
+        self.wait = lease + self.grace if wait is None else wait
         self.log = logger or log
         self.clock = clock
         self.sleep = sleep

@@ -268,9 +268,10 @@ class CreateApiKeyOperator(_KeyOperator):
         it must raise if it could not store the key.
     :param push_plaintext_to_xcom: Also push the plaintext to the XCom ``openrouter_api_key``. Off by default;
         logs a warning when on.
-    :param claim_lease: Seconds (or a ``timedelta``) a task holds its provisional key before another run
-        may delete it as abandoned; delivery must finish within half of it. Default 120 s; give more when
-        ``deliver_to_callable`` may take longer than a minute.
+    :param claim_lease: Seconds (or a ``timedelta``) a task holds its provisional key; after it and a grace
+        of half as long again (at most a minute), another run may delete the key as abandoned. Delivery must
+        finish within half of it. Default 120 s; give more when ``deliver_to_callable`` may take longer than a
+        minute.
     :param openrouter_conn_id: The OpenRouter connection (its password is the management key).
 
     For more information on how to use this operator, take a look at the guide:
@@ -310,9 +311,9 @@ class CreateApiKeyOperator(_KeyOperator):
         super().__init__(openrouter_conn_id=openrouter_conn_id, **kwargs)
         self._provisioner: Any = None
         lease = claim_lease.total_seconds() if isinstance(claim_lease, dt.timedelta) else claim_lease
-        if isinstance(lease, bool) or not isinstance(lease, (int, float)) or not 10 <= lease <= 86400:
+        if isinstance(lease, bool) or not isinstance(lease, (int, float)) or not 2 <= lease <= 86400:
             raise OpenRouterValidationError(
-                "claim_lease", f"must be between 10 seconds and a day (got {claim_lease!r})"
+                "claim_lease", f"must be between 2 seconds and a day (got {claim_lease!r})"
             )
         self.claim_lease = float(lease)
         self.name = name
