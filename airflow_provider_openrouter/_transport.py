@@ -812,8 +812,10 @@ class SyncTransport:
         finally:
             watch.done = True
             _IN_FLIGHT.watch = None
-        if watch.fired and isinstance(outcome, Failure):
-            return Failure(None, f"no complete answer within {budget:.1f} s", cause=outcome.cause)
+        if watch.fired:
+            # Cut off: whatever was read (possibly a body cut short without an error) is not the answer.
+            cause = outcome.cause if isinstance(outcome, Failure) else None
+            return Failure(None, f"no complete answer within {budget:.1f} s", cause=cause)
         return outcome
 
     def _exchange_bytes(
