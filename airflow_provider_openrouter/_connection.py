@@ -275,7 +275,7 @@ def _uuid(conn_id: str, extras: Mapping[str, Any], name: str) -> str | None:
 
 
 def connection_form_widgets() -> dict[str, Any]:
-    """wtforms fields for the extras, built from :data:`CONN_FIELDS` (what Airflow < 3.2 renders).
+    """wtforms fields for the extras, built from :data:`CONN_FIELDS` (what Airflow 3.1 renders).
 
     wtforms and flask_appbuilder are imported here only: Airflow calls this where they are installed, and a
     missing one surfaces as the ``ImportError`` Airflow expects.

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from airflow.sdk import BaseHook
 
+from airflow_provider_openrouter._defaults import DEFAULT_CONN_ID
 from airflow_provider_openrouter._sentinel import UNSET, Unset
 
 if TYPE_CHECKING:
@@ -36,7 +37,7 @@ class OpenRouterHook(BaseHook):
     """
 
     conn_name_attr = "openrouter_conn_id"
-    default_conn_name = "openrouter_default"
+    default_conn_name = DEFAULT_CONN_ID
     conn_type = "openrouter"
     hook_name = "OpenRouter"
 
@@ -68,7 +69,7 @@ class OpenRouterHook(BaseHook):
 
     @classmethod
     def get_connection_form_widgets(cls) -> dict[str, Any]:
-        """Extra fields of the connection form for Airflow < 3.2 (later versions read ``conn-fields``)."""
+        """Extra fields of the connection form for Airflow 3.1 (3.2 and later read ``conn-fields``)."""
         from airflow_provider_openrouter._connection import connection_form_widgets
 
         return connection_form_widgets()

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal, NamedTuple
 from airflow.sdk import BaseOperator
 
 from airflow_provider_openrouter import _validation
+from airflow_provider_openrouter._defaults import DEFAULT_CONN_ID
 
 # The sentinel without the models module: this module is imported by every DAG file that uses it.
 from airflow_provider_openrouter._sentinel import UNSET, Unset
@@ -139,7 +140,7 @@ class _KeyOperator(BaseOperator):
 
     operator_extra_links = (OpenRouterKeyLink(),)
 
-    def __init__(self, *, openrouter_conn_id: str = "openrouter_default", **kwargs: Any) -> None:
+    def __init__(self, *, openrouter_conn_id: str = DEFAULT_CONN_ID, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if not isinstance(openrouter_conn_id, str) or not openrouter_conn_id:
             raise OpenRouterValidationError("openrouter_conn_id", "must be a connection id")
@@ -313,7 +314,7 @@ class CreateApiKeyOperator(_KeyOperator):
         deliver_to_variable: str | None = None,
         deliver_to_callable: Callable[[CreatedApiKey, Context], None] | None = None,
         push_plaintext_to_xcom: bool = False,
-        openrouter_conn_id: str = "openrouter_default",
+        openrouter_conn_id: str = DEFAULT_CONN_ID,
         **kwargs: Any,
     ) -> None:
         super().__init__(openrouter_conn_id=openrouter_conn_id, **kwargs)
@@ -654,7 +655,7 @@ class UpdateApiKeyOperator(_KeyOperator):
         limit_reset: str | Unset | None = UNSET,
         include_byok_in_limit: bool | str | Unset = UNSET,
         workspace_id: str | Unset = UNSET,
-        openrouter_conn_id: str = "openrouter_default",
+        openrouter_conn_id: str = DEFAULT_CONN_ID,
         **kwargs: Any,
     ) -> None:
         super().__init__(openrouter_conn_id=openrouter_conn_id, **kwargs)
@@ -767,7 +768,7 @@ class DeleteApiKeyOperator(_KeyOperator):
         key_hash: str | None = None,
         key_name: str | None = None,
         missing_ok: bool = False,
-        openrouter_conn_id: str = "openrouter_default",
+        openrouter_conn_id: str = DEFAULT_CONN_ID,
         **kwargs: Any,
     ) -> None:
         super().__init__(openrouter_conn_id=openrouter_conn_id, **kwargs)

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from airflow.sdk import BaseSensorOperator, PokeReturnValue
 
+from airflow_provider_openrouter._defaults import DEFAULT_CONN_ID
 from airflow_provider_openrouter._usage import (
     CONDITION_FIELDS,
     EVENT_STATUSES,
@@ -146,7 +147,7 @@ class OpenRouterKeyUsageSensor(BaseSensorOperator):
         limit_remaining_at_most: float | str | None = None,
         include_byok: bool = False,
         match_all: bool = False,
-        openrouter_conn_id: str = "openrouter_default",
+        openrouter_conn_id: str = DEFAULT_CONN_ID,
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         max_consecutive_failures: int = 3,
         poke_interval: dt.timedelta | float = 60,

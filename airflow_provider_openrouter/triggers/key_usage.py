@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
+from airflow_provider_openrouter._defaults import DEFAULT_CONN_ID
 from airflow_provider_openrouter._usage import (
     UsageConditions,
     describe_key,
@@ -147,7 +148,7 @@ class OpenRouterKeyUsageTrigger(BaseTrigger):
         limit_remaining_at_most: float | None = None,
         include_byok: bool = False,
         match_all: bool = False,
-        openrouter_conn_id: str = "openrouter_default",
+        openrouter_conn_id: str = DEFAULT_CONN_ID,
         poll_interval: float = 60.0,
         deadline: str | None = None,
         max_consecutive_failures: int = 3,
