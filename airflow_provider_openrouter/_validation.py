@@ -157,6 +157,8 @@ def validate_conn_id(value: Any, *, field: str = "openrouter_conn_id") -> str:
     text = _string(value, field, "a connection id")
     if not text:
         fail(field, _EMPTY)
+    if looks_like_key(text):
+        fail(field, "holds an API key, not a connection id: the key goes in the connection's password field")
     if len(text) > AIRFLOW_ID_MAX_LENGTH or not _CONN_ID_RE.fullmatch(text):
         fail(
             field,
