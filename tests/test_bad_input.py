@@ -1,5 +1,5 @@
-"""Bad input, tried at every public entry point as a new user would: literal arguments, templates that render to
-bad values (plain and native Jinja), wrongly typed trigger arguments, broken connections and extras.
+"""Bad input, tried at every public entry point as a new user would: literal arguments, templates that render
+to bad values (plain and native Jinja), wrongly typed trigger arguments, broken connections and extras.
 
 For every bad input the tests assert the same four things:
 
@@ -19,8 +19,7 @@ import asyncio
 import datetime as dt
 import json
 import logging
-from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -38,6 +37,9 @@ from airflow_provider_openrouter.operators.api_key import (
 from airflow_provider_openrouter.sensors.key_usage import OpenRouterKeyUsageSensor
 from airflow_provider_openrouter.testing import LocalOpenRouter
 from airflow_provider_openrouter.triggers.key_usage import OpenRouterKeyUsageTrigger
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
 
 CONN_ENV = "AIRFLOW_CONN_OPENROUTER_DEFAULT"
 # Keys pasted where they do not belong: a regular key and a management key in the form the dashboard makes.
@@ -587,7 +589,7 @@ def test_an_empty_limit_no_longer_removes_a_limit(
     context: dict[str, Any] = {"params": {"limit": ""}}
     op.render_template_fields(context)
     refused(conn_env, caplog, lambda: op.execute(context), field="limit")
-    acme = next(key for key in conn_env.keys() if key["name"] == "tenant-acme")
+    acme = next(key for key in conn_env.keys(include_management=False) if key["name"] == "tenant-acme")
     assert acme["limit"] == 10.0
     assert acme["limit_reset"] == "monthly"
 
