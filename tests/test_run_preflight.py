@@ -1,5 +1,6 @@
-"""``make run`` (scripts/run_flagship.py) with a connection that cannot work: it tests the connection first and
-says in one line what is wrong and how to fix it, instead of running the DAG into a wall of task tracebacks.
+"""``make run`` (scripts/run_flagship.py) with a connection that cannot work: it tests the connection first
+and says in one line what is wrong and how to fix it, instead of running the DAG into a wall of task
+tracebacks.
 
 Each test runs the script for real, in a subprocess, as ``make run`` does."""
 
@@ -91,7 +92,7 @@ def test_a_regular_key_is_named_before_the_dag_runs(
     assert "https://openrouter.ai/settings/management-keys" in verdict
     # One connection test, then nothing: no key was listed, created or changed.
     assert [(r.method, r.path) for r in local_openrouter.requests] == [("GET", "/api/v1/key")]
-    assert [key["name"] for key in local_openrouter.keys()] == ["an-inference-key"]
+    assert [key["name"] for key in local_openrouter.keys(include_management=False)] == ["an-inference-key"]
 
 
 def test_a_refused_key_is_named_before_the_dag_runs(

@@ -246,9 +246,14 @@ class OpenRouterHook(BaseHook):
     ) -> CreatedApiKey:
         """Create a key (``POST /keys``). Its plaintext is in the result this once, masked in Airflow's logs.
 
-        ``expires_at`` (an aware datetime or ISO string, in the future) is sent as UTC with whole seconds;
-        ``workspace_id`` defaults to the connection's. Not retried once the request may have reached
-        OpenRouter: a lost answer could otherwise mean two keys.
+        ``name``: not blank, at most 255 characters, no control characters, not shaped like an API key.
+        ``limit``: 0 to 1,000,000,000 USD, or ``None``. ``limit_reset``: ``"daily"``, ``"weekly"``,
+        ``"monthly"`` or ``None``. ``expires_at`` (an aware datetime or ISO string, in the future) is sent as
+        UTC with whole seconds; ``workspace_id`` (a UUID in any spelling, sent canonical) defaults to the
+        connection's. ``""`` is refused everywhere: ``None`` means "not set". Every argument is checked
+        before the request, with
+        :class:`~airflow_provider_openrouter.exceptions.OpenRouterValidationError` naming it. Not retried once
+        the request may have reached OpenRouter: a lost answer could otherwise mean two keys.
         """
         from airflow.sdk.log import mask_secret
 
@@ -314,8 +319,9 @@ class OpenRouterHook(BaseHook):
     ) -> ApiKey:
         """Change a key (``PATCH /keys/{hash}``), sending only the fields named here.
 
-        ``limit=None`` removes the limit, ``limit_reset=None`` stops resets; an omitted field is left alone.
-        ``workspace_id`` moves the key to that workspace.
+        ``limit=None`` removes the limit, ``limit_reset=None`` stops resets; an omitted field is left alone,
+        and ``""`` is refused. The values follow :meth:`create_key`'s rules; ``workspace_id`` (a UUID) moves
+        the key to that workspace.
         """
         from airflow_provider_openrouter._transport import update_key_call
 

@@ -205,27 +205,38 @@ class CreateApiKeyOperator(_KeyOperator):
     ``"replaced"``), ``plaintext_issued``, ``plaintext_delivered_to`` (names of the destinations, never the
     plaintext), ``replaced_key_hashes`` and ``deleted_orphan_key_hashes``.
 
-    :param name: Name of the key; also what makes the operator idempotent. (templated)
-    :param limit: Spending limit in USD, or ``None`` for no limit. (templated)
+    :param name: Name of the key; also what makes the operator idempotent: not blank, at most 255 characters,
+        no control characters or line breaks, not shaped like an API key. (templated)
+    :param limit: Spending limit in USD, a number from 0 to 1,000,000,000 (a numeric string too), or ``None``
+        for no limit. (templated)
     :param limit_reset: When usage counted against the limit resets: ``"daily"``, ``"weekly"``,
         ``"monthly"``, or ``None`` for never. (templated)
-    :param include_byok_in_limit: Whether bring-your-own-key spend counts toward the limit; ``None`` leaves
-        it to OpenRouter's default. (templated)
+    :param include_byok_in_limit: ``True`` or ``False`` (also as the text a template renders): whether
+        bring-your-own-key spend counts toward the limit; ``None`` leaves it to OpenRouter's default.
+        (templated)
     :param expires_at: When the key stops working: a timezone-aware ``datetime`` (pendulum's included) or an
         ISO 8601 string with an offset, in the future; sent in UTC with whole seconds. A template such as
         ``"{{ data_interval_end.add(days=30) }}"`` works with and without ``render_template_as_native_obj``.
         ``None`` means the key never expires. (templated)
-    :param workspace_id: Workspace (UUID) to create the key in, and to look for a key of the same name in;
-        ``None`` means the connection's default workspace. (templated)
-    :param creator_user_id: OpenRouter user to record as the key's creator. (templated)
+    :param workspace_id: Workspace (UUID, any spelling; sent canonical) to create the key in, and to look for
+        a key of the same name in; ``None`` means the connection's default workspace. (templated)
+    :param creator_user_id: OpenRouter user to record as the key's creator: a non-blank single line, or
+        ``None``. (templated)
     :param if_exists: What to do when a key with this name exists: ``"fail"``, ``"reuse"`` or ``"replace"``.
-    :param deliver_to_variable: Name of the Airflow Variable to write the plaintext to. (templated)
+    :param deliver_to_variable: Name of the Airflow Variable to write the plaintext to: at most 250
+        characters, one line. (templated)
     :param deliver_to_callable: Function called as ``deliver_to_callable(created_key, context)`` with the
         :class:`~airflow_provider_openrouter.models.CreatedApiKey` (its ``plaintext`` attribute is the key);
         it must raise if it could not store the key.
     :param push_plaintext_to_xcom: Also push the plaintext to the XCom ``openrouter_api_key``. Off by default;
         logs a warning when on.
-    :param openrouter_conn_id: The OpenRouter connection (its password is the management key).
+    :param openrouter_conn_id: The OpenRouter connection (its password is the management key): a connection
+        id of letters, digits, ``_``, ``.`` and ``-``.
+
+    An empty string never means "none": clearing is ``None``, and a template clears by rendering ``None``
+    (see :ref:`howto/operator:empty-values`). Literal arguments are checked when the DAG file is parsed,
+    templated ones once rendered, before any request; a bad one raises
+    :class:`~airflow_provider_openrouter.exceptions.OpenRouterValidationError` naming it.
 
     For more information on how to use this operator, take a look at the guide:
     :ref:`howto/operator:CreateApiKeyOperator`
@@ -568,15 +579,19 @@ class UpdateApiKeyOperator(_KeyOperator):
     The return value is the key's metadata after the update plus ``changed``, ``changed_fields`` and
     ``previous`` (the changed fields' old values).
 
-    :param key_hash: Hash of the key to change. (templated)
+    :param key_hash: Hash of the key to change: 64 lower-case hex characters. (templated)
     :param key_name: Exact name of the key to change, looked up in the connection's default workspace; more
         than one key of that name is an error. (templated)
-    :param name: New name. (templated)
+    :param name: New name, by the rule of :class:`CreateApiKeyOperator`'s ``name``. (templated)
     :param disabled: ``True`` to disable the key, ``False`` to enable it. (templated)
-    :param limit: New spending limit in USD; ``None`` removes the limit. (templated)
+    :param limit: New spending limit in USD, 0 to 1,000,000,000; ``None`` removes the limit. (templated)
     :param limit_reset: ``"daily"``, ``"weekly"``, ``"monthly"``; ``None`` stops resets. (templated)
-    :param include_byok_in_limit: Whether bring-your-own-key spend counts toward the limit. (templated)
-    :param workspace_id: Workspace (UUID) to move the key to. (templated)
+    :param include_byok_in_limit: ``True`` or ``False``: whether bring-your-own-key spend counts toward the
+        limit. (templated)
+    :param workspace_id: Workspace (UUID, any spelling; sent canonical) to move the key to. (templated)
+
+    ``""`` is refused for every field; ``None`` (or a template rendering ``None``, see
+    :ref:`howto/operator:empty-values`) clears ``limit`` and ``limit_reset``.
     :param openrouter_conn_id: The OpenRouter connection (its password is the management key).
 
     For more information on how to use this operator, take a look at the guide:
@@ -689,11 +704,11 @@ class DeleteApiKeyOperator(_KeyOperator):
     with ``missing_ok`` and no such key it is ``{"deleted": False, "hash": ..., "name": ...}`` holding
     whichever of the two the key was named by.
 
-    :param key_hash: Hash of the key to delete. (templated)
+    :param key_hash: Hash of the key to delete: 64 lower-case hex characters. (templated)
     :param key_name: Exact name of the key to delete, looked up in the connection's default workspace; more
         than one key of that name is an error. (templated)
-    :param missing_ok: Succeed when no such key exists (it may have been deleted by an earlier try),
-        instead of failing.
+    :param missing_ok: ``True`` or ``False``: succeed when no such key exists (it may have been deleted by an
+        earlier try), instead of failing.
     :param openrouter_conn_id: The OpenRouter connection (its password is the management key).
 
     For more information on how to use this operator, take a look at the guide:
