@@ -13,7 +13,7 @@ import os
 import statistics
 import time
 
-from airflow_provider_openrouter.testing import LocalOpenRouterProcess
+from airflow_provider_openrouter.testing._process import LocalOpenRouterProcess
 
 
 def main() -> None:

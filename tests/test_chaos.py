@@ -35,13 +35,8 @@ import requests  # noqa: F401
 import airflow_provider_openrouter._provisioning
 import airflow_provider_openrouter.hooks.openrouter
 import airflow_provider_openrouter.operators.api_key  # noqa: F401
-from airflow_provider_openrouter.testing import (
-    DropAfterCommit,
-    Latency,
-    LocalOpenRouterProcess,
-    Status,
-    Trickle,
-)
+from airflow_provider_openrouter.testing import DropAfterCommit, Latency, Status, Trickle
+from airflow_provider_openrouter.testing._process import LocalOpenRouterProcess
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
