@@ -26,13 +26,14 @@ from typing import TYPE_CHECKING, Annotated, Any
 from urllib.parse import urlencode
 
 import jinja2
-from fastapi import Depends, FastAPI, Query as Param, Request
-from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
-from starlette.exceptions import HTTPException
-
 from airflow.api_fastapi.app import get_auth_manager
 from airflow.api_fastapi.auth.managers.models.resource_details import ConnectionDetails
 from airflow.api_fastapi.core_api.security import get_user, requires_access_connection
+from fastapi import Depends, FastAPI, Request
+from fastapi import Query as Param
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from starlette.exceptions import HTTPException
+
 from airflow_provider_openrouter._usage import money
 from airflow_provider_openrouter.exceptions import OpenRouterValidationError
 from airflow_provider_openrouter.hooks.openrouter import OpenRouterHook
@@ -54,6 +55,7 @@ from airflow_provider_openrouter.plugins.keys_page import PAGE_NAME
 
 if TYPE_CHECKING:
     from airflow.api_fastapi.auth.managers.models.base_user import BaseUser
+
     from airflow_provider_openrouter._connection import OpenRouterConnectionConfig
 
 log = logging.getLogger(__name__)
@@ -97,7 +99,7 @@ class _PageHook(OpenRouterHook):
 
 def _lookup(conn_id: str) -> Any:
     """The connection from wherever Airflow keeps it (metadata database, environment, secrets backend)."""
-    from airflow.exceptions import AirflowNotFoundException
+    from airflow.exceptions import AirflowNotFoundException  # type: ignore[attr-defined] # re-exported on 3.2+
     from airflow.models.connection import Connection
 
     try:
@@ -144,10 +146,9 @@ def load_snapshot(conn_id: str) -> Snapshot:
 def _readable_conn_ids(user: BaseUser) -> list[str]:
     """``openrouter`` connections (in the metadata database, plus the default one wherever it is kept) that
     ``user`` may read."""
-    from sqlalchemy import select as sql_select
-
     from airflow.models.connection import Connection
     from airflow.utils.session import create_session
+    from sqlalchemy import select as sql_select
 
     with create_session() as session:
         conn_ids = set(
@@ -247,7 +248,7 @@ def _render(
 _READ_CONNECTION = Depends(requires_access_connection("GET"))
 
 
-def _query(
+def _query(  # noqa: PLR0917 (FastAPI reads each query parameter from its own argument)
     q: Annotated[str | None, Param()] = None,
     show: Annotated[str | None, Param()] = None,
     sort: Annotated[str | None, Param()] = None,
@@ -334,7 +335,12 @@ def create_app(cache: SnapshotCache | None = None) -> FastAPI:
         if isinstance(query, OpenRouterValidationError):
             problem = Problem("This page address is not valid", str(query), "Start again from All keys.", 400)
             return _render(
-                request, conn_id=connection_id, conn_ids=conn_ids, query=Query(), problem=problem, status_code=400
+                request,
+                conn_id=connection_id,
+                conn_ids=conn_ids,
+                query=Query(),
+                problem=problem,
+                status_code=400,
             )
         found = snapshot_or_problem(connection_id, refresh)
         if isinstance(found, Problem):
@@ -365,9 +371,7 @@ def create_app(cache: SnapshotCache | None = None) -> FastAPI:
             {
                 "connection_id": connection_id,
                 "fetched_at": found.fetched_at.isoformat().replace("+00:00", "Z"),
-                "credits": None
-                if credits is None
-                else {**credits.to_dict(), "remaining": credits.remaining},
+                "credits": None if credits is None else {**credits.to_dict(), "remaining": credits.remaining},
                 "credits_problem": found.credits_problem,
                 "counts": found.counts,
                 "matched": selection.matched,

@@ -114,8 +114,9 @@ def key_row(key: ApiKey, now: dt.datetime) -> KeyRow:
     if key.limit is not None:
         if remaining is None:
             remaining = key.limit - usage
-        # OpenRouter's own remaining is what it enforces, so the bar follows it rather than our sum.
-        used = 1.0 if key.limit <= 0 else (key.limit - remaining) / key.limit
+        # OpenRouter's remaining is what it enforces, but it may stop at zero: a key past its limit shows by
+        # how much through its usage.
+        used = 1.0 if key.limit <= 0 else max((key.limit - remaining) / key.limit, usage / key.limit)
     expires_at = parse_instant(key.expires_at) if key.expires_at else None
     return KeyRow(
         hash=key.hash,

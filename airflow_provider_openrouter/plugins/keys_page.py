@@ -22,8 +22,8 @@ PAGE_NAME: Final = "OpenRouter keys"
 _ICON: Final = (
     "data:image/svg+xml;utf8,"
     "%3Csvg xmlns='http://www.w3.org/2000/svg' viewBox='0 0 24 24' fill='none' stroke='%23718096' "
-    "stroke-width='2' stroke-linecap='round' stroke-linejoin='round'%3E%3Ccircle cx='7.5' cy='15.5' r='4.5'/%3E"
-    "%3Cpath d='m10.7 12.3 9.3-9.3M16 7l3 3M14 9l2 2'/%3E%3C/svg%3E"
+    "stroke-width='2' stroke-linecap='round' stroke-linejoin='round'%3E"
+    "%3Ccircle cx='7.5' cy='15.5' r='4.5'/%3E%3Cpath d='m10.7 12.3 9.3-9.3M16 7l3 3M14 9l2 2'/%3E%3C/svg%3E"
 )
 
 
@@ -45,7 +45,7 @@ class OpenRouterKeysPlugin(AirflowPlugin):
     """Adds "OpenRouter keys" under Browse: every key of an ``openrouter`` connection's account."""
 
     name = "openrouter_keys"
-    fastapi_apps = _BuiltOnFirstAccess()  # type: ignore[assignment]
+    fastapi_apps = _BuiltOnFirstAccess()
     external_views = [  # noqa: RUF012 (Airflow's own declaration is a mutable class attribute)
         {
             "name": PAGE_NAME,
