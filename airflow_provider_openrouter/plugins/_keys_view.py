@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
-from airflow_provider_openrouter._usage import parse_instant
+from airflow_provider_openrouter._validation import parse_instant
 from airflow_provider_openrouter.exceptions import OpenRouterValidationError
 
 if TYPE_CHECKING:
