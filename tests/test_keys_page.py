@@ -468,7 +468,8 @@ def _open_from_navigation(page: Page) -> FrameLocator:
     page.goto("/")
     page.get_by_role("button", name="Browse").click()
     page.get_by_role("menuitem", name="OpenRouter keys").click()
-    page.wait_for_url(re.compile(r"/plugin/openrouter-keys$"))
+    # Airflow's UI may already have appended the frame's own path (after its redirect) when this wait starts.
+    page.wait_for_url(re.compile(r"/plugin/openrouter-keys(/.*)?$"))
     frame = _frame(page)
     frame.locator("table tbody tr").first.wait_for()
     return frame
