@@ -46,7 +46,7 @@ docs: install
 # On the lowest supported Airflow: every example DAG run with `airflow dags test` in one real Airflow, and the
 # secret audit over all of them. The rest of the suite runs on the main version only: `dags test` on 3.1 runs
 # each task in a process of its own (~4 s apiece), and the whole suite twice would not fit CI's time limit.
-LOWEST_TESTS ?= tests/test_secret_audit.py tests/test_flagship.py::test_flagship_dag_shape
+LOWEST_TESTS ?= tests/test_secret_audit.py tests/test_flagship.py::test_flagship_dag_shape tests/test_keys_page.py
 test-airflow-3.1:
 	$(MAKE) install VENV=$(LOWEST_VENV) AIRFLOW_VERSION=$(LOWEST_AIRFLOW_VERSION)
 	$(LOWEST_VENV)/bin/pytest -p no:cacheprovider $(LOWEST_TESTS) $(PYTEST_ARGS)

@@ -48,6 +48,12 @@ def get_provider_info() -> dict[str, Any]:
             }
         ],
         "extra-links": ["airflow_provider_openrouter.links.OpenRouterKeyLink"],
+        "plugins": [
+            {
+                "name": "openrouter_keys",
+                "plugin-class": "airflow_provider_openrouter.plugins.keys_page.OpenRouterKeysPlugin",
+            }
+        ],
         "connection-types": [
             {
                 "connection-type": "openrouter",

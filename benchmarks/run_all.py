@@ -19,6 +19,7 @@ SCRIPTS = (
     "hook_speed.py",
     "provisioning_speed.py",
     "triggers_at_scale.py",
+    "keys_page.py",
 )
 
 
