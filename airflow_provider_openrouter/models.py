@@ -102,7 +102,7 @@ class ApiKey(_JsonMixin):
 
     This class is the one declaration of a key's fields: each field's type says how it is read from the API
     (required when it has no default; a number or flag missing from the answer reads as ``0.0``/``False``),
-    and a writable field's metadata (:class:`KeyField`) says how a given value is checked and which requests
+    and a writable field's metadata (a ``KeyField``) says how a given value is checked and which requests
     take it. The hook, the operators and the request bodies are all built from it.
     """
 

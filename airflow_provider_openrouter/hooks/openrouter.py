@@ -4,7 +4,7 @@ The hook holds no per-call state: one hook may serve many calls (and threads mak
 connection pool). Each method builds its request with :mod:`airflow_provider_openrouter._endpoints` and runs
 it through a transport (:mod:`airflow_provider_openrouter._transport`) whose retries
 :mod:`airflow_provider_openrouter._retry` decides, the same way for both paths. An async method shares its
-sync twin's signature (:func:`_async_twin_of`) and body: both hand the same ``Call`` to their transport.
+sync twin's signature (``_async_twin_of``) and body: both hand the same ``Call`` to their transport.
 """
 
 from __future__ import annotations
