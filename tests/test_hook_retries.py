@@ -482,7 +482,8 @@ def test_a_trickling_answer_is_cut_at_the_attempt_timeout(
     started = time.monotonic()
     with pytest.raises(OpenRouterTransportError) as exc:
         call()
-    assert time.monotonic() - started < 1.5
+    # Unbounded, the ~600-byte answer would take two minutes; the margin is for a loaded machine.
+    assert time.monotonic() - started < 10
     assert exc.value.reached_server is None
 
 
@@ -498,7 +499,8 @@ def test_a_call_ends_within_its_budget_however_many_attempts_trickle(
     started = time.monotonic()
     with pytest.raises(OpenRouterTransportError):
         call()
-    assert time.monotonic() - started < budget + 0.5
+    # Unbounded, each attempt would trickle for minutes; the margin is for a loaded machine.
+    assert time.monotonic() - started < budget + 3
     local_openrouter.clear_faults()
     assert hook.get_current_key().is_management_key  # the cut connection left the pool usable
 
