@@ -638,7 +638,7 @@ def mask_plaintexts(plaintexts: list[str]) -> None:
 
         comms = getattr(task_runner, "SUPERVISOR_COMMS", None)
         if comms is not None:
-            comms.send(MaskSecret(value=plaintexts, name=None))
+            comms.send(MaskSecret(value=list[Any](plaintexts), name=None))
 
 
 def _epoch(stamp: str | None) -> float | None:

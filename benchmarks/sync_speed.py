@@ -74,7 +74,7 @@ def main() -> None:
         assert plan["counts"]["unchanged"] == args.tenants, plan["counts"]
         print(
             f"no-change plan, {args.tenants:,} tenants: {min(times):.2f} s vs one raw walk {walk:.2f} s -> "
-            f"{min(times) / walk:.2f}x (goal <= 1.3x); {len(sent) // 3} requests per plan, all {', '.join(kinds)}"
+            f"{min(times) / walk:.2f}x (goal <= 1.3x); {len(sent) // 3} requests per plan: {', '.join(kinds)}"
         )
 
         # -- creates ---------------------------------------------------------------------------------------

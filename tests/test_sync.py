@@ -51,11 +51,11 @@ def sync(tenants: list[dict[str, Any]], vault: Any = None, **kwargs: Any) -> dic
 
 
 def names(fake: LocalOpenRouter) -> list[str]:
-    return sorted(k["name"] for k in fake.keys())
+    return sorted(k["name"] for k in fake)
 
 
 def by_name(fake: LocalOpenRouter) -> dict[str, dict[str, Any]]:
-    return {k["name"]: k for k in fake.keys()}
+    return {k["name"]: k for k in fake}
 
 
 def test_every_plan_action(fake: LocalOpenRouter) -> None:
@@ -86,17 +86,22 @@ def test_every_plan_action(fake: LocalOpenRouter) -> None:
     vault = Vault()
     result = sync(tenants, vault, prune="disable")
     keys = by_name(fake)
-    assert keys["t-new"]["limit"] == 3 and "t-new" in vault.keys
+    assert keys["t-new"]["limit"] == 3
+    assert "t-new" in vault.keys
     assert keys["t-drift"]["limit"] == 7
     assert keys["t-gone"]["disabled"] is True
-    assert "other-untouched" in keys and not keys["other-untouched"]["disabled"]
+    assert "other-untouched" in keys
+    assert not keys["other-untouched"]["disabled"]
     assert vault.hashes["t-rot"] == keys["t-rot"]["hash"]
     retired = [n for n in keys if n.startswith("t-rot [retired ")]
-    assert len(retired) == 1 and not keys[retired[0]]["disabled"]  # the old key still works
+    assert len(retired) == 1
+    assert not keys[retired[0]]["disabled"]
     assert result["applied"]["counts"]["create"] == 1
     assert "sk-or-" not in json.dumps(result)
     # Converged: a second run changes nothing.
-    again = sync([{k: v for k, v in t.items() if k != "rotate"} for t in tenants], prune="disable", dry_run=True)
+    again = sync(
+        [{k: v for k, v in t.items() if k != "rotate"} for t in tenants], prune="disable", dry_run=True
+    )
     assert again["counts"]["create"] == again["counts"]["update"] == again["counts"]["rotate"] == 0
     assert again["counts"]["unchanged"] == 4
 
@@ -114,13 +119,15 @@ def test_prune_delete_and_duplicates_are_explicit(fake: LocalOpenRouter) -> None
     assert "duplicate of " + newest.hash in table
     assert plan["counts"]["delete"] == 3
     sync([{"name": "t-dup"}], prune="delete")
-    assert names(fake) == ["t-dup"] and by_name(fake)["t-dup"]["hash"] == newest.hash
+    assert names(fake) == ["t-dup"]
+    assert by_name(fake)["t-dup"]["hash"] == newest.hash
 
 
 def test_prune_keep_is_default(fake: LocalOpenRouter) -> None:
     fake.add_key(name="t-old")
     plan = sync([], dry_run=True)
-    assert plan["counts"]["keep"] == 1 and plan["counts"]["delete"] == plan["counts"]["disable"] == 0
+    assert plan["counts"]["keep"] == 1
+    assert plan["counts"]["delete"] == plan["counts"]["disable"] == 0
 
 
 def test_bad_rows_are_refused_before_anything_is_sent(fake: LocalOpenRouter) -> None:
@@ -129,7 +136,8 @@ def test_bad_rows_are_refused_before_anything_is_sent(fake: LocalOpenRouter) -> 
     text = str(err.value)
     assert "tenants[0] ('x-wrong').name: must start with name_prefix" in text
     assert "tenants[1] ('t-a').limit" in text
-    assert "tenants[2] ('t-a').limit_reset" in text and "the same name as tenants[1]" in text
+    assert "tenants[2] ('t-a').limit_reset" in text
+    assert "the same name as tenants[1]" in text
     assert fake.keys() == []
 
 
@@ -149,7 +157,8 @@ def test_plan_then_apply_refuses_when_the_account_changed(fake: LocalOpenRouter)
     fake.add_key(name="t-a", limit=1)
     tenants = [{"name": "t-a", "limit": 2}, {"name": "t-b"}]
     plan = sync(tenants, mode="plan")
-    assert plan["counts"]["create"] == 1 and plan["counts"]["update"] == 1
+    assert plan["counts"]["create"] == 1
+    assert plan["counts"]["update"] == 1
     # Someone adds an owned key that the approved plan did not prune.
     fake.add_key(name="t-stray")
     with pytest.raises(SyncRefusedError, match="t-stray"):
@@ -157,7 +166,8 @@ def test_plan_then_apply_refuses_when_the_account_changed(fake: LocalOpenRouter)
     assert "t-b" not in names(fake)
     # The same change without prune does not matter: apply goes ahead.
     sync(tenants, mode="apply", plan=plan)
-    assert by_name(fake)["t-a"]["limit"] == 2 and "t-b" in names(fake)
+    assert by_name(fake)["t-a"]["limit"] == 2
+    assert "t-b" in names(fake)
 
 
 def test_apply_resumes_after_a_failure_midway(fake: LocalOpenRouter) -> None:
@@ -187,7 +197,8 @@ def test_rotation_overlap_then_disable_then_delete(fake: LocalOpenRouter) -> Non
     keys = by_name(fake)
     assert vault.hashes["t-r"] == keys["t-r"]["hash"] != old.hash
     retired = next(n for n in keys if n.startswith("t-r [retired"))
-    assert keys[retired]["hash"] == old.hash and not keys[retired]["disabled"]  # overlap: still works
+    assert keys[retired]["hash"] == old.hash
+    assert not keys[retired]["disabled"]
     sync([{"name": "t-r"}], rotation_overlap=2, rotation_grace=2)
     assert not by_name(fake)[retired]["disabled"]  # still inside the overlap
     time.sleep(2.2)

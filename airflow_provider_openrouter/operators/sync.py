@@ -23,7 +23,7 @@ from airflow_provider_openrouter._defaults import DEFAULT_CONN_ID
 from airflow_provider_openrouter.exceptions import OpenRouterError, OpenRouterValidationError
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Mapping, Sequence
+    from collections.abc import Callable, Mapping, Sequence
 
     from airflow.sdk import Context
 
@@ -81,6 +81,38 @@ def _same(current: Any, wanted: Any) -> bool:
     return bool(current == wanted)
 
 
+def _row_checks(given: dict[str, Any]) -> list[tuple[str, Callable[[], Any]]]:
+    """One check per field of a row, each run on its own so that every problem is reported."""
+    v = _validation
+    return [
+        ("name", lambda: v.validate_name(given.get("name"), field="name")),
+        ("limit", lambda: v.validate_limit(given.get("limit"))),
+        ("limit_reset", lambda: v.validate_limit_reset(given.get("limit_reset"))),
+        (
+            "include_byok_in_limit",
+            lambda: (
+                None
+                if given.get("include_byok_in_limit") is None
+                else v.validate_bool(given["include_byok_in_limit"], field="include_byok_in_limit", text=True)
+            ),
+        ),
+        (
+            "disabled",
+            lambda: bool(v.validate_bool(given.get("disabled") or False, field="disabled", text=True)),
+        ),
+        ("workspace_id", lambda: v.validate_workspace_id(given.get("workspace_id"))),
+        ("expires_at", lambda: v.validate_expires_at(given.get("expires_at"))),
+        (
+            "deliver_to_variable",
+            lambda: v.validate_variable_name(given.get("deliver_to_variable")),
+        ),
+        (
+            "rotate",
+            lambda: bool(v.validate_bool(given.get("rotate") or False, field="rotate", text=True)),
+        ),
+    ]
+
+
 def validate_tenants(rows: Any, name_prefix: str) -> list[dict[str, Any]]:
     """Every row checked; one error listing each bad row and field, before anything is sent."""
     if isinstance(rows, (str, bytes)) or not hasattr(rows, "__iter__"):
@@ -97,37 +129,12 @@ def validate_tenants(rows: Any, name_prefix: str) -> list[dict[str, Any]]:
         unknown = sorted(str(k) for k in row if k not in ROW_FIELDS)
         if unknown:
             problems.append(f"{label}: unknown field(s) {', '.join(unknown)}; known: {', '.join(ROW_FIELDS)}")
-        given = {k: v.rendered_none(row[k]) for k in ROW_FIELDS if k in row}
+        given: dict[str, Any] = {k: v.rendered_none(row[k]) for k in ROW_FIELDS if k in row}
         tenant: dict[str, Any] = {}
-        checks: list[tuple[str, Callable[[], Any]]] = [
-            ("name", lambda: v.validate_name(given.get("name"), field="name")),
-            ("limit", lambda: v.validate_limit(given.get("limit"))),
-            ("limit_reset", lambda: v.validate_limit_reset(given.get("limit_reset"))),
-            (
-                "include_byok_in_limit",
-                lambda: (
-                    None
-                    if given.get("include_byok_in_limit") is None
-                    else v.validate_bool(
-                        given["include_byok_in_limit"], field="include_byok_in_limit", text=True
-                    )
-                ),
-            ),
-            (
-                "disabled",
-                lambda: bool(v.validate_bool(given.get("disabled") or False, field="disabled", text=True)),
-            ),
-            ("workspace_id", lambda: v.validate_workspace_id(given.get("workspace_id"))),
-            ("expires_at", lambda: v.validate_expires_at(given.get("expires_at"))),
-            ("deliver_to_variable", lambda: v.validate_variable_name(given.get("deliver_to_variable"))),
-            (
-                "rotate",
-                lambda: bool(v.validate_bool(given.get("rotate") or False, field="rotate", text=True)),
-            ),
-        ]
+        checks = _row_checks(given)
         for field, check in checks:
             try:
-                tenant[field] = check()
+                tenant[field] = check()  # the checks run here, within this row's iteration
             except OpenRouterValidationError as exc:
                 problems.append(f"{label}.{field}: {exc.problem}")
         name = tenant.get("name")
@@ -305,7 +312,7 @@ class Planner:
         }
 
     def _retired(self, key: ApiKey, name: str, at: float, workspace: str | None) -> dict[str, Any] | None:
-        base = {
+        base: dict[str, Any] = {
             "tenant": None,
             "workspace_id": workspace,
             "key_hash": key.hash,
@@ -414,7 +421,7 @@ class SyncApiKeysOperator(BaseOperator):
         (below 1) of the owned keys. Default 10. Above it the run refuses before changing anything.
     :param rotate_older_than: Rotate keys older than this (seconds or a ``timedelta``); ``None``: only rows
         with ``rotate`` set.
-    :param rotation_overlap: How long a rotated-out key keeps working (default a day), before a run disables it.
+    :param rotation_overlap: How long a rotated-out key keeps working (default a day); then a run disables it.
     :param rotation_grace: How long it then stays disabled before a run deletes it (default a week).
     :param deliver_to_callable: ``deliver_to_callable(created_key, context)``: hands each new plaintext on.
     :param max_workers: Requests in flight at once while applying.
@@ -453,7 +460,8 @@ class SyncApiKeysOperator(BaseOperator):
         self.name_prefix = _validation.check_text(name_prefix, field="name_prefix", max_length=200)
         self.prune = _validation.validate_one_of(prune, ("keep", "disable", "delete"), field="prune")
         self.mode = _validation.validate_one_of(mode, ("plan_and_apply", "plan", "apply"), field="mode")
-        self.dry_run = _validation.validate_bool(dry_run, field="dry_run")
+        # Not ``self.dry_run``: BaseOperator has a method of that name.
+        self.plan_only = _validation.validate_bool(dry_run, field="dry_run")
         if (
             isinstance(max_destructive, bool)
             or not isinstance(max_destructive, (int, float))
@@ -511,8 +519,9 @@ class SyncApiKeysOperator(BaseOperator):
         return plan
 
     def _cap(self, plan: Mapping[str, Any]) -> int:
+        owned = int(plan["owned_keys"])
         if isinstance(self.max_destructive, float) and self.max_destructive < 1:
-            return math.floor(self.max_destructive * plan["owned_keys"])
+            return math.floor(self.max_destructive * owned)
         return int(self.max_destructive)
 
     def check_cap(self, plan: Mapping[str, Any]) -> None:
@@ -522,7 +531,8 @@ class SyncApiKeysOperator(BaseOperator):
             raise SyncRefusedError(
                 f"The plan disables {plan['counts']['disable']} and deletes {plan['counts']['delete']} of "
                 f"{plan['owned_keys']} owned keys under {self.name_prefix!r}: {destructive} destructive "
-                f"changes, above max_destructive={self.max_destructive!r} ({cap}). Nothing was changed. Check "
+                f"changes, above max_destructive={self.max_destructive!r} ({cap}). Nothing was changed. "
+                "Check "
                 "the tenants table (an empty or truncated table prunes everything); if the plan is right, "
                 "raise max_destructive for this run."
             )
@@ -534,7 +544,7 @@ class SyncApiKeysOperator(BaseOperator):
         plan = self.make_plan(tenants)
         if self.mode == "apply":
             self._check_approved(plan)
-        if self.dry_run:
+        if self.plan_only:
             try:
                 self.check_cap(plan)
             except SyncRefusedError as exc:
@@ -544,7 +554,7 @@ class SyncApiKeysOperator(BaseOperator):
         self.check_cap(plan)
         if self.mode == "plan":
             self.log.info(
-                "Plan only (%s): nothing was changed.", "dry_run" if self.dry_run else "mode='plan'"
+                "Plan only (%s): nothing was changed.", "dry_run" if self.plan_only else "mode='plan'"
             )
             return plan
         applied = self.apply(plan, tenants, context)
@@ -662,7 +672,7 @@ class SyncApiKeysOperator(BaseOperator):
         )
         if failures:
             raise OpenRouterError(
-                f"{len(failures)} of {len(todo)} changes failed (the rest were made; rerunning converges):\n  "
+                f"{len(failures)} of {len(todo)} changes failed (the rest were made; a rerun converges):\n  "
                 + "\n  ".join(failures[:20])
             )
         return summary
