@@ -51,11 +51,11 @@ def sync(tenants: list[dict[str, Any]], vault: Any = None, **kwargs: Any) -> dic
 
 
 def names(fake: LocalOpenRouter) -> list[str]:
-    return sorted(k["name"] for k in fake)
+    return sorted(k["name"] for k in fake.keys())  # noqa: SIM118
 
 
 def by_name(fake: LocalOpenRouter) -> dict[str, dict[str, Any]]:
-    return {k["name"]: k for k in fake}
+    return {k["name"]: k for k in fake.keys()}  # noqa: SIM118
 
 
 def test_every_plan_action(fake: LocalOpenRouter) -> None:
