@@ -38,6 +38,491 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 USER_AGENT = f"airflow-provider-openrouter/{__version__}"
+<<<<<<< HEAD
+=======
+PAGE_SIZE = 100
+# Methods whose repetition does no harm: reads, absolute PATCHes, deletes (a second DELETE at worst 404s).
+SAFE_TO_REPEAT = frozenset({"GET", "HEAD", "OPTIONS", "PATCH", "PUT", "DELETE"})
+
+
+# --------------------------------------------------------------------------------------------- requests ---
+
+
+@dataclass(frozen=True, slots=True)
+class Call(Generic[T]):
+    """One endpoint call, described without I/O: what to send and how to read the answer.
+
+    ``parse`` receives the decoded JSON document of a 2xx answer. ``recover``, when set, may turn an error
+    answer into a result; it gets the error and whether an earlier attempt may have reached the server, and
+    re-raises the error when it cannot.
+    """
+
+    method: str
+    path: str
+    parse: Callable[[Any], T]
+    query: tuple[tuple[str, str], ...] = ()
+    body: Mapping[str, Any] | None = None
+    recover: Callable[[OpenRouterAPIError, bool], T] | None = None
+
+    def target(self, base_url: str) -> str:
+        url = base_url + self.path
+        return f"{url}?{urlencode(self.query)}" if self.query else url
+
+    def payload(self) -> bytes | None:
+        if self.body is None:
+            return None
+        return json.dumps(self.body, separators=(",", ":"), allow_nan=False).encode()
+
+
+def _wire_bool(value: bool) -> str:
+    return "true" if value else "false"
+
+
+def _key_path(key_hash: str) -> str:
+    return "/keys/" + quote(key_hash, safe="")
+
+
+class Malformed(ValueError):
+    """A 2xx answer whose JSON does not have the documented shape."""
+
+
+def _data(doc: Any) -> Any:
+    if not isinstance(doc, dict) or "data" not in doc:
+        raise Malformed("the answer has no 'data' object")
+    return doc["data"]
+
+
+def _parse_key(doc: Any) -> ApiKey:
+    data = _data(doc)
+    if not isinstance(data, dict):
+        raise Malformed("'data' is not a key object")
+    return ApiKey.from_api(data)
+
+
+def _parse_page(doc: Any) -> list[ApiKey]:
+    data = _data(doc)
+    if not isinstance(data, list) or not all(isinstance(item, dict) for item in data):
+        raise Malformed("'data' is not a list of key objects")
+    return [ApiKey.from_api(item) for item in data]
+
+
+def _parse_created(doc: Any) -> CreatedApiKey:
+    plaintext = doc.get("key") if isinstance(doc, dict) else None
+    if not isinstance(plaintext, str) or not plaintext:
+        raise Malformed("the answer has no plaintext 'key'")
+    return CreatedApiKey(api_key=_parse_key(doc), plaintext=plaintext)
+
+
+def _parse_current(doc: Any) -> CurrentKey:
+    data = _data(doc)
+    if not isinstance(data, dict):
+        raise Malformed("'data' is not an object")
+    return CurrentKey.from_api(data)
+
+
+def _parse_credits(doc: Any) -> Credits:
+    data = _data(doc)
+    if not isinstance(data, dict):
+        raise Malformed("'data' is not an object")
+    return Credits.from_api(data)
+
+
+def _parse_deleted(doc: Any) -> bool:
+    if not isinstance(doc, dict) or doc.get("deleted") is not True:
+        raise Malformed("the answer does not say 'deleted': true")
+    return True
+
+
+def get_current_key_call() -> Call[CurrentKey]:
+    return Call("GET", "/key", _parse_current)
+
+
+def get_credits_call() -> Call[Credits]:
+    return Call("GET", "/credits", _parse_credits)
+
+
+def get_key_call(key_hash: Any) -> Call[ApiKey]:
+    return Call("GET", _key_path(v.validate_key_hash(key_hash)), _parse_key)
+
+
+class Listing:
+    """The pages of one ``GET /keys`` walk; the arguments are validated on creation, before any request.
+
+    The API lists newest first and pages by offset, so a key created during a walk pushes every older key one
+    place down and a key deleted pulls them up: a plain walk would report a key twice or skip one. Each page
+    is therefore asked for so that it starts with the last key of the page before (the anchor). Found where
+    expected, nothing moved; found further down, keys were created and the ones before it were seen already;
+    not found, keys were deleted: the walk steps one page back to find the anchor again, and failing that
+    starts over. Keys already reported are never reported again, so every key that existed for the whole
+    walk is reported exactly once; keys created or deleted during it may or may not be.
+    """
+
+    __slots__ = (
+        "_anchor",
+        "_backed_off",
+        "_default_workspace",
+        "_seen",
+        "done",
+        "include_disabled",
+        "include_expired",
+        "offset",
+        "restarts",
+        "workspace_id",
+    )
+
+    #: Restarts after which a walk gives up: the keys change faster than they can be read.
+    MAX_RESTARTS = 20
+
+    def __init__(self, *, include_disabled: Any, include_expired: Any, workspace_id: Any) -> None:
+        self.include_disabled = v.validate_bool(include_disabled, field="include_disabled")
+        self.include_expired = v.validate_bool(include_expired, field="include_expired")
+        self.workspace_id = v.validate_workspace_id(workspace_id)
+        self.offset = 0
+        self.done = False
+        self.restarts = 0
+        self._anchor: str | None = None
+        self._backed_off = False
+        self._seen: set[str] = set()
+        self._default_workspace: str | None = None
+
+    def start(self, default_workspace: str | None) -> Listing:
+        self._default_workspace = default_workspace
+        return self
+
+    def page(self, offset: int, default_workspace: str | None) -> Call[list[ApiKey]]:
+        query = [("offset", str(offset))] if offset else []
+        query.append(("include_disabled", _wire_bool(self.include_disabled)))
+        query.append(("include_expired", _wire_bool(self.include_expired)))
+        workspace = self.workspace_id or default_workspace
+        if workspace:
+            query.append(("workspace_id", workspace))
+        return Call("GET", "/keys", _parse_page, query=tuple(query))
+
+    def next_call(self) -> Call[list[ApiKey]]:
+        return self.page(self.offset, self._default_workspace)
+
+    def take(self, page: list[ApiKey]) -> list[ApiKey]:
+        """The keys of ``page`` not reported yet; sets :attr:`done` after the last page."""
+        if self._anchor is None:
+            fresh = page
+        else:
+            at = next((i for i, key in enumerate(page) if key.hash == self._anchor), None)
+            if at is None:
+                self._lost_anchor()
+                return []
+            fresh = page[at + 1 :]
+        self._backed_off = False
+        if len(page) < PAGE_SIZE:
+            # No total and no "has more" in the API: a page shorter than the page size is the last one.
+            self.done = True
+        else:
+            self._anchor = page[-1].hash
+            self.offset += len(page) - 1
+        fresh = [key for key in fresh if key.hash not in self._seen]
+        self._seen.update(key.hash for key in fresh)
+        return fresh
+
+    def _lost_anchor(self) -> None:
+        if self.offset > 0 and not self._backed_off:
+            self._backed_off = True
+            self.offset = max(0, self.offset - (PAGE_SIZE - 1))
+            return
+        self.restarts += 1
+        if self.restarts > self.MAX_RESTARTS:
+            raise OpenRouterError(
+                f"Listing keys: the list changed under every one of {self.MAX_RESTARTS} walks (keys are "
+                "being created or deleted faster than they can be read); try again later."
+            )
+        log.info("GET /keys: the list shifted during the walk; walking again (restart %d)", self.restarts)
+        self._anchor = None
+        self._backed_off = False
+        self.offset = 0
+
+    @staticmethod
+    def is_last(page: list[ApiKey]) -> bool:
+        return len(page) < PAGE_SIZE
+
+
+def create_key_body(
+    *,
+    name: Any,
+    limit: Any = None,
+    limit_reset: Any = None,
+    include_byok_in_limit: Any = None,
+    expires_at: Any = None,
+    workspace_id: Any = None,
+    creator_user_id: Any = None,
+) -> dict[str, Any]:
+    """The validated body of ``POST /keys``: the name and whichever optional fields are set."""
+    body: dict[str, Any] = {"name": v.validate_name(name)}
+    optional = {
+        "limit": v.validate_limit(limit),
+        "limit_reset": v.validate_limit_reset(limit_reset),
+        "include_byok_in_limit": (
+            None
+            if include_byok_in_limit is None
+            else v.validate_bool(include_byok_in_limit, field="include_byok_in_limit")
+        ),
+        "expires_at": v.validate_expires_at(expires_at),
+        "workspace_id": v.validate_workspace_id(workspace_id),
+        "creator_user_id": v.validate_creator_user_id(creator_user_id),
+    }
+    body.update({field: value for field, value in optional.items() if value is not None})
+    return body
+
+
+def create_key_call(body: Mapping[str, Any], default_workspace: str | None) -> Call[CreatedApiKey]:
+    if default_workspace and "workspace_id" not in body:
+        body = {**body, "workspace_id": default_workspace}
+    return Call("POST", "/keys", _parse_created, body=body)
+
+
+_UPDATE_CHECKS: dict[str, Callable[[Any], Any]] = {
+    "name": v.validate_name,
+    "disabled": lambda value: v.validate_bool(value, field="disabled"),
+    "limit": v.validate_limit,
+    "limit_reset": v.validate_limit_reset,
+    "include_byok_in_limit": lambda value: v.validate_bool(value, field="include_byok_in_limit"),
+    "workspace_id": lambda value: v.validate_workspace_id(value, optional=False),
+}
+
+
+def update_key_call(key_hash: Any, changes: Mapping[str, Any]) -> Call[ApiKey]:
+    """``PATCH /keys/{hash}`` with only the fields given (``UNSET`` ones left out; ``None`` clears)."""
+    path = _key_path(v.validate_key_hash(key_hash))
+    body = {field: _UPDATE_CHECKS[field](value) for field, value in changes.items() if value is not UNSET}
+    if not body:
+        v.fail("fields", f"name at least one field to change ({', '.join(_UPDATE_CHECKS)})")
+    return Call("PATCH", path, _parse_key, body=body)
+
+
+def delete_key_call(key_hash: Any, *, missing_ok: Any) -> Call[bool]:
+    path = _key_path(v.validate_key_hash(key_hash))
+    v.validate_bool(missing_ok, field="missing_ok")
+
+    def recover(error: OpenRouterAPIError, maybe_done_earlier: bool) -> bool:
+        if isinstance(error, NotFoundError):
+            # An earlier attempt whose answer got lost may well have done the deleting.
+            if maybe_done_earlier:
+                return True
+            if missing_ok:
+                return False
+        raise error
+
+    return Call("DELETE", path, _parse_deleted, recover=recover)
+
+
+# ------------------------------------------------------------------------------------------ retry policy ---
+
+
+def is_retryable(method: str, *, status: int | None = None, reached_server: bool | None = None) -> bool:
+    """Whether an attempt that ended so may be repeated. Pure: the whole retry policy in one place.
+
+    - 429: the server refused without acting, so any method, including ``POST /keys``;
+    - 5xx, or no answer after the request may have reached the server (a timeout, a dropped connection):
+      only methods that are safe to repeat, since a create may already have happened;
+    - the connection was never established (``reached_server=False``): any method.
+    """
+    if status is not None:
+        if status == 429:
+            return True
+        return status >= 500 and method in SAFE_TO_REPEAT
+    if reached_server is False:
+        return True
+    return method in SAFE_TO_REPEAT
+
+
+def default_jitter(delay: float) -> float:
+    """Spread retries of many clients over [delay/2, delay] so that they do not return in lockstep."""
+    return delay * random.uniform(0.5, 1.0)
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """At most ``max_retries`` retries, each wait at most ``max_wait`` seconds; each attempt at most
+    ``attempt_timeout`` seconds in all (``None``: unbounded), so that a whole call has a :attr:`budget`."""
+
+    max_retries: int = 3
+    max_wait: float = 60.0
+    jitter: Callable[[float], float] = default_jitter
+    base_delay: float = 0.5
+    attempt_timeout: float | None = None
+
+    def delay(self, retry_number: int, retry_after: float | None = None) -> float:
+        """Seconds to wait before retry ``retry_number`` (0-based)."""
+        if retry_after is not None:
+            return max(0.0, min(self.max_wait, retry_after))
+        backoff = min(self.max_wait, self.base_delay * 2**retry_number)
+        return max(0.0, min(self.max_wait, self.jitter(backoff)))
+
+    def waits_too_long(self, retry_after: float | None) -> bool:
+        """A server-requested wait beyond ``max_wait``: better spent by Airflow's retry than a worker slot."""
+        return retry_after is not None and retry_after > self.max_wait
+
+    @property
+    def budget(self) -> float | None:
+        """The most one call may take: every attempt at its timeout, every wait at its longest."""
+        if self.attempt_timeout is None:
+            return None
+        return self.attempt_timeout * (self.max_retries + 1) + self.max_wait * self.max_retries
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """An HTTP answer, whatever client fetched it."""
+
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """No HTTP answer. ``reached_server``: ``False`` if the request cannot have arrived, ``None`` if unknown.
+    ``permanent`` failures (a certificate the client does not trust) are not worth repeating."""
+
+    reached_server: bool | None
+    detail: str
+    permanent: bool = False
+    cause: BaseException | None = field(default=None, compare=False, repr=False)
+
+    @classmethod
+    def of(cls, exc: BaseException, reached_server: bool | None, *, permanent: bool = False) -> Failure:
+        if getattr(exc, "request", None) is not None:
+            # requests keeps the prepared request, Authorization header included, on its exceptions.
+            exc.request = None  # type: ignore[attr-defined]
+        return cls(reached_server, _root_cause(exc), permanent, exc)
+
+
+class Exchange(Generic[T]):
+    """One logical call across its attempts: decides, per outcome, whether to finish or wait and retry.
+
+    The call has a deadline (:attr:`RetryPolicy.budget` from its start): each attempt gets what is left of it
+    up to the attempt timeout (:meth:`attempt_budget`), and a retry whose wait would end past it is not made.
+    """
+
+    __slots__ = ("_error", "_maybe_done", "_result", "attempts", "call", "deadline", "policy")
+
+    def __init__(self, call: Call[T], policy: RetryPolicy) -> None:
+        self.call = call
+        self.policy = policy
+        self.attempts = 0
+        self._maybe_done = False
+        self._result: T | None = None
+        self._error: OpenRouterError | None = None
+        budget = policy.budget
+        self.deadline = None if budget is None else time.monotonic() + budget
+
+    def attempt_budget(self) -> float | None:
+        """Seconds the next attempt may take in all (connect, send, headers, body); ``None``: unbounded."""
+        timeout = self.policy.attempt_timeout
+        if timeout is None or self.deadline is None:
+            return timeout
+        return max(0.001, min(timeout, self.deadline - time.monotonic()))
+
+    def settle(self, outcome: Answer | Failure) -> float | None:
+        """Take an attempt's outcome. ``None``: finished, see :meth:`result`; a number: wait, then retry."""
+        self.attempts += 1
+        call = self.call
+        if isinstance(outcome, Answer):
+            if 200 <= outcome.status < 300:
+                log.debug("%s %s -> %s (attempt %d)", call.method, call.path, outcome.status, self.attempts)
+                self._read(outcome)
+                return None
+            api_error = api_error_from_response(
+                outcome.status,
+                outcome.body.decode("utf-8", "replace"),
+                method=call.method,
+                path=call.path,
+                headers=outcome.headers,
+            )
+            if call.recover is not None:
+                try:
+                    self._result = call.recover(api_error, self._maybe_done)
+                except OpenRouterAPIError:
+                    pass
+                else:
+                    log.info("%s %s: HTTP %s, taken as the outcome", call.method, call.path, outcome.status)
+                    return None
+            if outcome.status >= 500:
+                # A gateway may give up while the API goes ahead: the change may have been made.
+                self._maybe_done = True
+            error: OpenRouterError = api_error
+            retryable = is_retryable(call.method, status=outcome.status)
+            retry_after = error.retry_after if isinstance(error, RateLimitedError) else None
+            what = f"HTTP {outcome.status}"
+            if self.policy.waits_too_long(retry_after):
+                log.warning(
+                    "%s %s: HTTP 429 asks to wait %g s, longer than max_retry_wait (%g s): not waiting",
+                    call.method,
+                    call.path,
+                    retry_after,
+                    self.policy.max_wait,
+                )
+                self._error = error
+                return None
+        else:
+            error = OpenRouterTransportError(
+                call.method, call.path, outcome.detail, reached_server=outcome.reached_server
+            )
+            error.__cause__ = outcome.cause
+            if outcome.reached_server is not False:
+                self._maybe_done = True
+            retryable = not outcome.permanent and is_retryable(
+                call.method, reached_server=outcome.reached_server
+            )
+            retry_after = None
+            what = outcome.detail
+        if retryable and self.attempts <= self.policy.max_retries:
+            wait = self.policy.delay(self.attempts - 1, retry_after)
+            if self.deadline is not None and time.monotonic() + wait >= self.deadline:
+                log.warning("%s %s: %s; no time left for a retry", call.method, call.path, what)
+                self._error = error
+                return None
+            log.warning(
+                "%s %s: %s; retry %d of %d in %.2f s",
+                call.method,
+                call.path,
+                what,
+                self.attempts,
+                self.policy.max_retries,
+                wait,
+            )
+            return wait
+        if retryable:
+            log.warning("%s %s: %s; giving up after %d attempts", call.method, call.path, what, self.attempts)
+        else:
+            log.debug("%s %s: %s (not retried)", call.method, call.path, what)
+        self._error = error
+        return None
+
+    def _read(self, answer: Answer) -> None:
+        call = self.call
+        try:
+            self._result = call.parse(json.loads(answer.body))
+        except (ValueError, KeyError, TypeError) as exc:
+            # Neither the body nor a value from it is quoted: a create's answer carries a plaintext key.
+            if isinstance(exc, json.JSONDecodeError):
+                kind = answer.headers.get("Content-Type", "no content type")
+                problem = f"the body is not JSON ({kind}, {len(answer.body)} bytes)"
+            elif isinstance(exc, Malformed):
+                problem = str(exc)
+            elif isinstance(exc, KeyError):
+                problem = f"a required field is missing: {exc.args[0]!r}"
+            else:
+                problem = f"a field has a value of the wrong type ({type(exc).__name__})"
+            self._error = UnreadableResponseError(
+                answer.status, f"unreadable answer: {problem}", method=call.method, path=call.path
+            )
+
+    def result(self) -> T:
+        if self._error is not None:
+            raise self._error
+        return cast("T", self._result)
+
+
+# ----------------------------------------------------------------------------------------- environment ---
+>>>>>>> main
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,14 +10,13 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, NamedTuple, TypeVar
 
-from airflow_provider_openrouter import _validation as _v
-
 # Re-exported: the sentinel has a module of its own so that importing the hook does not import the models.
 from airflow_provider_openrouter._sentinel import UNSET, Unset
 
 if TYPE_CHECKING:
     import datetime as dt
     from collections.abc import Callable, Mapping
+    from types import ModuleType
 
 
 __all__ = ["UNSET", "ApiKey", "CreatedApiKey", "Credits", "CurrentKey", "Unset"]
@@ -92,8 +91,16 @@ def _writes(
 _WRITABLE: Final = "openrouter_writable"
 
 
+def _v() -> ModuleType:
+    # The checks import Airflow (through the exceptions); the models are imported by the local OpenRouter,
+    # which must not.
+    from airflow_provider_openrouter import _validation
+
+    return _validation
+
+
 def _flag(value: Any, c: Checking) -> bool:
-    return _v.validate_bool(value, field=c.field, text=c.text)
+    return bool(_v().validate_bool(value, field=c.field, text=c.text))
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,16 +115,16 @@ class ApiKey(_JsonMixin):
 
     hash: str
     name: str = field(
-        metadata=_writes(lambda value, c: _v.validate_name(value, field=c.field), required=True)
+        metadata=_writes(lambda value, c: _v().validate_name(value, field=c.field), required=True)
     )
     label: str
     disabled: bool = field(metadata=_writes(_flag, create=False))
     limit: float | None = field(
-        metadata=_writes(lambda value, c: _v.validate_limit(value, field=c.field), clears=True)
+        metadata=_writes(lambda value, c: _v().validate_limit(value, field=c.field), clears=True)
     )
     limit_remaining: float | None
     limit_reset: str | None = field(
-        metadata=_writes(lambda value, c: _v.validate_limit_reset(value, field=c.field), clears=True)
+        metadata=_writes(lambda value, c: _v().validate_limit_reset(value, field=c.field), clears=True)
     )
     include_byok_in_limit: bool = field(metadata=_writes(_flag))
     usage: float
@@ -132,16 +139,16 @@ class ApiKey(_JsonMixin):
     updated_at: str | None = None
     creator_user_id: str | None = field(
         default=None,
-        metadata=_writes(lambda value, c: _v.validate_creator_user_id(value, field=c.field), update=False),
+        metadata=_writes(lambda value, c: _v().validate_creator_user_id(value, field=c.field), update=False),
     )
     workspace_id: str | None = field(
         default=None,
-        metadata=_writes(lambda value, c: _v.validate_workspace_id(value, field=c.field, optional=False)),
+        metadata=_writes(lambda value, c: _v().validate_workspace_id(value, field=c.field, optional=False)),
     )
     expires_at: str | None = field(
         default=None,
         metadata=_writes(
-            lambda value, c: _v.validate_expires_at(value, field=c.field, now=c.now), update=False
+            lambda value, c: _v().validate_expires_at(value, field=c.field, now=c.now), update=False
         ),
     )
     external_user: str | None = None
