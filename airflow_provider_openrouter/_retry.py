@@ -176,7 +176,7 @@ class Exchange(Generic[T]):
             what = f"HTTP {outcome.status}"
             if self.policy.waits_too_long(retry_after):
                 log.warning(
-                    "%s %s: HTTP 429 asks to wait %.0f s, longer than max_retry_wait (%.0f s): not waiting",
+                    "%s %s: HTTP 429 asks to wait %g s, longer than max_retry_wait (%g s): not waiting",
                     call.method,
                     call.path,
                     retry_after,
