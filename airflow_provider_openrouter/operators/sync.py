@@ -685,8 +685,8 @@ class SyncApiKeysOperator(BaseOperator):
         context: Context,
         pacer: Pacer,
     ) -> Any:
-        from airflow_provider_openrouter._provisioning import Request
         from airflow_provider_openrouter._endpoints import create_key_body, create_key_call
+        from airflow_provider_openrouter._provisioning import Request
 
         hook = self.hook
         workspace = tenant["workspace_id"]
