@@ -685,20 +685,22 @@ class SyncApiKeysOperator(BaseOperator):
         context: Context,
         pacer: Pacer,
     ) -> Any:
+        from airflow_provider_openrouter._endpoints import create_key_body, create_key_call
         from airflow_provider_openrouter._provisioning import Request
-        from airflow_provider_openrouter._transport import create_key_body, create_key_call
 
         hook = self.hook
         workspace = tenant["workspace_id"]
 
         def create(provisional: str) -> CreatedApiKey:
             body = create_key_body(
-                name=provisional,
-                limit=tenant["limit"],
-                limit_reset=tenant["limit_reset"],
-                include_byok_in_limit=tenant["include_byok_in_limit"],
-                expires_at=tenant["expires_at"],
-                workspace_id=workspace,
+                {
+                    "name": provisional,
+                    "limit": tenant["limit"],
+                    "limit_reset": tenant["limit_reset"],
+                    "include_byok_in_limit": tenant["include_byok_in_limit"],
+                    "expires_at": tenant["expires_at"],
+                    "workspace_id": workspace,
+                }
             )
             # Masked by the batch (mask_plaintexts) before anything can deliver or log it.
             return hook._run(create_key_call(body, hook._get_config().workspace_id))
