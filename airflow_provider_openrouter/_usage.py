@@ -40,6 +40,14 @@ def _byok_field(window: str) -> str:
     return "byok_usage" if window == "lifetime" else f"byok_usage_{window}"
 
 
+def _no_limit(field: str, who: str, consequence: str) -> OpenRouterValidationError:
+    return OpenRouterValidationError(
+        field,
+        f"{who} has no spending limit, so {consequence}; set a limit on the key or wait on usage_at_least "
+        "instead",
+    )
+
+
 class UsageConditions:
     """The thresholds a sensor waits for, validated.
 
@@ -171,11 +179,7 @@ class UsageCheck:
         self.fraction = fraction
         if conditions.limit_fraction_at_least is not None:
             if key.limit is None:
-                raise OpenRouterValidationError(
-                    "limit_fraction_at_least",
-                    f"{who} has no spending limit, so no share of it can be used; set a limit on the key or "
-                    "wait on usage_at_least instead",
-                )
+                raise _no_limit("limit_fraction_at_least", who, "no share of it can be used")
             threshold = conditions.limit_fraction_at_least
             # A limit of 0 is spent from the start.
             ratio = fraction if fraction is not None else math.inf
@@ -193,11 +197,7 @@ class UsageCheck:
 
         if conditions.limit_remaining_at_most is not None:
             if key.limit_remaining is None:
-                raise OpenRouterValidationError(
-                    "limit_remaining_at_most",
-                    f"{who} has no spending limit, so nothing remains of one; set a limit on the key or wait "
-                    "on usage_at_least instead",
-                )
+                raise _no_limit("limit_remaining_at_most", who, "nothing remains of one")
             threshold = conditions.limit_remaining_at_most
             met = key.limit_remaining <= threshold
             parts.append(
