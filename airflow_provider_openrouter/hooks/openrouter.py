@@ -235,6 +235,7 @@ class OpenRouterHook(BaseHook):
         expires_at: dt.datetime | str | None = None,
         workspace_id: str | None = None,
         creator_user_id: str | None = None,
+        mask: bool = True,
     ) -> CreatedApiKey:
         """Create a key (``POST /keys``). Its plaintext is in the result this once, masked in Airflow's logs.
 
@@ -246,9 +247,12 @@ class OpenRouterHook(BaseHook):
         before the request, with
         :class:`~airflow_provider_openrouter.exceptions.OpenRouterValidationError` naming it. Not retried once
         the request may have reached OpenRouter: a lost answer could otherwise mean two keys.
-        """
-        from airflow.sdk.log import mask_secret
 
+        ``mask=False`` leaves masking to the caller, which must mask the plaintext before it can reach a log:
+        a caller creating keys by the thousand masks them in one batch
+        (:class:`~airflow_provider_openrouter.operators.sync.SyncApiKeysOperator` does), since each mask
+        registration costs a round trip to the task supervisor.
+        """
         from airflow_provider_openrouter._transport import create_key_body, create_key_call
 
         body = create_key_body(
@@ -261,7 +265,10 @@ class OpenRouterHook(BaseHook):
             creator_user_id=creator_user_id,
         )
         created = self._run(create_key_call(body, self._get_config().workspace_id))
-        mask_secret(created.plaintext)
+        if mask:
+            from airflow.sdk.log import mask_secret
+
+            mask_secret(created.plaintext)
         return created
 
     async def acreate_key(

@@ -30,10 +30,12 @@ if TYPE_CHECKING:
     from airflow_provider_openrouter.hooks.openrouter import OpenRouterHook
     from airflow_provider_openrouter.models import ApiKey, CreatedApiKey
 
-__all__ = ["SyncApiKeysOperator", "SyncRefusedError"]
+__all__ = ["PLAN_MARKDOWN_XCOM_KEY", "SyncApiKeysOperator", "SyncRefusedError", "plan_markdown"]
 
 Prune = Literal["keep", "disable", "delete"]
 Mode = Literal["plan_and_apply", "plan", "apply"]
+# Where a ``mode="plan"`` task leaves the plan as a Markdown table, for an approval step to show.
+PLAN_MARKDOWN_XCOM_KEY: Final = "plan_markdown"
 ACTIONS: Final = ("create", "update", "unchanged", "rotate", "keep", "disable", "delete")
 # The fields a tenant row compares against its key (kept small on purpose: the key fields' one declaration
 # can take it over). ``expires_at`` applies to new keys only: OpenRouter cannot change it afterwards.
@@ -344,6 +346,33 @@ def plan_table(plan: Mapping[str, Any], *, limit: int = 200) -> str:
     return "\n".join(lines)
 
 
+def _md(text: Any) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def plan_markdown(plan: Mapping[str, Any], *, limit: int = 100) -> str:
+    """The plan as a Markdown table, for an approver (the human-in-the-loop ``body`` renders Markdown)."""
+    counts = plan["counts"]
+    lines = [
+        "**Counts:** " + ", ".join(f"{a} {counts.get(a, 0)}" for a in ACTIONS),
+        "",
+        "| Action | Tenant / key | Hash | Changes / reason |",
+        "|---|---|---|---|",
+    ]
+    for item in plan["actions"][:limit]:
+        changes = ", ".join(f"{f}: {old!r} → {new!r}" for f, (old, new) in item["changes"].items())
+        detail = "; ".join(part for part in (changes, item.get("reason") or "") if part)
+        who = item["tenant"] or item.get("key_name") or ""
+        hash_ = f"`{item['key_hash'][:12]}`" if item["key_hash"] else "(new)"
+        lines.append(f"| {item['action']} | {_md(who)} | {hash_} | {_md(detail)} |")
+    if not plan["actions"]:
+        lines.append("| (nothing to change) | | | |")
+    more = len(plan["actions"]) - limit
+    if more > 0:
+        lines.append(f"\n… and {more} more: the full plan is the plan task's return value.")
+    return "\n".join(lines)
+
+
 class Pacer:
     """One rate limit for every worker thread: a 429 seen by one pauses all of them until it has passed."""
 
@@ -486,6 +515,7 @@ class SyncApiKeysOperator(BaseOperator):
         self.tenants = tenants
         self.plan = plan
         self._provisioner: Any = None
+        self._deliver_lock = threading.Lock()
 
     @functools.cached_property
     def hook(self) -> OpenRouterHook:
@@ -553,6 +583,10 @@ class SyncApiKeysOperator(BaseOperator):
             return plan
         self.check_cap(plan)
         if self.mode == "plan":
+            # For the approval step: the human-in-the-loop body renders Markdown.
+            ti = context.get("ti")
+            if ti is not None:
+                ti.xcom_push(key=PLAN_MARKDOWN_XCOM_KEY, value=plan_markdown(plan))
             self.log.info(
                 "Plan only (%s): nothing was changed.", "dry_run" if self.plan_only else "mode='plan'"
             )
@@ -686,24 +720,29 @@ class SyncApiKeysOperator(BaseOperator):
         pacer: Pacer,
     ) -> Any:
         from airflow_provider_openrouter._provisioning import Request
-        from airflow_provider_openrouter._transport import create_key_body, create_key_call
 
         hook = self.hook
         workspace = tenant["workspace_id"]
 
         def create(provisional: str) -> CreatedApiKey:
-            body = create_key_body(
-                name=provisional,
+            # mask=False: the batch masks every plaintext at once (mask_plaintexts) before delivery or a log.
+            return hook.create_key(
+                provisional,
                 limit=tenant["limit"],
                 limit_reset=tenant["limit_reset"],
                 include_byok_in_limit=tenant["include_byok_in_limit"],
                 expires_at=tenant["expires_at"],
                 workspace_id=workspace,
+                mask=False,
             )
-            # Masked by the batch (mask_plaintexts) before anything can deliver or log it.
-            return hook._run(create_key_call(body, hook._get_config().workspace_id))
 
         def deliver(created: CreatedApiKey) -> list[str]:
+            # One delivery at a time: a user's secret-store client need not be thread-safe, and neither is
+            # Airflow's in-process task channel under `airflow dags test` (Variable.set goes through it).
+            with self._deliver_lock:
+                return deliver_one(created)
+
+        def deliver_one(created: CreatedApiKey) -> list[str]:
             where = []
             if self.deliver_to_callable is not None:
                 self.deliver_to_callable(created, context)
