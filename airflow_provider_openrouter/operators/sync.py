@@ -83,36 +83,25 @@ def _same(current: Any, wanted: Any) -> bool:
     return bool(current == wanted)
 
 
-def _row_checks(given: dict[str, Any]) -> list[tuple[str, Callable[[], Any]]]:
-    """One check per field of a row, each run on its own so that every problem is reported."""
-    v = _validation
-    return [
-        ("name", lambda: v.validate_name(given.get("name"), field="name")),
-        ("limit", lambda: v.validate_limit(given.get("limit"))),
-        ("limit_reset", lambda: v.validate_limit_reset(given.get("limit_reset"))),
-        (
-            "include_byok_in_limit",
-            lambda: (
-                None
-                if given.get("include_byok_in_limit") is None
-                else v.validate_bool(given["include_byok_in_limit"], field="include_byok_in_limit", text=True)
-            ),
-        ),
-        (
-            "disabled",
-            lambda: bool(v.validate_bool(given.get("disabled") or False, field="disabled", text=True)),
-        ),
-        ("workspace_id", lambda: v.validate_workspace_id(given.get("workspace_id"))),
-        ("expires_at", lambda: v.validate_expires_at(given.get("expires_at"))),
-        (
-            "deliver_to_variable",
-            lambda: v.validate_variable_name(given.get("deliver_to_variable")),
-        ),
-        (
-            "rotate",
-            lambda: bool(v.validate_bool(given.get("rotate") or False, field="rotate", text=True)),
-        ),
-    ]
+def _optional_bool(given: dict[str, Any], field: str) -> bool | None:
+    value = given.get(field)
+    return None if value is None else _validation.validate_bool(value, field=field, text=True)
+
+
+# One check per field of a row, each run on its own so that every problem is reported. Built once: a plan of
+# 10,000 tenants runs them 90,000 times.
+_ROW_CHECKS: Final[tuple[tuple[str, Callable[[dict[str, Any]], Any]], ...]] = (
+    ("name", lambda g: _validation.validate_name(g.get("name"), field="name")),
+    ("limit", lambda g: _validation.validate_limit(g.get("limit"))),
+    ("limit_reset", lambda g: _validation.validate_limit_reset(g.get("limit_reset"))),
+    ("include_byok_in_limit", lambda g: _optional_bool(g, "include_byok_in_limit")),
+    ("disabled", lambda g: bool(_optional_bool(g, "disabled"))),
+    ("workspace_id", lambda g: _validation.validate_workspace_id(g.get("workspace_id"))),
+    ("expires_at", lambda g: _validation.validate_expires_at(g.get("expires_at"))),
+    ("deliver_to_variable", lambda g: _validation.validate_variable_name(g.get("deliver_to_variable"))),
+    ("rotate", lambda g: bool(_optional_bool(g, "rotate"))),
+)
+_KNOWN_FIELDS: Final = frozenset(ROW_FIELDS)
 
 
 def validate_tenants(rows: Any, name_prefix: str) -> list[dict[str, Any]]:
@@ -128,15 +117,14 @@ def validate_tenants(rows: Any, name_prefix: str) -> list[dict[str, Any]]:
             problems.append(f"tenants[{index}]: must be a mapping (got {type(row).__name__})")
             continue
         label = f"tenants[{index}]" + (f" ({row.get('name')!r})" if isinstance(row.get("name"), str) else "")
-        unknown = sorted(str(k) for k in row if k not in ROW_FIELDS)
-        if unknown:
+        if not _KNOWN_FIELDS.issuperset(row.keys()):
+            unknown = sorted(str(k) for k in row if k not in _KNOWN_FIELDS)
             problems.append(f"{label}: unknown field(s) {', '.join(unknown)}; known: {', '.join(ROW_FIELDS)}")
         given: dict[str, Any] = {k: v.rendered_none(row[k]) for k in ROW_FIELDS if k in row}
         tenant: dict[str, Any] = {}
-        checks = _row_checks(given)
-        for field, check in checks:
+        for field, check in _ROW_CHECKS:
             try:
-                tenant[field] = check()  # the checks run here, within this row's iteration
+                tenant[field] = check(given)
             except OpenRouterValidationError as exc:
                 problems.append(f"{label}.{field}: {exc.problem}")
         name = tenant.get("name")
@@ -251,14 +239,16 @@ class Planner:
             ]
         # Several keys under one name (made outside this operator): keep the newest, the others go the way of
         # the prune policy, and the plan says so.
-        keys = sorted(keys, key=lambda k: (_epoch(k.created_at), k.hash), reverse=True)
+        if len(keys) > 1:
+            keys = sorted(keys, key=lambda k: (_epoch(k.created_at), k.hash), reverse=True)
         key, extras = keys[0], keys[1:]
         out = [
             self._prune(extra, workspace, counts, f"duplicate of {key.hash} (the newest is kept)")
             for extra in extras
         ]
-        age = self.now - _epoch(key.created_at)
-        if tenant["rotate"] or (self.rotate_older_than is not None and age > self.rotate_older_than):
+        if tenant["rotate"] or (
+            self.rotate_older_than is not None and self.now - _epoch(key.created_at) > self.rotate_older_than
+        ):
             counts["rotate"] += 1
             reason = "asked for" if tenant["rotate"] else f"older than {self.rotate_older_than:.0f} s"
             out.append(
