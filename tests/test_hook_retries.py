@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from airflow_provider_openrouter._transport import RetryPolicy, is_retryable
+from airflow_provider_openrouter._retry import RetryPolicy, is_retryable
 from airflow_provider_openrouter.exceptions import (
     BadRequestError,
     ConflictError,
