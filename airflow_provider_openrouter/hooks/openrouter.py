@@ -291,9 +291,11 @@ class OpenRouterHook(BaseHook):
         return created
 
     @_async_twin_of(create_key)
-    async def acreate_key(self, name: str, *, mask: bool = True, **fields: Any) -> CreatedApiKey:
+    async def acreate_key(self, name: str, **fields: Any) -> CreatedApiKey:
         """:meth:`create_key` for an event loop."""
         from airflow_provider_openrouter._endpoints import create_key_call
+
+        mask = fields.pop("mask", True)
 
         call = create_key_call(_given({"name": name, **fields}), (await self._aget_config()).workspace_id)
         created = await self._arun(call)
