@@ -24,6 +24,7 @@ can share one walk of the account among them.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import random
@@ -44,7 +45,7 @@ from airflow_provider_openrouter.exceptions import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Sequence
+    from collections.abc import Callable, Iterable, Iterator, Sequence
 
     from airflow_provider_openrouter.hooks.openrouter import OpenRouterHook
     from airflow_provider_openrouter.models import ApiKey, CreatedApiKey
@@ -310,9 +311,16 @@ class Provisioner:
         if claimed is None:
             return None
         created, until = claimed
-        return self._finish(
-            name, created, until, olds=olds, deliver=deliver, workspace_id=workspace_id, retire=retire
-        )
+        with self._settled_or_undone(name, created):
+            return self._settle(
+                name,
+                created,
+                until=until,
+                olds=olds,
+                deliver=deliver,
+                workspace_id=workspace_id,
+                retire=retire,
+            )
 
     def _claim(
         self, name: str, round_no: int, create: Callable[[str], CreatedApiKey]
@@ -328,29 +336,11 @@ class Provisioner:
             self.log.warning("Creating a claim on %r got no usable answer (%s); looking again.", name, exc)
             return None
 
-    def _finish(
-        self,
-        name: str,
-        created: CreatedApiKey,
-        until: float,
-        *,
-        olds: list[ApiKey],
-        deliver: Callable[[CreatedApiKey], list[str]],
-        workspace_id: str | None,
-        view: NameView | None = None,
-        retire: Callable[[ApiKey], None] | None = None,
-    ) -> Outcome | None:
+    @contextlib.contextmanager
+    def _settled_or_undone(self, name: str, created: CreatedApiKey) -> Iterator[None]:
+        """Around settling a claim: on any failure, leave no key that nobody has."""
         try:
-            return self._settle(
-                name,
-                created,
-                until=until,
-                olds=olds,
-                deliver=deliver,
-                workspace_id=workspace_id,
-                view=view,
-                retire=retire,
-            )
+            yield
         except BaseException:
             # A failure, a timeout (AirflowTaskTimeout), a kill asked for. Before delivery: delete the key,
             # so none is left that nobody has. After: finish the rename if possible, so that the name carries
@@ -561,16 +551,17 @@ class Provisioner:
                 if claimed is not None:
                     created, until = claimed
                     try:
-                        outcome = self._finish(
-                            request.name,
-                            created,
-                            until,
-                            olds=olds,
-                            deliver=request.deliver,
-                            workspace_id=workspace_id,
-                            view=views[request.name],
-                            retire=request.retire,
-                        )
+                        with self._settled_or_undone(request.name, created):
+                            outcome = self._settle(
+                                request.name,
+                                created,
+                                until=until,
+                                olds=olds,
+                                deliver=request.deliver,
+                                workspace_id=workspace_id,
+                                view=views[request.name],
+                                retire=request.retire,
+                            )
                     except Exception as exc:
                         results[index] = exc
                         return
