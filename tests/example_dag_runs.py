@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from airflow_provider_openrouter.sensors.key_usage import RESCHEDULE_MIN_INTERVAL
 from tests.airflow_runner import ROOT
 
 if TYPE_CHECKING:
@@ -45,7 +46,11 @@ EXAMPLE_DAG_RUNS: tuple[ExampleDagRun, ...] = (
     ),
     ExampleDagRun("example_openrouter_monthly_limits"),
     ExampleDagRun("example_openrouter_decommission", conf={"tenant": "initech", "grace_period_seconds": 2}),
-    ExampleDagRun("example_openrouter_usage_watch", env={"OPENROUTER_USAGE_WATCH_POLL_SECONDS": "1"}),
+    # Its reschedule-mode sensor polls no faster than a real scheduler handles reliably.
+    ExampleDagRun(
+        "example_openrouter_usage_watch",
+        env={"OPENROUTER_USAGE_WATCH_POLL_SECONDS": f"{RESCHEDULE_MIN_INTERVAL:g}"},
+    ),
     ExampleDagRun("example_openrouter_tenant_lifecycle", conf={"watch_timeout": 120}),
 )
 

@@ -86,7 +86,10 @@ def test_example_dag_warns_then_disables_the_key(
     try:
         proc = airflow_instance.dags_test(
             DAG_ID,
-            extra_env={**fake.airflow_env(), "OPENROUTER_USAGE_WATCH_POLL_SECONDS": "1"},
+            extra_env={
+                **fake.airflow_env(),
+                "OPENROUTER_USAGE_WATCH_POLL_SECONDS": f"{RESCHEDULE_MIN_INTERVAL:g}",
+            },
             conf=json.dumps({"key_name": KEY_NAME, "daily_limit": 5}),
             check=False,
             timeout=300,
