@@ -25,8 +25,8 @@ if TYPE_CHECKING:
     from airflow_provider_openrouter.testing.control import LocalOpenRouterControl
 
 DEPLOYMENT_DAGS = ROOT / "tests" / "deployment_dags"
-# The shortest reschedule interval that survives a real scheduler (see the sensor's RESCHEDULE_MIN_INTERVAL).
-USAGE_WATCH_POLL_SECONDS = 5
+# Above the shortest reschedule interval that survives a real scheduler (RESCHEDULE_MIN_INTERVAL, 5 s).
+USAGE_WATCH_POLL_SECONDS = 10
 
 
 @pytest.fixture(scope="session")
