@@ -16,17 +16,20 @@ import difflib
 import ipaddress
 import json
 import logging
-import math
-import uuid
 from collections.abc import Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
-from airflow_provider_openrouter.exceptions import OpenRouterConnectionConfigError
+from airflow_provider_openrouter import _validation as v
+from airflow_provider_openrouter._redaction import looks_like_key, quoted, redact, remember_secret
+from airflow_provider_openrouter.exceptions import OpenRouterConnectionConfigError, OpenRouterValidationError
 from airflow_provider_openrouter.get_provider_info import CONN_FIELDS, DEFAULT_BASE_URL
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from airflow.sdk import Connection
 
 log = logging.getLogger(__name__)
@@ -58,32 +61,43 @@ class OpenRouterConnectionConfig:
     def from_connection(cls, conn: Connection) -> OpenRouterConnectionConfig:
         """Validate a connection; :class:`OpenRouterConnectionConfigError` names the bad field."""
         conn_id = str(conn.conn_id)
-        extras = _extras(conn_id, conn.extra)
-        return cls(
-            conn_id=conn_id,
-            api_key=_api_key(conn_id, conn.password),
-            base_url=base_url_from(conn_id, conn.host, port=conn.port, path=conn.schema),
-            http_referer=_header_text(conn_id, extras, "http_referer"),
-            app_title=_header_text(conn_id, extras, "app_title"),
-            app_categories=_categories(conn_id, extras),
-            timeout=_number(conn_id, extras, "timeout", DEFAULT_TIMEOUT, positive=True),
-            max_retries=_integer(conn_id, extras, "max_retries", DEFAULT_MAX_RETRIES),
-            max_retry_wait=_number(conn_id, extras, "max_retry_wait", DEFAULT_MAX_RETRY_WAIT, positive=False),
-            workspace_id=_uuid(conn_id, extras, "workspace_id"),
-        )
+        password = conn.password if isinstance(conn.password, str) else None
+        # Known from now on, so that no message of this process can quote it, whatever its shape.
+        remember_secret((password or "").strip())
+        with _field_errors(conn_id):
+            api_key = _api_key(password)
+            base_url = _base_url(conn.host, port=conn.port, path=conn.schema, api_key=api_key)
+            extras = _extras(conn_id, conn.extra)
+            return cls(
+                conn_id=conn_id,
+                api_key=api_key,
+                base_url=base_url,
+                http_referer=_header_text(extras, "http_referer"),
+                app_title=_header_text(extras, "app_title"),
+                app_categories=_categories(extras),
+                timeout=_seconds(extras, "timeout", DEFAULT_TIMEOUT),
+                max_retries=_integer(extras, "max_retries", DEFAULT_MAX_RETRIES),
+                max_retry_wait=_seconds(extras, "max_retry_wait", DEFAULT_MAX_RETRY_WAIT),
+                workspace_id=v.validate_workspace_id(_present(extras, "workspace_id")),
+            )
 
 
-def _api_key(conn_id: str, password: str | None) -> str:
+@contextmanager
+def _field_errors(conn_id: str) -> Iterator[None]:
+    """The field checks of :mod:`._validation` raise field errors; here they are errors of this connection."""
+    try:
+        yield
+    except OpenRouterValidationError as exc:
+        raise OpenRouterConnectionConfigError(conn_id, exc.field, exc.problem) from None
+
+
+def _api_key(password: str | None) -> str:
     key = (password or "").strip()
     if not key:
-        raise OpenRouterConnectionConfigError(
-            conn_id, "password", "no management key: put an OpenRouter management key in the password field"
-        )
+        v.fail("password", "no management key: put an OpenRouter management key in the password field")
     # A key with whitespace or control characters inside would corrupt (or split) the Authorization header.
     if any(ch.isspace() or not ch.isprintable() for ch in key):
-        raise OpenRouterConnectionConfigError(
-            conn_id, "password", "the management key contains whitespace or control characters"
-        )
+        v.fail("password", "the management key contains whitespace or control characters")
     return key
 
 
@@ -99,11 +113,27 @@ def _is_loopback(host: str) -> bool:
 def base_url_from(conn_id: str, host: str | None, *, port: int | None = None, path: str | None = None) -> str:
     """The API's base URL from a connection's host, port and schema (which a URI-form connection fills with
     the path), without a trailing slash."""
+    with _field_errors(conn_id):
+        return _base_url(host, port=port, path=path)
+
+
+def _base_url(
+    host: str | None, *, port: int | None = None, path: str | None = None, api_key: str | None = None
+) -> str:
+    if host is not None and not isinstance(host, str):
+        v.fail("host", f"must be a URL (got {type(host).__name__})")
     text = (host or "").strip()
     if not text:
         if port or path:
-            raise OpenRouterConnectionConfigError(conn_id, "host", "a port or path was given without a host")
+            v.fail("host", "a port or path was given without a host")
         return DEFAULT_BASE_URL
+    if looks_like_key(text) or (api_key and api_key in text):
+        v.fail(
+            "host",
+            "holds an API key, not a URL: put the management key in the password field and leave the base "
+            "URL empty for openrouter.ai",
+        )
+    shown = quoted(text, api_key)
     if "://" not in text:
         hostname = urlsplit("//" + text).hostname or ""
         text = ("http://" if _is_loopback(hostname) else "https://") + text
@@ -111,27 +141,21 @@ def base_url_from(conn_id: str, host: str | None, *, port: int | None = None, pa
         parts = urlsplit(text)
         parsed_port = parts.port
     except ValueError as exc:
-        raise OpenRouterConnectionConfigError(conn_id, "host", f"not a valid URL ({exc}): {host!r}") from None
+        v.fail("host", f"not a valid URL ({redact(str(exc), api_key)}): {shown}")
     if parts.scheme not in ("http", "https"):
-        raise OpenRouterConnectionConfigError(
-            conn_id, "host", f"the base URL must use http or https (got scheme {parts.scheme!r})"
-        )
-    if not parts.hostname:
-        raise OpenRouterConnectionConfigError(conn_id, "host", f"the base URL has no host name: {host!r}")
+        v.fail("host", f"the base URL must use http or https (got scheme {quoted(parts.scheme)})")
     if parts.username or parts.password:
-        raise OpenRouterConnectionConfigError(
-            conn_id, "host", "the base URL must not carry credentials; put the key in the password field"
-        )
+        v.fail("host", "the base URL must not carry credentials; put the key in the password field")
+    if not parts.hostname:
+        v.fail("host", f"the base URL has no host name: {shown}")
+    if any(ch.isspace() or not ch.isprintable() for ch in text):
+        v.fail("host", f"the base URL must not contain spaces or control characters: {shown}")
     if parts.query or parts.fragment:
-        raise OpenRouterConnectionConfigError(
-            conn_id, "host", "the base URL must not have a query or fragment"
-        )
+        v.fail("host", "the base URL must not have a query or fragment")
     netloc = parts.netloc
     if port is not None and parsed_port is None:
         if not isinstance(port, int) or isinstance(port, bool) or not 0 < port < 65536:
-            raise OpenRouterConnectionConfigError(
-                conn_id, "port", f"must be a TCP port number (got {port!r})"
-            )
+            v.fail("port", f"must be a TCP port number from 1 to 65535 (got {quoted(port)})")
         netloc = f"{netloc}:{port}"
     url_path = parts.path.rstrip("/")
     extra_path = (path or "").strip().strip("/")
@@ -152,130 +176,74 @@ def _extras(conn_id: str, raw: str | Mapping[str, Any] | None) -> dict[str, Any]
         try:
             data = json.loads(raw)
         except ValueError as exc:
-            raise OpenRouterConnectionConfigError(
-                conn_id, "extra", f"not valid JSON ({exc.args[0]})"
-            ) from None
+            # The decoder's message names a position, never the text around it.
+            v.fail("extra", f"not valid JSON ({exc.args[0]})")
     if not isinstance(data, dict):
-        raise OpenRouterConnectionConfigError(
-            conn_id, "extra", f"must be a JSON object (got {type(data).__name__})"
-        )
+        v.fail("extra", f"must be a JSON object (got {type(data).__name__})")
     extras: dict[str, Any] = {}
     for name, value in data.items():
-        bare = name.removeprefix(_LEGACY_PREFIX)
+        bare = str(name).removeprefix(_LEGACY_PREFIX)
         extras[bare] = value
         if bare not in CONN_FIELDS:
             close = difflib.get_close_matches(bare, CONN_FIELDS, n=1, cutoff=0.75)
             if close:
                 log.warning(
-                    "Connection %r: unknown extra field %r is ignored; did you mean %r?",
+                    "Connection %r: unknown extra field %s is ignored; did you mean %r?",
                     conn_id,
-                    bare,
+                    quoted(bare),
                     close[0],
                 )
     return extras
 
 
 def _present(extras: Mapping[str, Any], name: str) -> Any:
-    """The value, or ``None`` when absent or empty (forms save untouched fields as null or "")."""
+    """The value, or ``None`` when absent or empty: the connection form saves an untouched field as ``""``, so
+    in the extras (and only there) an empty value means "use the default"."""
     value = extras.get(name)
     if isinstance(value, str) and not value.strip():
         return None
     return value
 
 
-def _header_text(conn_id: str, extras: Mapping[str, Any], name: str) -> str | None:
+def _header_text(extras: Mapping[str, Any], name: str) -> str | None:
     value = _present(extras, name)
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        raise OpenRouterConnectionConfigError(conn_id, name, f"must be a string (got {type(value).__name__})")
-    value = value.strip()
-    if any(not ch.isprintable() for ch in value):
-        raise OpenRouterConnectionConfigError(
-            conn_id, name, "must not contain line breaks or control characters"
-        )
-    try:
-        value.encode("latin-1")
-    except UnicodeEncodeError:
-        raise OpenRouterConnectionConfigError(
-            conn_id, name, "is sent as an HTTP header and may only hold Latin-1 characters"
-        ) from None
-    return value
+    return None if value is None else v.validate_header_text(value, field=name)
 
 
-def _categories(conn_id: str, extras: Mapping[str, Any]) -> str | None:
+def _categories(extras: Mapping[str, Any]) -> str | None:
     value = _present(extras, "app_categories")
     if isinstance(value, (list, tuple)):
         if not all(isinstance(item, str) for item in value):
-            raise OpenRouterConnectionConfigError(
-                conn_id, "app_categories", "a list of categories must hold strings"
-            )
+            v.fail("app_categories", "a list of categories must hold strings")
         value = ",".join(value)
-    text = _header_text(conn_id, {"app_categories": value}, "app_categories")
+    text = _header_text({"app_categories": value}, "app_categories")
     if text is None:
         return None
     items = [item.strip() for item in text.split(",") if item.strip()]
     return ",".join(items) or None
 
 
-def _number(conn_id: str, extras: Mapping[str, Any], name: str, default: float, *, positive: bool) -> float:
+def _seconds(extras: Mapping[str, Any], name: str, default: float) -> float:
+    """A number of seconds within the bounds the connection form declares for it."""
     value = _present(extras, name)
     if value is None:
         return default
-    number: float | None = None
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        number = float(value)
-    elif isinstance(value, str):
-        try:
-            number = float(value.strip())
-        except ValueError:
-            number = None
-    if number is None or not math.isfinite(number):
-        raise OpenRouterConnectionConfigError(conn_id, name, f"must be a number of seconds (got {value!r})")
-    if positive and number <= 0:
-        raise OpenRouterConnectionConfigError(conn_id, name, f"must be greater than 0 (got {value!r})")
-    if number < 0:
-        raise OpenRouterConnectionConfigError(conn_id, name, f"must be 0 or more (got {value!r})")
-    return number
+    schema = CONN_FIELDS[name]["schema"]
+    return v.validate_seconds(
+        value, field=name, minimum=schema.get("minimum", 0.0), maximum=schema.get("maximum", v.MAX_SECONDS)
+    )
 
 
-def _integer(conn_id: str, extras: Mapping[str, Any], name: str, default: int) -> int:
+def _integer(extras: Mapping[str, Any], name: str, default: int) -> int:
     value = _present(extras, name)
     if value is None:
         return default
-    number: int | None = None
-    if isinstance(value, int) and not isinstance(value, bool):
-        number = value
-    elif isinstance(value, float) and value.is_integer():
-        number = int(value)
-    elif isinstance(value, str) and value.strip().lstrip("-").isdigit():
-        number = int(value.strip())
-    if number is None:
-        raise OpenRouterConnectionConfigError(conn_id, name, f"must be a whole number (got {value!r})")
-    maximum = CONN_FIELDS[name]["schema"].get("maximum")
-    if number < 0 or (maximum is not None and number > maximum):
-        bounds = f"between 0 and {maximum}" if maximum is not None else "0 or more"
-        raise OpenRouterConnectionConfigError(conn_id, name, f"must be {bounds} (got {value!r})")
-    return number
-
-
-def _uuid(conn_id: str, extras: Mapping[str, Any], name: str) -> str | None:
-    value = _present(extras, name)
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        raise OpenRouterConnectionConfigError(
-            conn_id, name, f"must be a UUID string (got {type(value).__name__})"
-        )
-    try:
-        uuid.UUID(value.strip())
-    except ValueError:
-        raise OpenRouterConnectionConfigError(conn_id, name, f"must be a UUID (got {value!r})") from None
-    return value.strip()
+    schema = CONN_FIELDS[name]["schema"]
+    return v.validate_int(value, field=name, minimum=schema.get("minimum", 0), maximum=schema.get("maximum"))
 
 
 def connection_form_widgets() -> dict[str, Any]:
-    """wtforms fields for the extras, built from :data:`CONN_FIELDS` (what Airflow < 3.2 renders).
+    """wtforms fields for the extras, built from :data:`CONN_FIELDS` (what Airflow 3.1 renders).
 
     wtforms and flask_appbuilder are imported here only: Airflow calls this where they are installed, and a
     missing one surfaces as the ``ImportError`` Airflow expects.

@@ -35,7 +35,6 @@ from airflow_provider_openrouter.exceptions import (
     OpenRouterAPIError,
     OpenRouterError,
     OpenRouterTransportError,
-    OpenRouterValidationError,
     RateLimitedError,
     UnreadableResponseError,
     api_error_from_response,
@@ -198,10 +197,6 @@ def create_key_body(
 ) -> dict[str, Any]:
     """The validated body of ``POST /keys``: the name and whichever optional fields are set."""
     body: dict[str, Any] = {"name": v.validate_name(name)}
-    if creator_user_id is not None and (not isinstance(creator_user_id, str) or not creator_user_id.strip()):
-        raise OpenRouterValidationError(
-            "creator_user_id", f"must be a non-empty string (got {creator_user_id!r})"
-        )
     optional = {
         "limit": v.validate_limit(limit),
         "limit_reset": v.validate_limit_reset(limit_reset),
@@ -212,7 +207,7 @@ def create_key_body(
         ),
         "expires_at": v.validate_expires_at(expires_at),
         "workspace_id": v.validate_workspace_id(workspace_id),
-        "creator_user_id": creator_user_id,
+        "creator_user_id": v.validate_creator_user_id(creator_user_id),
     }
     body.update({field: value for field, value in optional.items() if value is not None})
     return body
@@ -224,21 +219,13 @@ def create_key_call(body: Mapping[str, Any], default_workspace: str | None) -> C
     return Call("POST", "/keys", _parse_created, body=body)
 
 
-def _moved_to(workspace_id: Any) -> str:
-    if workspace_id is None:
-        raise OpenRouterValidationError(
-            "workspace_id", "must be a workspace UUID to move the key to (got None)"
-        )
-    return v.validate_workspace_id(workspace_id)  # type: ignore[return-value]
-
-
 _UPDATE_CHECKS: dict[str, Callable[[Any], Any]] = {
     "name": v.validate_name,
     "disabled": lambda value: v.validate_bool(value, field="disabled"),
     "limit": v.validate_limit,
     "limit_reset": v.validate_limit_reset,
     "include_byok_in_limit": lambda value: v.validate_bool(value, field="include_byok_in_limit"),
-    "workspace_id": _moved_to,
+    "workspace_id": lambda value: v.validate_workspace_id(value, optional=False),
 }
 
 
@@ -247,9 +234,7 @@ def update_key_call(key_hash: Any, changes: Mapping[str, Any]) -> Call[ApiKey]:
     path = _key_path(v.validate_key_hash(key_hash))
     body = {field: _UPDATE_CHECKS[field](value) for field, value in changes.items() if value is not UNSET}
     if not body:
-        raise OpenRouterValidationError(
-            "fields", f"name at least one field to change ({', '.join(_UPDATE_CHECKS)})"
-        )
+        v.fail("fields", f"name at least one field to change ({', '.join(_UPDATE_CHECKS)})")
     return Call("PATCH", path, _parse_key, body=body)
 
 

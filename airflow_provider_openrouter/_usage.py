@@ -10,15 +10,19 @@ import datetime as dt
 import math
 from typing import TYPE_CHECKING, Any, Final
 
-from airflow_provider_openrouter._validation import validate_bool, validate_limit
-from airflow_provider_openrouter.exceptions import (
-    OpenRouterValidationError,
+from airflow_provider_openrouter._redaction import quoted
+from airflow_provider_openrouter._validation import (
+    parse_instant,
+    validate_bool,
+    validate_fraction,
+    validate_limit,
+    validate_usage_window,
 )
+from airflow_provider_openrouter.exceptions import OpenRouterValidationError
 
 if TYPE_CHECKING:
     from airflow_provider_openrouter.models import ApiKey
 
-USAGE_WINDOWS: Final[tuple[str, ...]] = ("daily", "weekly", "monthly", "lifetime")
 CONDITION_FIELDS: Final[tuple[str, ...]] = (
     "usage_at_least",
     "limit_fraction_at_least",
@@ -34,40 +38,6 @@ def _usage_field(window: str) -> str:
 
 def _byok_field(window: str) -> str:
     return "byok_usage" if window == "lifetime" else f"byok_usage_{window}"
-
-
-def validate_usage_window(value: Any, *, field: str = "usage_window") -> str:
-    if not isinstance(value, str) or value not in USAGE_WINDOWS:
-        raise OpenRouterValidationError(field, f"must be one of {', '.join(USAGE_WINDOWS)} (got {value!r})")
-    return value
-
-
-def validate_fraction(value: Any, *, field: str = "limit_fraction_at_least") -> float | None:
-    """A ratio of the limit in (0, 1]: ``0.8`` means 80 %. Numeric strings (rendered templates) are fine."""
-    if value is None:
-        return None
-    number: float
-    if isinstance(value, bool):
-        raise OpenRouterValidationError(field, f"must be a ratio between 0 and 1, e.g. 0.8 (got {value!r})")
-    if isinstance(value, str):
-        try:
-            number = float(value.strip())
-        except ValueError:
-            raise OpenRouterValidationError(
-                field, f"must be a ratio between 0 and 1, e.g. 0.8 (got {value!r})"
-            ) from None
-    elif isinstance(value, (int, float)):
-        number = float(value)
-    else:
-        raise OpenRouterValidationError(
-            field, f"must be a ratio between 0 and 1, e.g. 0.8 (got {type(value).__name__})"
-        )
-    if not math.isfinite(number) or number <= 0 or number > 1:
-        hint = f"; for {number:g} % write {number / 100:g}" if 1 < number <= 100 else ""
-        raise OpenRouterValidationError(
-            field, f"must be a ratio above 0 and at most 1, e.g. 0.8 for 80 % (got {value!r}{hint})"
-        )
-    return number
 
 
 class UsageConditions:
@@ -271,16 +241,7 @@ def percent(ratio: float) -> str:
 
 def describe_key(key_hash: str, key_name: str | None) -> str:
     short = key_hash[:12] + "…"
-    return f"key {key_name!r} ({short})" if key_name else f"key {short}"
-
-
-def parse_instant(value: str) -> dt.datetime | None:
-    text = value.strip()
-    try:
-        moment = dt.datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith(("Z", "z")) else text)
-    except ValueError:
-        return None
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=dt.timezone.utc)
+    return f"key {quoted(key_name)} ({short})" if key_name else f"key {short}"
 
 
 def unavailable_reason(key: ApiKey, now: dt.datetime) -> str | None:

@@ -23,7 +23,9 @@
          └─ UnreadableResponseError    a body that is not the JSON the API promises
 
 Messages carry the HTTP method, the path, the status and OpenRouter's own message, and never a credential:
-requests are identified by method and path only, and the path of the key endpoints holds only key hashes.
+requests are identified by method and path only, the path of the key endpoints holds only key hashes, and
+every message passes through :func:`~airflow_provider_openrouter._redaction.redact` (anything shaped like an
+OpenRouter key, the management keys this process has read, credentials inside URLs) on its way in.
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ import json
 import math
 import time
 from typing import TYPE_CHECKING, Any
+
+from airflow_provider_openrouter._redaction import quoted, redact
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -47,7 +51,10 @@ except ImportError:  # pragma: no cover - Airflow 3.1
 
 
 class OpenRouterError(AirflowException):
-    """Base class of every error this provider raises."""
+    """Base class of every error this provider raises. Its message is redacted of secrets."""
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*(redact(arg) if isinstance(arg, str) else arg for arg in args))
 
 
 class OpenRouterValidationError(OpenRouterError, ValueError):
@@ -76,7 +83,7 @@ class KeyNameNotUniqueError(OpenRouterError):
         self.name = name
         self.hashes = hashes
         super().__init__(
-            f"{len(hashes)} keys are named {name!r} ({', '.join(h[:12] + '…' for h in hashes)}); "
+            f"{len(hashes)} keys are named {quoted(name)} ({', '.join(h[:12] + '…' for h in hashes)}); "
             "target one by its hash instead"
         )
 
@@ -88,7 +95,7 @@ class ApiKeyExistsError(OpenRouterError):
         self.name = name
         self.hashes = hashes
         super().__init__(
-            f"A key named {name!r} already exists (hash {', '.join(hashes)}) and if_exists='fail'. "
+            f"A key named {quoted(name)} already exists (hash {', '.join(hashes)}) and if_exists='fail'. "
             "Use if_exists='reuse' to keep it or if_exists='replace' to rotate it."
         )
 
@@ -100,7 +107,7 @@ class ApiKeyNotFoundError(OpenRouterError):
         self.key_hash = key_hash
         self.key_name = key_name
         super().__init__(
-            f"No key with hash {key_hash} exists" if key_hash else f"No key named {key_name!r} exists"
+            f"No key with hash {key_hash} exists" if key_hash else f"No key named {quoted(key_name)} exists"
         )
 
 
@@ -161,7 +168,8 @@ class OpenRouterAPIError(OpenRouterError):
         metadata: Mapping[str, Any] | None = None,
     ) -> None:
         self.status = status
-        self.message = message
+        # OpenRouter's message may quote what it was sent.
+        self.message = message = redact(message)
         self.method = method
         self.path = path
         self.code = code

@@ -48,6 +48,12 @@ def get_provider_info() -> dict[str, Any]:
             }
         ],
         "extra-links": ["airflow_provider_openrouter.links.OpenRouterKeyLink"],
+        "plugins": [
+            {
+                "name": "openrouter_keys",
+                "plugin-class": "airflow_provider_openrouter.plugins.keys_page.OpenRouterKeysPlugin",
+            }
+        ],
         "connection-types": [
             {
                 "connection-type": "openrouter",
@@ -67,7 +73,8 @@ def get_provider_info() -> dict[str, Any]:
     }
 
 
-# Declared once here; the hook's get_connection_form_widgets (read by Airflow < 3.3) is built from it too.
+# Declared once here: Airflow 3.2 and later read it above; the hook's get_connection_form_widgets, which only
+# Airflow 3.1 calls (later ones skip it when conn-fields is declared), is built from it too.
 CONN_FIELDS: dict[str, dict[str, Any]] = {
     "http_referer": {
         "label": "HTTP-Referer",

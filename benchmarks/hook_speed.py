@@ -108,7 +108,7 @@ def main() -> None:
     from openrouter import OpenRouter
 
     from airflow_provider_openrouter.testing import LocalOpenRouterControl
-    from airflow_provider_openrouter.testing.capacity import measure_capacity
+    from airflow_provider_openrouter.testing._capacity import measure_capacity
 
     with local_openrouter() as (base_url, management_key):
         control = LocalOpenRouterControl(base_url)

@@ -21,7 +21,9 @@ import statistics
 from functools import partial
 from typing import TYPE_CHECKING
 
-from airflow_provider_openrouter.testing import LocalOpenRouter, LocalOpenRouterProcess, measure_capacity
+from airflow_provider_openrouter.testing import LocalOpenRouter
+from airflow_provider_openrouter.testing._capacity import measure_capacity
+from airflow_provider_openrouter.testing._process import LocalOpenRouterProcess
 
 if TYPE_CHECKING:
     from collections.abc import Callable

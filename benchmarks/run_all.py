@@ -13,7 +13,13 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-SCRIPTS = ("import_time.py", "local_openrouter_capacity.py", "hook_speed.py", "triggers_at_scale.py")
+SCRIPTS = (
+    "import_time.py",
+    "local_openrouter_capacity.py",
+    "hook_speed.py",
+    "triggers_at_scale.py",
+    "keys_page.py",
+)
 
 
 def main() -> int:

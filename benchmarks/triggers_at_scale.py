@@ -35,7 +35,8 @@ import time
 import tracemalloc
 from typing import TYPE_CHECKING, Any
 
-from airflow_provider_openrouter.testing import LocalOpenRouterProcess, measure_capacity
+from airflow_provider_openrouter.testing._capacity import measure_capacity
+from airflow_provider_openrouter.testing._process import LocalOpenRouterProcess
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

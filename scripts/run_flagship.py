@@ -9,9 +9,11 @@ Where the DAG's keys live:
 * no ``AIRFLOW_CONN_OPENROUTER_DEFAULT`` in the environment: a local OpenRouter (the fake in
   ``airflow_provider_openrouter.testing``) is started in this process, and its keys spend money on their own
   so that the sensor has usage to watch;
-* ``AIRFLOW_CONN_OPENROUTER_DEFAULT`` set: that account (the real API). Keys are really created, limited and
-  one is deleted; usage only moves if someone uses the keys, so the usage watch ends after ``--watch-timeout``
-  seconds and the DAG carries on.
+* ``AIRFLOW_CONN_OPENROUTER_DEFAULT`` set: that account (the real API). The connection is tested first (the
+  Airflow UI's connection test): a host that does not answer, a refused key or a key that is not a management
+  key ends the run at once with one line saying what to fix (exit code 2). Keys are really created, limited
+  and one is deleted; usage only moves if someone uses the keys, so the usage watch ends after
+  ``--watch-timeout`` seconds and the DAG carries on.
 
 The summary at the end is read back from the API with ``OpenRouterHook``. It names keys by hash and masked
 label; a plaintext key is never printed (the DAG delivers each one to an encrypted Airflow Variable).
@@ -88,6 +90,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"Airflow home: {_shown(home)} (recreated)")
     prepare_home(home)
     env = airflow_env(home)
+    if real_account:
+        # A connection that cannot work would otherwise show as a wall of task tracebacks after the DAG ran.
+        ok, message = check_connection(env)
+        if not ok:
+            print(f"{message} To run against a local OpenRouter instead, unset {CONN_VAR}.", file=sys.stderr)
+            return 2
+        print(f"{CONN_VAR}: {message}")
     step_started = time.monotonic()
     _run_quiet([str(AIRFLOW), "db", "migrate"], env, home / "migrate.log", "airflow db migrate")
     print(f"Metadata database migrated ({time.monotonic() - step_started:.0f} s)")
@@ -249,6 +258,23 @@ def _environment(values: Mapping[str, str]) -> Iterator[None]:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
+
+
+def check_connection(env: Mapping[str, str]) -> tuple[bool, str]:
+    """The Airflow UI's connection test on ``AIRFLOW_CONN_OPENROUTER_DEFAULT``: one line, never a key."""
+    import logging
+
+    # The verdict says it all; the transport's own warning about the failed attempt would only repeat it.
+    transport_log = logging.getLogger("airflow_provider_openrouter.transport")
+    level = transport_log.level
+    transport_log.setLevel(logging.ERROR)
+    try:
+        with _environment({k: v for k, v in env.items() if k.startswith(("AIRFLOW", "PYTHONPATH"))}):
+            from airflow_provider_openrouter.hooks.openrouter import OpenRouterHook
+
+            return OpenRouterHook().test_connection()
+    finally:
+        transport_log.setLevel(level)
 
 
 def read_summary(env: Mapping[str, str], home: Path) -> tuple[str, list[TenantSummary]]:

@@ -21,4 +21,4 @@ os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(EXAMPLE_DAGS)
 os.environ["AIRFLOW__CORE__UNIT_TEST_MODE"] = "False"
 os.environ.pop("AIRFLOW_CONN_OPENROUTER_DEFAULT", None)
 
-pytest_plugins = ["tests.airflow_runner"]
+pytest_plugins = ["tests.airflow_runner", "airflow_provider_openrouter.testing.pytest_plugin"]

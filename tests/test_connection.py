@@ -311,7 +311,7 @@ def test_test_connection_with_regular_key(
     ok, message = OpenRouterHook().test_connection()
     assert ok is False
     assert "regular API key" in message
-    assert "needs a management key" in message
+    assert "Create a management key" in message
     assert regular.plaintext not in message
 
 

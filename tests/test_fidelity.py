@@ -23,7 +23,8 @@ from openrouter.utils.retries import BackoffStrategy, RetryConfig
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
-from airflow_provider_openrouter.testing import DEFAULT_WORKSPACE_ID, LocalOpenRouter, Status
+from airflow_provider_openrouter.testing import LocalOpenRouter, Status
+from airflow_provider_openrouter.testing._state import DEFAULT_WORKSPACE_ID
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import http.client
+import importlib.metadata
 import json
 import os
 import re
@@ -20,7 +21,6 @@ import pytest
 import requests
 
 from airflow_provider_openrouter.testing import (
-    DEFAULT_WORKSPACE_ID,
     DropAfterCommit,
     DropBeforeCommit,
     HtmlError,
@@ -28,10 +28,11 @@ from airflow_provider_openrouter.testing import (
     LocalOpenRouter,
     LocalOpenRouterControl,
     LocalOpenRouterControlError,
-    LocalOpenRouterProcess,
     Status,
-    measure_capacity,
 )
+from airflow_provider_openrouter.testing._capacity import measure_capacity
+from airflow_provider_openrouter.testing._process import LocalOpenRouterProcess
+from airflow_provider_openrouter.testing._state import DEFAULT_WORKSPACE_ID
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -1146,6 +1147,14 @@ def test_importing_the_fake_and_the_plugin_imports_no_airflow_nor_http_clients()
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
     assert result.stdout.strip() == ""
+
+
+def test_the_pytest_plugin_is_opt_in() -> None:
+    # Installing the provider must not load our fixtures into every pytest run of the environment: a suite
+    # enables them with pytest_plugins (as tests/conftest.py does), so the distribution declares no pytest11.
+    groups = {ep.group for ep in importlib.metadata.distribution("airflow-provider-openrouter").entry_points}
+    assert "apache_airflow_provider" in groups
+    assert "pytest11" not in groups
 
 
 @pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT], ids=["sigterm", "sigint"])

@@ -31,13 +31,8 @@ from airflow_provider_openrouter.operators.api_key import (
     DeleteApiKeyOperator,
     UpdateApiKeyOperator,
 )
-from airflow_provider_openrouter.testing import (
-    DEFAULT_WORKSPACE_ID,
-    DropAfterCommit,
-    DropBeforeCommit,
-    HtmlError,
-    Status,
-)
+from airflow_provider_openrouter.testing import DropAfterCommit, DropBeforeCommit, HtmlError, Status
+from airflow_provider_openrouter.testing._state import DEFAULT_WORKSPACE_ID
 
 if TYPE_CHECKING:
     from airflow_provider_openrouter.models import CreatedApiKey

@@ -19,8 +19,8 @@ from airflow_provider_openrouter.testing import (
     Latency,
     LocalOpenRouter,
     Status,
-    connection_json,
 )
+from airflow_provider_openrouter.testing._local import connection_json
 from airflow_provider_openrouter.triggers.key_usage import OpenRouterKeyUsageTrigger, shared_hook
 
 if TYPE_CHECKING:

@@ -273,8 +273,8 @@ def test_connection_test_reports_success_and_a_readable_failure(
     _row(page, WRONG_KEY_CONN_ID).get_by_role("button", name="Test Connection").click()
     failure = _toast(page, "Test Connection Failed")
     text = failure.inner_text()
-    assert "OpenRouter connection failed" in text
-    assert "401" in text
+    assert "refused its key (401" in text
+    assert "Put a valid management key in its password field" in text
     assert not _shows(WRONG_KEY, text)
     shots.take(page, "connection test with a wrong key fails readably")
 

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from airflow.sdk import BaseHook
 
+from airflow_provider_openrouter._defaults import DEFAULT_CONN_ID
 from airflow_provider_openrouter._sentinel import UNSET, Unset
 
 if TYPE_CHECKING:
@@ -36,7 +37,7 @@ class OpenRouterHook(BaseHook):
     """
 
     conn_name_attr = "openrouter_conn_id"
-    default_conn_name = "openrouter_default"
+    default_conn_name = DEFAULT_CONN_ID
     conn_type = "openrouter"
     hook_name = "OpenRouter"
 
@@ -68,7 +69,7 @@ class OpenRouterHook(BaseHook):
 
     @classmethod
     def get_connection_form_widgets(cls) -> dict[str, Any]:
-        """Extra fields of the connection form for Airflow < 3.2 (later versions read ``conn-fields``)."""
+        """Extra fields of the connection form for Airflow 3.1 (3.2 and later read ``conn-fields``)."""
         from airflow_provider_openrouter._connection import connection_form_widgets
 
         return connection_form_widgets()
@@ -246,9 +247,14 @@ class OpenRouterHook(BaseHook):
     ) -> CreatedApiKey:
         """Create a key (``POST /keys``). Its plaintext is in the result this once, masked in Airflow's logs.
 
-        ``expires_at`` (an aware datetime or ISO string, in the future) is sent as UTC with whole seconds;
-        ``workspace_id`` defaults to the connection's. Not retried once the request may have reached
-        OpenRouter: a lost answer could otherwise mean two keys.
+        ``name``: not blank, at most 255 characters, no control characters, not shaped like an API key.
+        ``limit``: 0 to 1,000,000,000 USD, or ``None``. ``limit_reset``: ``"daily"``, ``"weekly"``,
+        ``"monthly"`` or ``None``. ``expires_at`` (an aware datetime or ISO string, in the future) is sent as
+        UTC with whole seconds; ``workspace_id`` (a UUID in any spelling, sent canonical) defaults to the
+        connection's. ``""`` is refused everywhere: ``None`` means "not set". Every argument is checked
+        before the request, with
+        :class:`~airflow_provider_openrouter.exceptions.OpenRouterValidationError` naming it. Not retried once
+        the request may have reached OpenRouter: a lost answer could otherwise mean two keys.
         """
         from airflow.sdk.log import mask_secret
 
@@ -314,8 +320,9 @@ class OpenRouterHook(BaseHook):
     ) -> ApiKey:
         """Change a key (``PATCH /keys/{hash}``), sending only the fields named here.
 
-        ``limit=None`` removes the limit, ``limit_reset=None`` stops resets; an omitted field is left alone.
-        ``workspace_id`` moves the key to that workspace.
+        ``limit=None`` removes the limit, ``limit_reset=None`` stops resets; an omitted field is left alone,
+        and ``""`` is refused. The values follow :meth:`create_key`'s rules; ``workspace_id`` (a UUID) moves
+        the key to that workspace.
         """
         from airflow_provider_openrouter._transport import update_key_call
 
@@ -370,17 +377,53 @@ class OpenRouterHook(BaseHook):
     # ---------------------------------------------------------------------------- test connection ---
 
     def test_connection(self) -> tuple[bool, str]:
-        """Check the connection with ``GET /key``. Never raises."""
+        """Check the connection with one ``GET /key`` (no retries) and say, in one line, what is wrong and how
+        to fix it: an unusable field, a server that does not answer, a key OpenRouter refuses, or a key that
+        is not a management key. Never raises."""
+        from airflow_provider_openrouter._redaction import redact
+        from airflow_provider_openrouter._transport import RetryPolicy, SyncTransport, get_current_key_call
+        from airflow_provider_openrouter.exceptions import (
+            AuthenticationError,
+            OpenRouterAPIError,
+            OpenRouterConnectionConfigError,
+            OpenRouterTransportError,
+        )
+
+        conn_id = self.openrouter_conn_id
         try:
-            current = self.get_current_key()
+            config = self._get_config()
+        except OpenRouterConnectionConfigError as exc:
+            return False, f"{exc}. Fix that field of the connection."
         except Exception as exc:
-            return False, f"OpenRouter connection failed: {exc}"
+            return False, f"Connection {conn_id!r} cannot be read: {type(exc).__name__}: {redact(str(exc))}"
+        # One attempt: a connection test reports what it sees rather than waiting out the retry policy.
+        transport = SyncTransport(config, RetryPolicy(max_retries=0))
+        try:
+            current = transport.call(get_current_key_call())
+        except OpenRouterTransportError as exc:
+            return False, (
+                f"Connection {conn_id!r} cannot work: nothing usable answers at {config.base_url} "
+                f"({exc.detail}). Fix its Base URL (host; empty means https://openrouter.ai/api/v1) or start "
+                "the server there."
+            )
+        except AuthenticationError as exc:
+            return False, (
+                f"Connection {conn_id!r} cannot work: OpenRouter at {config.base_url} refused its key "
+                f"(401: {exc.message}). Put a valid management key in its password field."
+            )
+        except OpenRouterAPIError as exc:
+            return False, (
+                f"Connection {conn_id!r} cannot work: {config.base_url} answered {exc.status} "
+                f"({exc.message}). Check that its Base URL points at OpenRouter's API (it ends in /api/v1)."
+            )
+        except Exception as exc:
+            return False, f"Connection {conn_id!r} failed: {type(exc).__name__}: {redact(str(exc))}"
         finally:
-            self._close()
+            transport.close()
         if not current.is_management_key:
             return False, (
-                f"Connected, but the key ({current.label}) is a regular API key. Managing keys needs a "
-                "management key: create one at https://openrouter.ai/settings/management-keys and put it in "
-                "the password field."
+                f"Connection {conn_id!r} cannot manage keys: its key ({current.label}) is a regular API key. "
+                "Create a management key at https://openrouter.ai/settings/management-keys and put it in the "
+                "password field."
             )
         return True, f"Connected to OpenRouter with management key {current.label}."

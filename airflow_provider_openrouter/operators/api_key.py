@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal, NamedTuple
 from airflow.sdk import BaseOperator
 
 from airflow_provider_openrouter import _validation
+from airflow_provider_openrouter._defaults import DEFAULT_CONN_ID
 
 # The sentinel without the models module: this module is imported by every DAG file that uses it.
 from airflow_provider_openrouter._sentinel import UNSET, Unset
@@ -50,77 +51,26 @@ __all__ = [
 PLAINTEXT_XCOM_KEY: Final = "openrouter_api_key"
 
 IfExists = Literal["fail", "reuse", "replace"]
-_IF_EXISTS: Final = ("fail", "reuse", "replace")
-_TEMPLATE_MARKERS: Final = ("{{", "{%", "{#")
-# Jinja renders a Python ``None`` as the text "None": read it (and an empty rendering) back as None.
-_NONE_TEXTS: Final = frozenset({"", "none", "null"})
-# Airflow's limit on a Variable's key (ID_LEN).
-_VARIABLE_KEY_MAX = 250
 # Any moment passes the "in the future" check: at parse time only the form of ``expires_at`` is checked, so a
 # DAG file does not stop importing the day its literal date passes.
 _DAWN_OF_TIME: Final = dt.datetime(1, 1, 2, tzinfo=dt.timezone.utc)
 
 
-def _is_literal(value: Any) -> bool:
-    """Whether a value is known when the DAG file is parsed (not a template, not an upstream's output)."""
-    if isinstance(value, str):
-        return not any(marker in value for marker in _TEMPLATE_MARKERS)
-    return value is None or isinstance(value, (bool, int, float, dt.datetime))
-
-
-def _none_if_blank(value: Any) -> Any:
-    if isinstance(value, str) and value.strip().lower() in _NONE_TEXTS:
-        return None
-    return value
-
-
-def _bool(value: Any, field: str) -> bool:
-    """A bool, also from a rendered template ("True" / "false")."""
-    if isinstance(value, str):
-        text = value.strip().lower()
-        if text in ("true", "false"):
-            return text == "true"
-    return _validation.validate_bool(value, field=field)
-
-
-def _optional_bool(value: Any, field: str) -> bool | None:
-    value = _none_if_blank(value)
-    return None if value is None else _bool(value, field)
-
-
-def _optional_text(value: Any, field: str) -> str | None:
-    value = _none_if_blank(value)
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        raise OpenRouterValidationError(field, f"must be a string or None (got {type(value).__name__})")
-    return value
-
-
-def _variable_name(value: Any, field: str = "deliver_to_variable") -> str | None:
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        raise OpenRouterValidationError(field, f"must be the name of a Variable (got {type(value).__name__})")
-    if not value.strip():
-        raise OpenRouterValidationError(field, "must not be empty (did a template render to nothing?)")
-    if len(value) > _VARIABLE_KEY_MAX:
-        raise OpenRouterValidationError(field, f"must be at most {_VARIABLE_KEY_MAX} characters")
-    return value
-
-
-def _target(key_hash: Any, key_name: Any) -> None:
-    """Exactly one of ``key_hash`` / ``key_name``; their values are checked when literal."""
+def _target(key_hash: Any, key_name: Any, *, rendered: bool) -> tuple[str | None, str | None]:
+    """Exactly one of ``key_hash`` / ``key_name``, each checked when literal (all of them once rendered)."""
+    if rendered:
+        key_hash, key_name = _validation.rendered_none(key_hash), _validation.rendered_none(key_name)
     if (key_hash is None) == (key_name is None):
-        raise OpenRouterValidationError(
+        _validation.fail(
             "key_hash, key_name",
             "give exactly one: the key's hash or its exact name"
             + (" (got both)" if key_hash is not None else " (got neither)"),
         )
-    if key_hash is not None and _is_literal(key_hash):
-        _validation.validate_key_hash(key_hash)
-    if key_name is not None and _is_literal(key_name):
-        _validation.validate_name(key_name, field="key_name")
+    if key_hash is not None and (rendered or _validation.is_literal(key_hash)):
+        return _validation.validate_key_hash(key_hash), None
+    if key_name is not None and (rendered or _validation.is_literal(key_name)):
+        return None, _validation.validate_name(key_name, field="key_name")
+    return None, None
 
 
 def _callable_name(func: Callable[..., Any]) -> str:
@@ -139,11 +89,9 @@ class _KeyOperator(BaseOperator):
 
     operator_extra_links = (OpenRouterKeyLink(),)
 
-    def __init__(self, *, openrouter_conn_id: str = "openrouter_default", **kwargs: Any) -> None:
+    def __init__(self, *, openrouter_conn_id: str = DEFAULT_CONN_ID, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        if not isinstance(openrouter_conn_id, str) or not openrouter_conn_id:
-            raise OpenRouterValidationError("openrouter_conn_id", "must be a connection id")
-        self.openrouter_conn_id = openrouter_conn_id
+        self.openrouter_conn_id = _validation.validate_conn_id(openrouter_conn_id)
 
     @functools.cached_property
     def hook(self) -> OpenRouterHook:
@@ -178,10 +126,7 @@ class _KeyOperator(BaseOperator):
 
     @staticmethod
     def _rendered_target(key_hash: Any, key_name: Any) -> tuple[str | None, str | None]:
-        _target(key_hash, key_name)
-        if key_hash is not None:
-            return _validation.validate_key_hash(key_hash), None
-        return None, _validation.validate_name(key_name, field="key_name")
+        return _target(key_hash, key_name, rendered=True)
 
 
 class _CreateArgs(NamedTuple):
@@ -261,28 +206,39 @@ class CreateApiKeyOperator(_KeyOperator):
     ``"replaced"``), ``plaintext_issued``, ``plaintext_delivered_to`` (names of the destinations, never the
     plaintext), ``replaced_key_hashes`` and ``deleted_orphan_key_hashes``.
 
-    :param name: Name of the key; also what makes the operator idempotent. (templated)
-    :param limit: Spending limit in USD, or ``None`` for no limit. (templated)
+    :param name: Name of the key; also what makes the operator idempotent: not blank, at most 255 characters,
+        no control characters or line breaks, not shaped like an API key. (templated)
+    :param limit: Spending limit in USD, a number from 0 to 1,000,000,000 (a numeric string too), or ``None``
+        for no limit. (templated)
     :param limit_reset: When usage counted against the limit resets: ``"daily"``, ``"weekly"``,
         ``"monthly"``, or ``None`` for never. (templated)
-    :param include_byok_in_limit: Whether bring-your-own-key spend counts toward the limit; ``None`` leaves
-        it to OpenRouter's default. (templated)
+    :param include_byok_in_limit: ``True`` or ``False`` (also as the text a template renders): whether
+        bring-your-own-key spend counts toward the limit; ``None`` leaves it to OpenRouter's default.
+        (templated)
     :param expires_at: When the key stops working: a timezone-aware ``datetime`` (pendulum's included) or an
         ISO 8601 string with an offset, in the future; sent in UTC with whole seconds. A template such as
         ``"{{ dag_run.run_after + macros.timedelta(days=30) }}"`` works with and without
         ``render_template_as_native_obj``, and on runs without a logical date (which have no data interval).
         ``None`` means the key never expires. (templated)
-    :param workspace_id: Workspace (UUID) to create the key in, and to look for a key of the same name in;
-        ``None`` means the connection's default workspace. (templated)
-    :param creator_user_id: OpenRouter user to record as the key's creator. (templated)
+    :param workspace_id: Workspace (UUID, any spelling; sent canonical) to create the key in, and to look for
+        a key of the same name in; ``None`` means the connection's default workspace. (templated)
+    :param creator_user_id: OpenRouter user to record as the key's creator: a non-blank single line, or
+        ``None``. (templated)
     :param if_exists: What to do when a key with this name exists: ``"fail"``, ``"reuse"`` or ``"replace"``.
-    :param deliver_to_variable: Name of the Airflow Variable to write the plaintext to. (templated)
+    :param deliver_to_variable: Name of the Airflow Variable to write the plaintext to: at most 250
+        characters, one line. (templated)
     :param deliver_to_callable: Function called as ``deliver_to_callable(created_key, context)`` with the
         :class:`~airflow_provider_openrouter.models.CreatedApiKey` (its ``plaintext`` attribute is the key);
         it must raise if it could not store the key.
     :param push_plaintext_to_xcom: Also push the plaintext to the XCom ``openrouter_api_key``. Off by default;
         logs a warning when on.
-    :param openrouter_conn_id: The OpenRouter connection (its password is the management key).
+    :param openrouter_conn_id: The OpenRouter connection (its password is the management key): a connection
+        id of letters, digits, ``_``, ``.`` and ``-``.
+
+    An empty string never means "none": clearing is ``None``, and a template clears by rendering ``None``
+    (see :ref:`howto/operator:empty-values`). Literal arguments are checked when the DAG file is parsed,
+    templated ones once rendered, before any request; a bad one raises
+    :class:`~airflow_provider_openrouter.exceptions.OpenRouterValidationError` naming it.
 
     For more information on how to use this operator, take a look at the guide:
     :ref:`howto/operator:CreateApiKeyOperator`
@@ -314,7 +270,7 @@ class CreateApiKeyOperator(_KeyOperator):
         deliver_to_variable: str | None = None,
         deliver_to_callable: Callable[[CreatedApiKey, Context], None] | None = None,
         push_plaintext_to_xcom: bool = False,
-        openrouter_conn_id: str = "openrouter_default",
+        openrouter_conn_id: str = DEFAULT_CONN_ID,
         **kwargs: Any,
     ) -> None:
         super().__init__(openrouter_conn_id=openrouter_conn_id, **kwargs)
@@ -335,10 +291,7 @@ class CreateApiKeyOperator(_KeyOperator):
 
     def _validate_static(self) -> None:
         """Check what is known when the DAG file is parsed; templates are checked once rendered."""
-        if self.if_exists not in _IF_EXISTS:
-            raise OpenRouterValidationError(
-                "if_exists", f"must be one of {', '.join(_IF_EXISTS)} (got {self.if_exists!r})"
-            )
+        _validation.validate_one_of(self.if_exists, _validation.IF_EXISTS, field="if_exists")
         _validation.validate_bool(self.push_plaintext_to_xcom, field="push_plaintext_to_xcom")
         if self.deliver_to_callable is not None and not callable(self.deliver_to_callable):
             raise OpenRouterValidationError("deliver_to_callable", "must be a function or None")
@@ -352,32 +305,34 @@ class CreateApiKeyOperator(_KeyOperator):
                 "none is set, so the new key's plaintext, which OpenRouter shows only once, would be lost; "
                 "set at least one",
             )
-        if _is_literal(self.deliver_to_variable):
-            _variable_name(self.deliver_to_variable)
+        if _validation.is_literal(self.deliver_to_variable):
+            _validation.validate_variable_name(self.deliver_to_variable)
         literal = {field: getattr(self, field) for field in self.template_fields}
-        literal = {field: value for field, value in literal.items() if _is_literal(value)}
+        literal = {field: value for field, value in literal.items() if _validation.is_literal(value)}
         self._create_args(literal, now=_DAWN_OF_TIME)
 
     def _create_args(self, values: dict[str, Any], *, now: dt.datetime | None = None) -> _CreateArgs:
         """Validate (and normalise) the create fields present in ``values``."""
-        expires_at = _none_if_blank(values.get("expires_at"))
+        v = _validation
+        given = {field: v.rendered_none(value) for field, value in values.items()}
+        byok = given.get("include_byok_in_limit")
         return _CreateArgs(
-            name=_validation.validate_name(values["name"]) if "name" in values else "",
-            limit=_validation.validate_limit(_none_if_blank(values.get("limit"))),
-            limit_reset=_validation.validate_limit_reset(_none_if_blank(values.get("limit_reset"))),
-            include_byok_in_limit=_optional_bool(
-                values.get("include_byok_in_limit"), "include_byok_in_limit"
+            name=v.validate_name(given["name"]) if "name" in given else "",
+            limit=v.validate_limit(given.get("limit")),
+            limit_reset=v.validate_limit_reset(given.get("limit_reset")),
+            include_byok_in_limit=(
+                None if byok is None else v.validate_bool(byok, field="include_byok_in_limit", text=True)
             ),
-            expires_at=_validation.validate_expires_at(expires_at, now=now),
-            workspace_id=_validation.validate_workspace_id(_none_if_blank(values.get("workspace_id"))),
-            creator_user_id=_optional_text(values.get("creator_user_id"), "creator_user_id"),
+            expires_at=v.validate_expires_at(given.get("expires_at"), now=now),
+            workspace_id=v.validate_workspace_id(given.get("workspace_id")),
+            creator_user_id=v.validate_creator_user_id(given.get("creator_user_id")),
         )
 
     # -- execution -------------------------------------------------------------------------------------------
 
     def execute(self, context: Context) -> dict[str, Any]:
         args = self._create_args({field: getattr(self, field) for field in self.template_fields})
-        variable = _variable_name(self.deliver_to_variable)
+        variable = _validation.validate_variable_name(self.deliver_to_variable)
         existing = self._keys_named(args.name, args.workspace_id)
         if existing:
             hashes = [key.hash for key in existing]
@@ -626,15 +581,19 @@ class UpdateApiKeyOperator(_KeyOperator):
     The return value is the key's metadata after the update plus ``changed``, ``changed_fields`` and
     ``previous`` (the changed fields' old values).
 
-    :param key_hash: Hash of the key to change. (templated)
+    :param key_hash: Hash of the key to change: 64 lower-case hex characters. (templated)
     :param key_name: Exact name of the key to change, looked up in the connection's default workspace; more
         than one key of that name is an error. (templated)
-    :param name: New name. (templated)
+    :param name: New name, by the rule of :class:`CreateApiKeyOperator`'s ``name``. (templated)
     :param disabled: ``True`` to disable the key, ``False`` to enable it. (templated)
-    :param limit: New spending limit in USD; ``None`` removes the limit. (templated)
+    :param limit: New spending limit in USD, 0 to 1,000,000,000; ``None`` removes the limit. (templated)
     :param limit_reset: ``"daily"``, ``"weekly"``, ``"monthly"``; ``None`` stops resets. (templated)
-    :param include_byok_in_limit: Whether bring-your-own-key spend counts toward the limit. (templated)
-    :param workspace_id: Workspace (UUID) to move the key to. (templated)
+    :param include_byok_in_limit: ``True`` or ``False``: whether bring-your-own-key spend counts toward the
+        limit. (templated)
+    :param workspace_id: Workspace (UUID, any spelling; sent canonical) to move the key to. (templated)
+
+    ``""`` is refused for every field; ``None`` (or a template rendering ``None``, see
+    :ref:`howto/operator:empty-values`) clears ``limit`` and ``limit_reset``.
     :param openrouter_conn_id: The OpenRouter connection (its password is the management key).
 
     For more information on how to use this operator, take a look at the guide:
@@ -655,7 +614,7 @@ class UpdateApiKeyOperator(_KeyOperator):
         limit_reset: str | Unset | None = UNSET,
         include_byok_in_limit: bool | str | Unset = UNSET,
         workspace_id: str | Unset = UNSET,
-        openrouter_conn_id: str = "openrouter_default",
+        openrouter_conn_id: str = DEFAULT_CONN_ID,
         **kwargs: Any,
     ) -> None:
         super().__init__(openrouter_conn_id=openrouter_conn_id, **kwargs)
@@ -680,27 +639,35 @@ class UpdateApiKeyOperator(_KeyOperator):
         self.limit_reset: Any = None if limit_reset is UNSET else limit_reset
         self.include_byok_in_limit: Any = None if include_byok_in_limit is UNSET else include_byok_in_limit
         self.workspace_id: Any = None if workspace_id is UNSET else workspace_id
-        _target(key_hash, key_name)
+        _target(key_hash, key_name, rendered=False)
         if not self.update_fields:
             raise OpenRouterValidationError(
                 ", ".join(_UPDATE_FIELDS), "nothing to update: give at least one of these fields"
             )
         self._changes(
-            {field: getattr(self, field) for field in self.update_fields if _is_literal(getattr(self, field))}
+            {
+                field: getattr(self, field)
+                for field in self.update_fields
+                if _validation.is_literal(getattr(self, field))
+            }
         )
 
     @staticmethod
     def _changes(values: dict[str, Any]) -> dict[str, Any]:
-        """Validate (and normalise) the given update fields."""
+        """Validate (and normalise) the given update fields; ``None`` (or a template's ``"None"``) clears
+        ``limit`` and ``limit_reset``, and ``""`` is refused everywhere."""
+        v = _validation
         checks: dict[str, Callable[[Any], Any]] = {
-            "name": _validation.validate_name,
-            "disabled": lambda v: _bool(v, "disabled"),
-            "limit": lambda v: _validation.validate_limit(_none_if_blank(v)),
-            "limit_reset": lambda v: _validation.validate_limit_reset(_none_if_blank(v)),
-            "include_byok_in_limit": lambda v: _bool(v, "include_byok_in_limit"),
-            "workspace_id": _workspace_to_move_to,
+            "name": v.validate_name,
+            "disabled": lambda value: v.validate_bool(value, field="disabled", text=True),
+            "limit": v.validate_limit,
+            "limit_reset": v.validate_limit_reset,
+            "include_byok_in_limit": lambda value: v.validate_bool(
+                value, field="include_byok_in_limit", text=True
+            ),
+            "workspace_id": lambda value: v.validate_workspace_id(value, optional=False),
         }
-        return {field: checks[field](value) for field, value in values.items()}
+        return {field: checks[field](v.rendered_none(value)) for field, value in values.items()}
 
     def execute(self, context: Context) -> dict[str, Any]:
         key_hash, key_name = self._rendered_target(self.key_hash, self.key_name)
@@ -729,15 +696,6 @@ class UpdateApiKeyOperator(_KeyOperator):
         return {**updated.to_dict(), "changed": True, "changed_fields": list(changes), "previous": previous}
 
 
-def _workspace_to_move_to(value: Any) -> str:
-    moved = _validation.validate_workspace_id(value)
-    if moved is None:
-        raise OpenRouterValidationError(
-            "workspace_id", "must be the UUID of the workspace to move the key to"
-        )
-    return moved
-
-
 class DeleteApiKeyOperator(_KeyOperator):
     """Delete an OpenRouter API key, named by ``key_hash`` or by its exact ``key_name`` (exactly one).
 
@@ -748,11 +706,11 @@ class DeleteApiKeyOperator(_KeyOperator):
     with ``missing_ok`` and no such key it is ``{"deleted": False, "hash": ..., "name": ...}`` holding
     whichever of the two the key was named by.
 
-    :param key_hash: Hash of the key to delete. (templated)
+    :param key_hash: Hash of the key to delete: 64 lower-case hex characters. (templated)
     :param key_name: Exact name of the key to delete, looked up in the connection's default workspace; more
         than one key of that name is an error. (templated)
-    :param missing_ok: Succeed when no such key exists (it may have been deleted by an earlier try),
-        instead of failing.
+    :param missing_ok: ``True`` or ``False``: succeed when no such key exists (it may have been deleted by an
+        earlier try), instead of failing.
     :param openrouter_conn_id: The OpenRouter connection (its password is the management key).
 
     For more information on how to use this operator, take a look at the guide:
@@ -768,14 +726,14 @@ class DeleteApiKeyOperator(_KeyOperator):
         key_hash: str | None = None,
         key_name: str | None = None,
         missing_ok: bool = False,
-        openrouter_conn_id: str = "openrouter_default",
+        openrouter_conn_id: str = DEFAULT_CONN_ID,
         **kwargs: Any,
     ) -> None:
         super().__init__(openrouter_conn_id=openrouter_conn_id, **kwargs)
         self.key_hash = key_hash
         self.key_name = key_name
         self.missing_ok = missing_ok
-        _target(key_hash, key_name)
+        _target(key_hash, key_name, rendered=False)
         _validation.validate_bool(missing_ok, field="missing_ok")
 
     def execute(self, context: Context) -> dict[str, Any]:

@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from airflow.sdk import BaseSensorOperator, PokeReturnValue
 
+from airflow_provider_openrouter import _validation as v
+from airflow_provider_openrouter._defaults import DEFAULT_CONN_ID
 from airflow_provider_openrouter._usage import (
     CONDITION_FIELDS,
     EVENT_STATUSES,
@@ -17,14 +19,6 @@ from airflow_provider_openrouter._usage import (
     describe_key,
     evaluate,
     unavailable_message,
-    validate_fraction,
-    validate_usage_window,
-)
-from airflow_provider_openrouter._validation import (
-    validate_bool,
-    validate_key_hash,
-    validate_limit,
-    validate_name,
 )
 from airflow_provider_openrouter.exceptions import (
     NotFoundError,
@@ -75,10 +69,6 @@ _TRANSIENT: tuple[type[OpenRouterError], ...] = (
 )
 
 
-def _is_template(value: Any) -> bool:
-    return isinstance(value, str) and ("{{" in value or "{%" in value)
-
-
 class OpenRouterKeyUsageSensor(BaseSensorOperator):
     """Wait until an OpenRouter API key's usage reaches a threshold.
 
@@ -104,29 +94,43 @@ class OpenRouterKeyUsageSensor(BaseSensorOperator):
     with ``soft_fail``). ``timeout`` works the same in the poke, reschedule and deferrable modes: the wait
     ends with ``AirflowSensorTimeout`` (a skip with ``soft_fail``).
 
-    :param key_hash: Hash of the key to watch. Templated.
+    :param key_hash: Hash of the key to watch: 64 lower-case hex characters. Templated.
     :param key_name: Exact name of the key to watch, instead of ``key_hash``; it must match exactly one key.
+        A name as :class:`~airflow_provider_openrouter.operators.api_key.CreateApiKeyOperator` accepts it.
         Templated.
     :param usage_window: ``"daily"``, ``"weekly"``, ``"monthly"`` or ``"lifetime"``. Templated.
-    :param usage_at_least: Succeed when the usage in the window reaches this many USD. Templated.
+    :param usage_at_least: Succeed when the usage in the window reaches this many USD: a number from 0 to
+        1,000,000,000 (a numeric string too), or ``None``. Templated.
     :param limit_fraction_at_least: Succeed when the usage in the window reaches this share of the key's
-        limit, a ratio above 0 and at most 1. Templated.
-    :param limit_remaining_at_most: Succeed when the key's remaining limit falls to this many USD. Templated.
-    :param include_byok: Count the key's BYOK (bring your own key) usage in the window too.
-    :param match_all: Succeed only when every given condition holds, rather than any one of them.
-    :param openrouter_conn_id: The OpenRouter connection to use (its password is a management key).
-    :param deferrable: Wait in the triggerer instead of a worker slot. Defaults to
+        limit: a ratio above 0 and at most 1 (``0.8`` for 80 %), or ``None``. Templated.
+    :param limit_remaining_at_most: Succeed when the key's remaining limit falls to this many USD: a number
+        from 0 to 1,000,000,000, or ``None``. Templated. At least one of the three conditions is required; a
+        template clears one by rendering to ``None`` (see :ref:`howto/operator:empty-values`), never to
+        ``""``.
+    :param include_byok: ``True`` or ``False``: count the key's BYOK (bring your own key) usage in the window
+        too.
+    :param match_all: ``True`` or ``False``: succeed only when every given condition holds, rather than any
+        one of them.
+    :param openrouter_conn_id: The OpenRouter connection to use (its password is a management key): letters,
+        digits, ``_``, ``.`` and ``-``.
+    :param deferrable: ``True`` or ``False``: wait in the triggerer instead of a worker slot. Defaults to
         ``[operators] default_deferrable``.
-    :param max_consecutive_failures: How many polls in a row may fail transiently (network errors, server
-        errors, unreadable answers) before the sensor fails, in poke and deferrable modes. The hook's own
-        retries (the connection's ``max_retries``) happen within each poll. A rate limit (429) is not a
-        failure: the next poll waits at least the ``Retry-After`` OpenRouter asked for.
-    :param poke_interval: Time between polls, in seconds or as a ``timedelta``.
-    :param timeout: How long to wait in all, in seconds or as a ``timedelta``, in every mode. Defaults to
-        ``[sensors] default_timeout``.
+    :param max_consecutive_failures: How many polls in a row (a whole number, 0 or more) may fail transiently
+        (network errors, server errors, unreadable answers) before the sensor fails, in poke and deferrable
+        modes. The hook's own retries (the connection's ``max_retries``) happen within each poll. A rate limit
+        (429) is not a failure: the next poll waits at least the ``Retry-After`` OpenRouter asked for.
+    :param poke_interval: Time between polls, in seconds or as a ``timedelta``: finite, at least 0.05 s (no
+        tight polling loop), at most ten years.
+    :param timeout: How long to wait in all, in seconds or as a ``timedelta`` (finite, 0 to ten years), in
+        every mode. Defaults to ``[sensors] default_timeout``.
     :param mode: ``"poke"`` (hold a worker slot between polls) or ``"reschedule"`` (free it); ignored when
         ``deferrable``.
-    :param soft_fail: Skip the task instead of failing it on timeout or when the key becomes unusable.
+    :param soft_fail: ``True`` or ``False``: skip the task instead of failing it on timeout or when the key
+        becomes unusable.
+
+    Literal arguments are checked when the DAG file is parsed, templated ones once rendered, before any
+    request; a bad one raises :class:`~airflow_provider_openrouter.exceptions.OpenRouterValidationError`
+    naming it.
 
     For more information on how to use this sensor, take a look at the guide:
     :ref:`howto/sensor:OpenRouterKeyUsageSensor`
@@ -153,7 +157,7 @@ class OpenRouterKeyUsageSensor(BaseSensorOperator):
         limit_remaining_at_most: float | str | None = None,
         include_byok: bool = False,
         match_all: bool = False,
-        openrouter_conn_id: str = "openrouter_default",
+        openrouter_conn_id: str = DEFAULT_CONN_ID,
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         max_consecutive_failures: int = 3,
         poke_interval: dt.timedelta | float = 60,
@@ -162,10 +166,18 @@ class OpenRouterKeyUsageSensor(BaseSensorOperator):
         soft_fail: bool = False,
         **kwargs: Any,
     ) -> None:
+        # Checked before Airflow's own handling, which lets NaN or infinity through to date arithmetic.
+        poke_interval = v.validate_poll_interval(poke_interval, field="poke_interval")
         if timeout is not None:
             # Airflow 3.1 reads its default from the config only when no timeout is passed at all.
-            kwargs["timeout"] = timeout
-        super().__init__(poke_interval=poke_interval, mode=mode, soft_fail=soft_fail, **kwargs)
+            kwargs["timeout"] = v.validate_seconds(timeout, field="timeout")
+        v.validate_one_of(mode, v.SENSOR_MODES, field="mode")
+        super().__init__(
+            poke_interval=poke_interval,
+            mode=mode,
+            soft_fail=v.validate_bool(soft_fail, field="soft_fail"),
+            **kwargs,
+        )
         if self.mode == "reschedule" and not deferrable and self.poke_interval < RESCHEDULE_MIN_INTERVAL:
             warnings.warn(
                 f"{self.task_id}: poke_interval={self.poke_interval:g} s in reschedule mode is below "
@@ -180,60 +192,59 @@ class OpenRouterKeyUsageSensor(BaseSensorOperator):
         self.usage_at_least = usage_at_least
         self.limit_fraction_at_least = limit_fraction_at_least
         self.limit_remaining_at_most = limit_remaining_at_most
-        self.include_byok = validate_bool(include_byok, field="include_byok")
-        self.match_all = validate_bool(match_all, field="match_all")
-        self.openrouter_conn_id = openrouter_conn_id
-        self.deferrable = validate_bool(deferrable, field="deferrable")
-        if (
-            isinstance(max_consecutive_failures, bool)
-            or not isinstance(max_consecutive_failures, int)
-            or (max_consecutive_failures < 0)
-        ):
-            raise OpenRouterValidationError(
-                "max_consecutive_failures", f"must be an integer >= 0 (got {max_consecutive_failures!r})"
-            )
-        self.max_consecutive_failures = max_consecutive_failures
-        self._validate_literals()
+        self.include_byok = v.validate_bool(include_byok, field="include_byok")
+        self.match_all = v.validate_bool(match_all, field="match_all")
+        self.openrouter_conn_id = v.validate_conn_id(openrouter_conn_id)
+        self.deferrable = v.validate_bool(deferrable, field="deferrable")
+        self.max_consecutive_failures = v.validate_int(
+            max_consecutive_failures, field="max_consecutive_failures"
+        )
+        self._check(rendered=False)
         self._resolved_hash: str | None = None
         self._failures = 0
 
     # -- validation ------------------------------------------------------------------------------------------
 
-    def _validate_literals(self) -> None:
-        """Catch mistakes at DAG parse time; values still holding a template are checked once rendered."""
-        self._validate_target(rendered=False)
-        if not _is_template(self.usage_window):
-            validate_usage_window(self.usage_window)
+    def _check(self, *, rendered: bool) -> tuple[str | None, str | None, UsageConditions | None]:
+        """Check the templated fields: at parse time those that are literal (``rendered=False``), after
+        rendering all of them. Returns the target and, once every field is known, the conditions."""
+        target = [v.rendered_none(value) if rendered else value for value in (self.key_hash, self.key_name)]
+        if (target[0] is None) == (target[1] is None):
+            v.fail("key_hash/key_name", "give exactly one of key_hash and key_name to name the key to watch")
+        known = {
+            name: v.rendered_none(getattr(self, name))
+            for name in ("key_hash", "key_name", "usage_window", *CONDITION_FIELDS)
+            if rendered or v.is_literal(getattr(self, name))
+        }
+        key_hash = v.validate_key_hash(known["key_hash"]) if known.get("key_hash") is not None else None
+        key_name = (
+            v.validate_name(known["key_name"], field="key_name")
+            if known.get("key_name") is not None
+            else None
+        )
+        if "usage_window" in known:
+            v.validate_usage_window(known["usage_window"])
         for name in ("usage_at_least", "limit_remaining_at_most"):
-            value = getattr(self, name)
-            if not _is_template(value):
-                validate_limit(value, field=name)
-        if not _is_template(self.limit_fraction_at_least):
-            validate_fraction(self.limit_fraction_at_least)
-        if all(getattr(self, name) is None for name in CONDITION_FIELDS):
-            raise OpenRouterValidationError(
-                "/".join(CONDITION_FIELDS), "give at least one condition to wait for"
-            )
-
-    def _validate_target(self, *, rendered: bool) -> None:
-        if (self.key_hash is None) == (self.key_name is None):
-            raise OpenRouterValidationError(
-                "key_hash/key_name", "give exactly one of key_hash and key_name to name the key to watch"
-            )
-        if self.key_hash is not None and (rendered or not _is_template(self.key_hash)):
-            validate_key_hash(self.key_hash)
-        if self.key_name is not None and (rendered or not _is_template(self.key_name)):
-            validate_name(self.key_name, field="key_name")
-
-    def _conditions(self) -> UsageConditions:
-        return UsageConditions.build(
-            usage_window=self.usage_window,
-            usage_at_least=self.usage_at_least,
-            limit_fraction_at_least=self.limit_fraction_at_least,
-            limit_remaining_at_most=self.limit_remaining_at_most,
+            if name in known:
+                v.validate_limit(known[name], field=name)
+        if "limit_fraction_at_least" in known:
+            v.validate_fraction(known["limit_fraction_at_least"])
+        if all(name in known and known[name] is None for name in CONDITION_FIELDS):
+            v.fail("/".join(CONDITION_FIELDS), "give at least one condition to wait for")
+        if not rendered:
+            return key_hash, key_name, None
+        conditions = UsageConditions.build(
+            usage_window=known["usage_window"],
+            **{name: known[name] for name in CONDITION_FIELDS},
             include_byok=self.include_byok,
             match_all=self.match_all,
         )
+        return key_hash, key_name, conditions
+
+    def _conditions(self) -> UsageConditions:
+        conditions = self._check(rendered=True)[2]
+        assert conditions is not None
+        return conditions
 
     # -- polling ---------------------------------------------------------------------------------------------
 
@@ -314,8 +325,7 @@ class OpenRouterKeyUsageSensor(BaseSensorOperator):
 
     def execute(self, context: Context) -> Any:
         # Template rendering happened just before this call: check the values as they will be used.
-        self._validate_target(rendered=True)
-        self._conditions()
+        self.key_hash, self.key_name, _ = self._check(rendered=True)
         self._resolved_hash = None
         self._failures = 0
         if not self.deferrable:

@@ -8,20 +8,17 @@
         fake.inject(Status(429, retry_after=1), method="GET", path="/keys")
         ...  # point a connection at fake.base_url with fake.management_key
 
+What a test needs is exported here: the fake, its faults, the records it keeps, and the client of a fake
+served by ``python -m airflow_provider_openrouter.testing`` in another process. The pytest fixtures are in
+:mod:`airflow_provider_openrouter.testing.pytest_plugin`, enabled by a test suite that asks for them.
+
 Standard library only: importing it does not import Airflow.
 """
 
 from __future__ import annotations
 
-from airflow_provider_openrouter.testing._local import (
-    LocalOpenRouter,
-    airflow_env,
-    connection_json,
-    connection_uri,
-)
-from airflow_provider_openrouter.testing._server import RecordedRequest
-from airflow_provider_openrouter.testing._state import DEFAULT_WORKSPACE_ID, PAGE_SIZE
-from airflow_provider_openrouter.testing.capacity import measure_capacity
+from airflow_provider_openrouter.testing._api import RecordedRequest
+from airflow_provider_openrouter.testing._local import LocalOpenRouter
 from airflow_provider_openrouter.testing.control import LocalOpenRouterControl, LocalOpenRouterControlError
 from airflow_provider_openrouter.testing.faults import (
     DropAfterCommit,
@@ -32,11 +29,8 @@ from airflow_provider_openrouter.testing.faults import (
     Latency,
     Status,
 )
-from airflow_provider_openrouter.testing.process import LocalOpenRouterProcess
 
 __all__ = [
-    "DEFAULT_WORKSPACE_ID",
-    "PAGE_SIZE",
     "DropAfterCommit",
     "DropBeforeCommit",
     "Fault",
@@ -46,11 +40,6 @@ __all__ = [
     "LocalOpenRouter",
     "LocalOpenRouterControl",
     "LocalOpenRouterControlError",
-    "LocalOpenRouterProcess",
     "RecordedRequest",
     "Status",
-    "airflow_env",
-    "connection_json",
-    "connection_uri",
-    "measure_capacity",
 ]

@@ -8,7 +8,8 @@ import sys
 import threading
 from typing import TYPE_CHECKING
 
-from airflow_provider_openrouter.testing._local import DEFAULT_CONN_ID, LocalOpenRouter
+from airflow_provider_openrouter._defaults import DEFAULT_CONN_ID
+from airflow_provider_openrouter.testing._local import LocalOpenRouter
 
 if TYPE_CHECKING:
     from collections.abc import Sequence

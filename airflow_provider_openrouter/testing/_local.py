@@ -7,8 +7,10 @@ import json
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlencode
 
+from airflow_provider_openrouter._defaults import DEFAULT_CONN_ID
 from airflow_provider_openrouter.models import ApiKey, CreatedApiKey
-from airflow_provider_openrouter.testing._server import Backend, HttpServer, RecordedRequest, RequestLog
+from airflow_provider_openrouter.testing._api import RecordedRequest, RequestLog
+from airflow_provider_openrouter.testing._server import Backend, serve
 from airflow_provider_openrouter.testing._state import DEFAULT_CREATOR, DEFAULT_WORKSPACE_ID, OpenRouterState
 from airflow_provider_openrouter.testing.faults import API_PREFIX, Fault, FaultPlan, FaultRule
 
@@ -16,7 +18,7 @@ if TYPE_CHECKING:
     import re
     from types import TracebackType
 
-DEFAULT_CONN_ID = "openrouter_default"
+    from airflow_provider_openrouter.testing._http import HttpServer
 
 
 def connection_json(base_url: str, management_key: str, **extras: Any) -> str:
@@ -85,7 +87,7 @@ class LocalOpenRouter:
     def start(self) -> LocalOpenRouter:
         """Start serving on the host and port given (a free port for ``0``); does nothing if serving."""
         if self._server is None:
-            self._server = HttpServer(self._backend, self._host, self._port)
+            self._server = serve(self._backend, self._host, self._port)
             self._backend.base_url = self.base_url
             self._server.start()
         return self

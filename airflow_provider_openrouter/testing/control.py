@@ -10,7 +10,8 @@ import urllib.request
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_openrouter.models import ApiKey, CreatedApiKey
-from airflow_provider_openrouter.testing._server import ADMIN_PREFIX, RecordedRequest
+from airflow_provider_openrouter.testing._api import RecordedRequest
+from airflow_provider_openrouter.testing._controls import CONTROL_PREFIX
 from airflow_provider_openrouter.testing._state import DEFAULT_CREATOR, iso
 from airflow_provider_openrouter.testing.faults import API_PREFIX, Fault, FaultRule
 
@@ -48,7 +49,7 @@ class LocalOpenRouterControl:
     def _call(self, method: str, path: str, body: Any = None) -> Any:
         data = None if body is None else json.dumps(body).encode()
         request = urllib.request.Request(
-            self.root_url + ADMIN_PREFIX + path,
+            self.root_url + CONTROL_PREFIX + path,
             data=data,
             method=method,
             headers={"Content-Type": "application/json"} if data is not None else {},
@@ -60,7 +61,9 @@ class LocalOpenRouterControl:
             detail = exc.read().decode("utf-8", "replace")
             with contextlib.suppress(ValueError, KeyError, TypeError):
                 detail = json.loads(detail)["error"]["message"]
-            raise LocalOpenRouterControlError(f"{method} {ADMIN_PREFIX}{path}: {exc.code} {detail}") from None
+            raise LocalOpenRouterControlError(
+                f"{method} {CONTROL_PREFIX}{path}: {exc.code} {detail}"
+            ) from None
 
     # -- addresses -----------------------------------------------------------------------------------------
 

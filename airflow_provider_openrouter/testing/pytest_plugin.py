@@ -1,7 +1,11 @@
-"""pytest fixtures for testing against a local OpenRouter (registered through the ``pytest11`` entry point).
+"""pytest fixtures for testing against a local OpenRouter.
 
-This module loads in every pytest run of an environment where the provider is installed, so it imports nothing
-beyond pytest at module level: the fake itself is imported when a fixture is first used.
+Opt-in: a test suite enables them with one line in its root ``conftest.py``::
+
+    pytest_plugins = ["airflow_provider_openrouter.testing.pytest_plugin"]
+
+The fake itself is imported when a fixture is first used, so enabling the plugin costs a suite that never asks
+for one nothing.
 """
 
 from __future__ import annotations

@@ -11,11 +11,12 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
+from airflow_provider_openrouter import _validation as v
+from airflow_provider_openrouter._defaults import DEFAULT_CONN_ID
 from airflow_provider_openrouter._usage import (
     UsageConditions,
     describe_key,
     evaluate,
-    parse_instant,
     unavailable_message,
 )
 from airflow_provider_openrouter.exceptions import (
@@ -121,19 +122,26 @@ class OpenRouterKeyUsageTrigger(BaseTrigger):
     per ``poll_interval``. The shared hook reads the connection once, then again every five minutes, or at
     once when OpenRouter answers 401 (a rotated management key is picked up; a second 401 ends the wait).
 
-    :param key_hash: Hash of the key to watch.
-    :param key_name: The key's name, only to make log lines and messages readable.
+    :param key_hash: Hash of the key to watch: 64 lower-case hex characters.
+    :param key_name: The key's name, only to make log lines and messages readable; a name as the operators
+        accept it, or ``None``.
     :param usage_window: ``"daily"``, ``"weekly"``, ``"monthly"`` or ``"lifetime"``.
-    :param usage_at_least: Fire when the usage in the window reaches this many USD.
-    :param limit_fraction_at_least: Fire when the usage in the window reaches this share of the key's limit.
-    :param limit_remaining_at_most: Fire when the key's ``limit_remaining`` falls to this many USD.
+    :param usage_at_least: Fire when the usage in the window reaches this many USD (0 to 1,000,000,000).
+    :param limit_fraction_at_least: Fire when the usage in the window reaches this share of the key's limit,
+        a ratio above 0 and at most 1.
+    :param limit_remaining_at_most: Fire when the key's ``limit_remaining`` falls to this many USD (0 to
+        1,000,000,000). At least one of the three conditions is required.
     :param include_byok: Count BYOK usage in the window too.
     :param match_all: Fire only when every given condition holds (default: any one).
     :param openrouter_conn_id: The OpenRouter connection to use.
-    :param poll_interval: Seconds between polls.
-    :param deadline: ISO 8601 moment after which the trigger gives up with a ``"timeout"`` event.
-    :param max_consecutive_failures: How many polls in a row may fail transiently (network, 5xx, unreadable
-        answer) before the trigger gives up with an ``"error"`` event.
+    :param poll_interval: Seconds between polls: a finite number, at least 0.05.
+    :param deadline: A timezone-aware moment (an ISO 8601 string with an offset, or a ``datetime``) after
+        which the trigger gives up with a ``"timeout"`` event; ``None`` for none.
+    :param max_consecutive_failures: How many polls in a row (a whole number, 0 or more) may fail transiently
+        (network, 5xx, unreadable answer) before the trigger gives up with an ``"error"`` event.
+
+    Every argument is validated when the trigger is built, with the rules of the sensor that defers to it:
+    a bad one raises :class:`~airflow_provider_openrouter.exceptions.OpenRouterValidationError` naming it.
     """
 
     def __init__(
@@ -147,14 +155,16 @@ class OpenRouterKeyUsageTrigger(BaseTrigger):
         limit_remaining_at_most: float | None = None,
         include_byok: bool = False,
         match_all: bool = False,
-        openrouter_conn_id: str = "openrouter_default",
+        openrouter_conn_id: str = DEFAULT_CONN_ID,
         poll_interval: float = 60.0,
         deadline: str | None = None,
         max_consecutive_failures: int = 3,
     ) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
-        self.key_hash = key_hash
-        self.key_name = key_name
+        # A trigger is built from its serialized kwargs in the triggerer too: check everything, so that a
+        # wrongly typed argument is a named error here rather than a crash inside run().
+        self.key_hash = v.validate_key_hash(key_hash)
+        self.key_name = None if key_name is None else v.validate_name(key_name, field="key_name")
         self.conditions = UsageConditions.build(
             usage_window=usage_window,
             usage_at_least=usage_at_least,
@@ -163,28 +173,14 @@ class OpenRouterKeyUsageTrigger(BaseTrigger):
             include_byok=include_byok,
             match_all=match_all,
         )
-        self.openrouter_conn_id = openrouter_conn_id
-        if (
-            isinstance(poll_interval, bool)
-            or not isinstance(poll_interval, (int, float))
-            or poll_interval < 0
-        ):
-            raise OpenRouterValidationError(
-                "poll_interval", f"must be a number of seconds >= 0 (got {poll_interval!r})"
-            )
-        self.poll_interval = float(poll_interval)
-        if deadline is not None and parse_instant(deadline) is None:
-            raise OpenRouterValidationError("deadline", f"must be an ISO 8601 date-time (got {deadline!r})")
-        self.deadline = deadline
-        if (
-            isinstance(max_consecutive_failures, bool)
-            or not isinstance(max_consecutive_failures, int)
-            or max_consecutive_failures < 0
-        ):
-            raise OpenRouterValidationError(
-                "max_consecutive_failures", f"must be an integer >= 0 (got {max_consecutive_failures!r})"
-            )
-        self.max_consecutive_failures = max_consecutive_failures
+        self.openrouter_conn_id = v.validate_conn_id(openrouter_conn_id)
+        self.poll_interval = v.validate_poll_interval(poll_interval, field="poll_interval")
+        self.deadline = (
+            None if deadline is None else v.validate_instant(deadline, field="deadline").isoformat()
+        )
+        self.max_consecutive_failures = v.validate_int(
+            max_consecutive_failures, field="max_consecutive_failures"
+        )
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -203,8 +199,7 @@ class OpenRouterKeyUsageTrigger(BaseTrigger):
     def _deadline_ts(self) -> float | None:
         if self.deadline is None:
             return None
-        moment = parse_instant(self.deadline)
-        return None if moment is None else moment.timestamp()
+        return v.validate_instant(self.deadline, field="deadline").timestamp()
 
     def _event(self, status: str, message: str, last: UsageCheck | None, **extra: Any) -> TriggerEvent:
         return TriggerEvent(  # type: ignore[no-untyped-call]

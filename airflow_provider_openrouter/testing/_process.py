@@ -6,12 +6,8 @@ import subprocess
 import sys
 from typing import TYPE_CHECKING, Any
 
-from airflow_provider_openrouter.testing._local import (
-    DEFAULT_CONN_ID,
-    airflow_env,
-    connection_json,
-    connection_uri,
-)
+from airflow_provider_openrouter._defaults import DEFAULT_CONN_ID
+from airflow_provider_openrouter.testing._local import airflow_env, connection_json, connection_uri
 from airflow_provider_openrouter.testing.control import LocalOpenRouterControl
 
 if TYPE_CHECKING:
