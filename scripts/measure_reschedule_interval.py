@@ -29,7 +29,7 @@ from scripts.deployment import EXAMPLE_DAGS, SPEND_PER_SECOND, Deployment  # noq
 with warnings.catch_warnings():
     # The DAG file warns about its own short intervals: they are what is measured here.
     warnings.simplefilter("ignore")
-    from tests.deployment_dags.deployment_test_dags import RESCHEDULE_INTERVALS, WATCHED  # noqa: E402
+    from tests.deployment_dags.deployment_test_dags import RESCHEDULE_INTERVALS, WATCHED
 
 POKES = 10
 

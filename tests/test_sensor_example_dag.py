@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from airflow_provider_openrouter.sensors.key_usage import RESCHEDULE_MIN_INTERVAL
+
 if TYPE_CHECKING:
     from airflow_provider_openrouter.testing import LocalOpenRouter
     from tests.airflow_runner import AirflowInstance
