@@ -688,12 +688,14 @@ class Deployment:
         return str(body["value"]) if status == 200 else None
 
     def sql(self, query: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        """Read the metadata database directly."""
+        """Run one statement on the metadata database: its rows (none for a statement without results)."""
         import psycopg2
 
         with contextlib.closing(psycopg2.connect(self.dsn)) as db, db.cursor() as cursor:
             cursor.execute(query, tuple(params))
-            return list(cursor.fetchall())
+            rows = list(cursor.fetchall()) if cursor.description is not None else []
+            db.commit()
+            return rows
 
     def summary(self) -> str:
         lines = [

@@ -1,11 +1,12 @@
 """Measure how short a reschedule-mode sensor's poke interval can be on a real scheduler.
 
-Runs ``deploy_reschedule_every_<N>s`` (four reschedule-mode ``OpenRouterKeyUsageSensor`` tasks, each poking
-until its key has spent about ten intervals' worth) ``--runs`` times for each interval, all runs of all
-intervals at once, on the deployment of ``scripts/deployment.py`` (started here unless ``--home`` names a
-running one), and prints for each interval how many sensor tasks Airflow failed. A failure there is
-Airflow's scheduler race (apache/airflow#71172): a poke's "finished" event reaches the scheduler after the
-task was queued again for its next poke. ``RESCHEDULE_MIN_INTERVAL`` in the sensor comes from this.
+Runs ``deploy_reschedule_every_<N>s`` (``tests/deployment_dags/reschedule_probe_dags.py``: four
+reschedule-mode ``OpenRouterKeyUsageSensor`` tasks, each poking until its key has spent about ten intervals'
+worth) ``--runs`` times for each interval, all runs of all intervals at once, on the deployment of
+``scripts/deployment.py`` (started here unless ``--home`` names a running one), and prints for each interval
+how many sensor tasks Airflow failed. A failure there is Airflow's scheduler race (apache/airflow#71172): a
+poke's "finished" event reaches the scheduler after the task was queued again for its next poke.
+``RESCHEDULE_MIN_INTERVAL`` in the sensor comes from this.
 
     python scripts/measure_reschedule_interval.py [--runs 3] [--home DIR]
 """
@@ -29,7 +30,7 @@ from scripts.deployment import EXAMPLE_DAGS, SPEND_PER_SECOND, Deployment  # noq
 with warnings.catch_warnings():
     # The DAG file warns about its own short intervals: they are what is measured here.
     warnings.simplefilter("ignore")
-    from tests.deployment_dags.deployment_test_dags import RESCHEDULE_INTERVALS, WATCHED
+    from tests.deployment_dags.reschedule_probe_dags import RESCHEDULE_INTERVALS, WATCHED
 
 POKES = 10
 

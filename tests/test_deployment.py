@@ -216,12 +216,19 @@ def test_deferred_sensors_survive_a_triggerer_restart(deployment: Deployment) ->
         assert len(jobs) == 2, (n, jobs)
 
 
+PER_TRIGGER_TENANT = {"ui": "initech", "cli": "globex", "rest": "acme"}
+
 # The example DAGs in the order of the story they tell on one account, with the conf a manual run gets
 # (the scheduled runs take the DAG's defaults).
 EXAMPLES: list[tuple[str, dict[str, Any], bool]] = [
     ("example_openrouter_provision_tenants", {}, True),
     ("example_openrouter_monthly_limits", {}, True),
-    ("example_openrouter_decommission", {"tenant": "initech", "grace_period_seconds": 2}, False),
+    # Each run decommissions another tenant: a deleted key cannot be disabled again.
+    (
+        "example_openrouter_decommission",
+        {how: {"tenant": tenant, "grace_period_seconds": 2} for how, tenant in PER_TRIGGER_TENANT.items()},
+        False,
+    ),
     ("example_openrouter_usage_watch", {}, True),
     ("example_openrouter_tenant_lifecycle", {"watch_timeout": 120, "key_prefix": "ui-"}, False),
 ]
@@ -251,13 +258,14 @@ def test_example_dag_triggered_every_way(
     else:
         deployment.set_paused(dag_id, False)
     now = dt.datetime.now(dt.timezone.utc).isoformat()
-    runs["ui"] = deployment.trigger(dag_id, conf=conf, logical_date=now)
+    confs = conf if set(conf) == set(PER_TRIGGER_TENANT) else dict.fromkeys(PER_TRIGGER_TENANT, conf)
+    runs["ui"] = deployment.trigger(dag_id, conf=confs["ui"], logical_date=now)
     deployment.wait_run(dag_id, runs["ui"], timeout=300)
-    out = cli(deployment, "dags", "trigger", dag_id, "--conf", json.dumps(conf), "--output", "json")
+    out = cli(deployment, "dags", "trigger", dag_id, "--conf", json.dumps(confs["cli"]), "--output", "json")
     # Airflow logs its own warnings to stdout too: the JSON is the last line.
     runs["cli"] = json.loads(out.strip().splitlines()[-1])[0]["dag_run_id"]
     deployment.wait_run(dag_id, runs["cli"], timeout=300)
-    runs["rest"] = deployment.trigger(dag_id, conf=conf)
+    runs["rest"] = deployment.trigger(dag_id, conf=confs["rest"])
     deployment.wait_run(dag_id, runs["rest"], timeout=300)
     deployment.set_paused(dag_id, True)
     results = {how: deployment.dag_run(dag_id, run_id) for how, run_id in runs.items()}

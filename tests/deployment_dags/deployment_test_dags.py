@@ -1,6 +1,6 @@
 """DAGs the deployment tests trigger (besides the example DAGs): provisioning over shared tenants, a create
-that a killed worker leaves half done, deferred sensors that outlive their triggerer, and reschedule-mode
-sensors polling at a given interval.
+that a killed worker leaves half done and deferred sensors that outlive their triggerer
+(``reschedule_probe_dags.py``: reschedule-mode sensors polling at a given interval).
 
 Every DAG here runs unpaused and only when triggered.
 """
@@ -18,7 +18,6 @@ from airflow_provider_openrouter.sensors.key_usage import OpenRouterKeyUsageSens
 TENANTS = [f"t{n}" for n in range(6)]
 KILLED_KEY = "deploy-killed"
 WATCHED = 4
-RESCHEDULE_INTERVALS = (2, 5, 10)
 COMMON = {
     "schedule": None,
     "start_date": pendulum.datetime(2026, 1, 1, tz="UTC"),
@@ -78,17 +77,3 @@ with DAG(dag_id="deploy_deferred_watch", params={"prefix": "deploy-watch", "usd"
             poke_interval=1,
             timeout=dt.timedelta(minutes=10),
         )
-
-# Reschedule-mode sensors polling every N seconds, each until its key has spent params.usd.
-for interval in RESCHEDULE_INTERVALS:
-    with DAG(dag_id=f"deploy_reschedule_every_{interval}s", params={"prefix": "probe", "usd": 1.0}, **COMMON):
-        for n in range(WATCHED):
-            OpenRouterKeyUsageSensor(
-                task_id=f"wait_{n}",
-                key_name=f"{{{{ params.prefix }}}}-{n}",
-                usage_window="lifetime",
-                usage_at_least="{{ params.usd }}",
-                mode="reschedule",
-                poke_interval=interval,
-                timeout=dt.timedelta(minutes=10),
-            )
