@@ -15,6 +15,7 @@ does not pay for them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import json
 import logging
@@ -161,14 +162,48 @@ def get_key_call(key_hash: Any) -> Call[ApiKey]:
 
 
 class Listing:
-    """The pages of one ``GET /keys`` walk; the arguments are validated on creation, before any request."""
+    """The pages of one ``GET /keys`` walk; the arguments are validated on creation, before any request.
 
-    __slots__ = ("include_disabled", "include_expired", "workspace_id")
+    The API lists newest first and pages by offset, so a key created during a walk pushes every older key one
+    place down and a key deleted pulls them up: a plain walk would report a key twice or skip one. Each page
+    is therefore asked for so that it starts with the last key of the page before (the anchor). Found where
+    expected, nothing moved; found further down, keys were created and the ones before it were seen already;
+    not found, keys were deleted: the walk steps one page back to find the anchor again, and failing that
+    starts over. Keys already reported are never reported again, so every key that existed for the whole
+    walk is reported exactly once; keys created or deleted during it may or may not be.
+    """
+
+    __slots__ = (
+        "_anchor",
+        "_backed_off",
+        "_default_workspace",
+        "_seen",
+        "done",
+        "include_disabled",
+        "include_expired",
+        "offset",
+        "restarts",
+        "workspace_id",
+    )
+
+    #: Restarts after which a walk gives up: the keys change faster than they can be read.
+    MAX_RESTARTS = 20
 
     def __init__(self, *, include_disabled: Any, include_expired: Any, workspace_id: Any) -> None:
         self.include_disabled = v.validate_bool(include_disabled, field="include_disabled")
         self.include_expired = v.validate_bool(include_expired, field="include_expired")
         self.workspace_id = v.validate_workspace_id(workspace_id)
+        self.offset = 0
+        self.done = False
+        self.restarts = 0
+        self._anchor: str | None = None
+        self._backed_off = False
+        self._seen: set[str] = set()
+        self._default_workspace: str | None = None
+
+    def start(self, default_workspace: str | None) -> Listing:
+        self._default_workspace = default_workspace
+        return self
 
     def page(self, offset: int, default_workspace: str | None) -> Call[list[ApiKey]]:
         query = [("offset", str(offset))] if offset else []
@@ -179,9 +214,48 @@ class Listing:
             query.append(("workspace_id", workspace))
         return Call("GET", "/keys", _parse_page, query=tuple(query))
 
+    def next_call(self) -> Call[list[ApiKey]]:
+        return self.page(self.offset, self._default_workspace)
+
+    def take(self, page: list[ApiKey]) -> list[ApiKey]:
+        """The keys of ``page`` not reported yet; sets :attr:`done` after the last page."""
+        if self._anchor is None:
+            fresh = page
+        else:
+            at = next((i for i, key in enumerate(page) if key.hash == self._anchor), None)
+            if at is None:
+                self._lost_anchor()
+                return []
+            fresh = page[at + 1 :]
+        self._backed_off = False
+        if len(page) < PAGE_SIZE:
+            # No total and no "has more" in the API: a page shorter than the page size is the last one.
+            self.done = True
+        else:
+            self._anchor = page[-1].hash
+            self.offset += len(page) - 1
+        fresh = [key for key in fresh if key.hash not in self._seen]
+        self._seen.update(key.hash for key in fresh)
+        return fresh
+
+    def _lost_anchor(self) -> None:
+        if self.offset > 0 and not self._backed_off:
+            self._backed_off = True
+            self.offset = max(0, self.offset - (PAGE_SIZE - 1))
+            return
+        self.restarts += 1
+        if self.restarts > self.MAX_RESTARTS:
+            raise OpenRouterError(
+                f"Listing keys: the list changed under every one of {self.MAX_RESTARTS} walks (keys are "
+                "being created or deleted faster than they can be read); try again later."
+            )
+        log.info("GET /keys: the list shifted during the walk; walking again (restart %d)", self.restarts)
+        self._anchor = None
+        self._backed_off = False
+        self.offset = 0
+
     @staticmethod
     def is_last(page: list[ApiKey]) -> bool:
-        # No total and no "has more" in the API: a page shorter than the page size is the last one.
         return len(page) < PAGE_SIZE
 
 
@@ -281,12 +355,14 @@ def default_jitter(delay: float) -> float:
 
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
-    """At most ``max_retries`` retries; each wait capped at ``max_wait`` seconds, ``Retry-After`` included."""
+    """At most ``max_retries`` retries, each wait at most ``max_wait`` seconds; each attempt at most
+    ``attempt_timeout`` seconds in all (``None``: unbounded), so that a whole call has a :attr:`budget`."""
 
     max_retries: int = 3
     max_wait: float = 60.0
     jitter: Callable[[float], float] = default_jitter
     base_delay: float = 0.5
+    attempt_timeout: float | None = None
 
     def delay(self, retry_number: int, retry_after: float | None = None) -> float:
         """Seconds to wait before retry ``retry_number`` (0-based)."""
@@ -294,6 +370,17 @@ class RetryPolicy:
             return max(0.0, min(self.max_wait, retry_after))
         backoff = min(self.max_wait, self.base_delay * 2**retry_number)
         return max(0.0, min(self.max_wait, self.jitter(backoff)))
+
+    def waits_too_long(self, retry_after: float | None) -> bool:
+        """A server-requested wait beyond ``max_wait``: better spent by Airflow's retry than a worker slot."""
+        return retry_after is not None and retry_after > self.max_wait
+
+    @property
+    def budget(self) -> float | None:
+        """The most one call may take: every attempt at its timeout, every wait at its longest."""
+        if self.attempt_timeout is None:
+            return None
+        return self.attempt_timeout * (self.max_retries + 1) + self.max_wait * self.max_retries
 
 
 @dataclass(frozen=True, slots=True)
@@ -324,9 +411,13 @@ class Failure:
 
 
 class Exchange(Generic[T]):
-    """One logical call across its attempts: decides, per outcome, whether to finish or wait and retry."""
+    """One logical call across its attempts: decides, per outcome, whether to finish or wait and retry.
 
-    __slots__ = ("_error", "_maybe_done", "_result", "attempts", "call", "policy")
+    The call has a deadline (:attr:`RetryPolicy.budget` from its start): each attempt gets what is left of it
+    up to the attempt timeout (:meth:`attempt_budget`), and a retry whose wait would end past it is not made.
+    """
+
+    __slots__ = ("_error", "_maybe_done", "_result", "attempts", "call", "deadline", "policy")
 
     def __init__(self, call: Call[T], policy: RetryPolicy) -> None:
         self.call = call
@@ -335,6 +426,15 @@ class Exchange(Generic[T]):
         self._maybe_done = False
         self._result: T | None = None
         self._error: OpenRouterError | None = None
+        budget = policy.budget
+        self.deadline = None if budget is None else time.monotonic() + budget
+
+    def attempt_budget(self) -> float | None:
+        """Seconds the next attempt may take in all (connect, send, headers, body); ``None``: unbounded."""
+        timeout = self.policy.attempt_timeout
+        if timeout is None or self.deadline is None:
+            return timeout
+        return max(0.001, min(timeout, self.deadline - time.monotonic()))
 
     def settle(self, outcome: Answer | Failure) -> float | None:
         """Take an attempt's outcome. ``None``: finished, see :meth:`result`; a number: wait, then retry."""
@@ -360,10 +460,23 @@ class Exchange(Generic[T]):
                 else:
                     log.info("%s %s: HTTP %s, taken as the outcome", call.method, call.path, outcome.status)
                     return None
+            if outcome.status >= 500:
+                # A gateway may give up while the API goes ahead: the change may have been made.
+                self._maybe_done = True
             error: OpenRouterError = api_error
             retryable = is_retryable(call.method, status=outcome.status)
             retry_after = error.retry_after if isinstance(error, RateLimitedError) else None
             what = f"HTTP {outcome.status}"
+            if self.policy.waits_too_long(retry_after):
+                log.warning(
+                    "%s %s: HTTP 429 asks to wait %.0f s, longer than max_retry_wait (%.0f s): not waiting",
+                    call.method,
+                    call.path,
+                    retry_after,
+                    self.policy.max_wait,
+                )
+                self._error = error
+                return None
         else:
             error = OpenRouterTransportError(
                 call.method, call.path, outcome.detail, reached_server=outcome.reached_server
@@ -378,6 +491,10 @@ class Exchange(Generic[T]):
             what = outcome.detail
         if retryable and self.attempts <= self.policy.max_retries:
             wait = self.policy.delay(self.attempts - 1, retry_after)
+            if self.deadline is not None and time.monotonic() + wait >= self.deadline:
+                log.warning("%s %s: %s; no time left for a retry", call.method, call.path, what)
+                self._error = error
+                return None
             log.warning(
                 "%s %s: %s; retry %d of %d in %.2f s",
                 call.method,
@@ -466,7 +583,10 @@ def static_headers(config: OpenRouterConnectionConfig) -> dict[str, str]:
 
 def policy_for(config: OpenRouterConnectionConfig, jitter: Callable[[float], float] | None) -> RetryPolicy:
     return RetryPolicy(
-        max_retries=config.max_retries, max_wait=config.max_retry_wait, jitter=jitter or default_jitter
+        max_retries=config.max_retries,
+        max_wait=config.max_retry_wait,
+        jitter=jitter or default_jitter,
+        attempt_timeout=config.timeout,
     )
 
 
@@ -491,6 +611,102 @@ def _root_cause(exc: BaseException) -> str:
 
 
 # ---------------------------------------------------------------------------------------------- sync ---
+
+
+class _Watch:
+    """One sync attempt under watch: its deadline and, once the pool hands one out, its connection."""
+
+    __slots__ = ("conn", "deadline", "done", "fired")
+
+    def __init__(self, deadline: float) -> None:
+        self.deadline = deadline
+        self.conn: Any = None
+        self.done = False
+        self.fired = False
+
+
+# The attempt the current thread is making, for the pool to attach the connection it hands out.
+_IN_FLIGHT = threading.local()
+
+
+class _Watchdog:
+    """Cuts the connection of a sync attempt that overruns its time.
+
+    A read timeout bounds each socket read, not an answer: a server that trickles a byte every few seconds
+    would hold a worker forever. One thread per process wakes at the earliest deadline and shuts the socket
+    of an attempt still running, which ends its blocking read at once.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self._heap: list[tuple[float, int, _Watch]] = []
+        self._seq = 0
+        self._thread: threading.Thread | None = None
+
+    def watch(self, seconds: float) -> _Watch:
+        import heapq
+
+        watch = _Watch(time.monotonic() + seconds)
+        with self._cond:
+            self._seq += 1
+            heapq.heappush(self._heap, (watch.deadline, self._seq, watch))
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="openrouter-deadlines", daemon=True)
+                self._thread.start()
+            elif self._heap[0][2] is watch:
+                self._cond.notify()
+        return watch
+
+    def _run(self) -> None:
+        import heapq
+        import socket
+
+        while True:
+            with self._cond:
+                while not self._heap:
+                    self._cond.wait()
+                deadline, _, watch = self._heap[0]
+                if watch.done:
+                    heapq.heappop(self._heap)
+                    continue
+                left = deadline - time.monotonic()
+                if left > 0:
+                    self._cond.wait(left)
+                    continue
+                heapq.heappop(self._heap)
+                watch.fired = True
+                sock = getattr(watch.conn, "sock", None)
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+
+    def _after_fork(self) -> None:
+        # The thread does not exist in a forked child, and the lock may have been held at the fork.
+        self.__init__()  # type: ignore[misc]
+
+
+_WATCHDOG = _Watchdog()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_WATCHDOG._after_fork)
+
+
+@functools.lru_cache(maxsize=1)
+def _watched_pools() -> dict[str, type]:
+    """urllib3 pools that tell the attempt under watch which connection it got."""
+    from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+
+    def _get_conn(self: Any, timeout: float | None = None) -> Any:
+        conn = HTTPConnectionPool._get_conn(self, timeout)
+        watch = getattr(_IN_FLIGHT, "watch", None)
+        if watch is not None:
+            watch.conn = conn
+            if watch.fired:  # the deadline passed while waiting for a connection
+                raise TimeoutError("no time left for this attempt")
+        return conn
+
+    http = type("_WatchedHTTPConnectionPool", (HTTPConnectionPool,), {"_get_conn": _get_conn})
+    https = type("_WatchedHTTPSConnectionPool", (HTTPSConnectionPool,), {"_get_conn": _get_conn})
+    return {"http": http, "https": https}
 
 
 class SyncTransport:
@@ -537,8 +753,12 @@ class SyncTransport:
             "proxies": dict(network.proxies),
         }
         self._session = session
-        self._adapter = session.get_adapter(self._base_url)
-        return self._adapter
+        adapter = session.get_adapter(self._base_url)
+        poolmanager = getattr(adapter, "poolmanager", None)
+        if poolmanager is not None:
+            poolmanager.pool_classes_by_scheme = _watched_pools()
+        self._adapter = adapter
+        return adapter
 
     def close(self) -> None:
         if self._session is not None:
@@ -552,13 +772,44 @@ class SyncTransport:
         url = call.target(self._base_url)
         body = call.payload()
         while True:
-            wait = exchange.settle(self._attempt(adapter, call.method, url, body))
+            budget = exchange.attempt_budget()
+            wait = exchange.settle(self._attempt(adapter, call.method, url, body, budget))
             if wait is None:
                 return exchange.result()
             time.sleep(wait)
 
     def _attempt(
-        self, adapter: requests.adapters.BaseAdapter, method: str, url: str, body: bytes | None
+        self,
+        adapter: requests.adapters.BaseAdapter,
+        method: str,
+        url: str,
+        body: bytes | None,
+        budget: float | None,
+    ) -> Answer | Failure:
+        if budget is None:
+            return self._exchange_bytes(adapter, method, url, body, self._send_kwargs)
+        kwargs = self._send_kwargs
+        if budget < self.config.timeout:
+            kwargs = {**kwargs, "timeout": budget}
+        watch = _IN_FLIGHT.watch = _WATCHDOG.watch(budget)
+        try:
+            outcome = self._exchange_bytes(adapter, method, url, body, kwargs)
+        finally:
+            watch.done = True
+            _IN_FLIGHT.watch = None
+        if watch.fired:
+            # Cut off: whatever was read (possibly a body cut short without an error) is not the answer.
+            cause = outcome.cause if isinstance(outcome, Failure) else None
+            return Failure(None, f"no complete answer within {budget:.1f} s", cause=cause)
+        return outcome
+
+    def _exchange_bytes(
+        self,
+        adapter: requests.adapters.BaseAdapter,
+        method: str,
+        url: str,
+        body: bytes | None,
+        send_kwargs: dict[str, Any],
     ) -> Answer | Failure:
         import requests
         from urllib3.exceptions import HTTPError, NewConnectionError
@@ -574,7 +825,7 @@ class SyncTransport:
         elif method not in ("GET", "HEAD"):
             prepared.headers["Content-Length"] = "0"
         try:
-            response = adapter.send(prepared, **self._send_kwargs)
+            response = adapter.send(prepared, **send_kwargs)
             # One read of the whole body rather than requests' 10 KiB chunks joined (a page of keys: ~60 KiB).
             # urllib3 returns the connection to the pool once the body is read.
             body_bytes = response.raw.read(decode_content=True)
@@ -586,7 +837,7 @@ class SyncTransport:
         except requests.exceptions.ConnectionError as exc:
             reason = getattr(exc.args[0], "reason", None) if exc.args else None
             return Failure.of(exc, False if isinstance(reason, NewConnectionError) else None)
-        except (requests.exceptions.RequestException, HTTPError) as exc:
+        except (requests.exceptions.RequestException, HTTPError, OSError) as exc:
             return Failure.of(exc, None)
 
 
@@ -701,7 +952,8 @@ class AsyncTransport:
         body = call.payload()
         headers = self._headers if body is None else {**self._headers, "Content-Type": "application/json"}
         while True:
-            wait = exchange.settle(await self._attempt(call.method, url, headers, body))
+            budget = exchange.attempt_budget()
+            wait = exchange.settle(await self._attempt(call.method, url, headers, body, budget))
             if wait is None:
                 return exchange.result()
             await asyncio.sleep(wait)
@@ -720,7 +972,7 @@ class AsyncTransport:
         )
 
     async def _attempt(
-        self, method: str, url: str, headers: dict[str, str], body: bytes | None
+        self, method: str, url: str, headers: dict[str, str], body: bytes | None, budget: float | None
     ) -> Answer | Failure:
         if self._timeout is None:
             if self._preparing is None:
@@ -731,6 +983,14 @@ class AsyncTransport:
         import aiohttp  # imported by _prepare: a dictionary lookup now
 
         session = await shared_session(self._session_key)
+        timeout = self._timeout
+        if budget is not None:
+            # ``total`` bounds the whole attempt, a trickling answer included; the socket timeouts stay.
+            timeout = aiohttp.ClientTimeout(
+                total=budget,
+                sock_connect=min(budget, self.config.timeout),
+                sock_read=min(budget, self.config.timeout),
+            )
         try:
             async with session.request(
                 method,
@@ -739,7 +999,7 @@ class AsyncTransport:
                 data=body,
                 proxy=self._proxy,
                 ssl=self._ssl,
-                timeout=self._timeout,
+                timeout=timeout,
                 allow_redirects=False,
             ) as response:
                 payload = await response.read()

@@ -17,6 +17,7 @@ SCRIPTS = (
     "import_time.py",
     "local_openrouter_capacity.py",
     "hook_speed.py",
+    "provisioning_speed.py",
     "triggers_at_scale.py",
     "keys_page.py",
 )

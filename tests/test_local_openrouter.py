@@ -407,8 +407,14 @@ def test_paging_across_250_keys(fake: LocalOpenRouter, api: Api) -> None:
     pages = [api.ok("GET", "/keys", params={"offset": offset})["data"] for offset in (0, 100, 200, 300)]
     assert [len(page) for page in pages] == [100, 100, 50, 0]
     listed = [key["hash"] for page in pages for key in page]
-    assert listed == hashes
-    assert api.ok("GET", "/keys", params={"offset": 249})["data"][0]["name"] == "key-249"
+    assert listed == hashes[::-1]  # newest first, as the API's "most recent 100 API keys"
+    assert api.ok("GET", "/keys", params={"offset": 249})["data"][0]["name"] == "key-000"
+
+
+def test_a_rename_keeps_a_keys_place_in_the_list(fake: LocalOpenRouter, api: Api) -> None:
+    first, second = fake.add_key("first"), fake.add_key("second")
+    api.ok("PATCH", f"/keys/{first.hash}", json={"name": "renamed"})
+    assert [key["hash"] for key in api.ok("GET", "/keys")["data"]] == [second.hash, first.hash]
 
 
 def test_list_without_offset_is_the_first_page(fake: LocalOpenRouter, api: Api) -> None:

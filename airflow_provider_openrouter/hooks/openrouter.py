@@ -173,24 +173,20 @@ class OpenRouterHook(BaseHook):
         """Every key of a workspace (the connection's default unless given), fetched 100 at a time as the
         caller iterates: memory holds one page, however many keys there are.
 
-        The arguments are validated now; requests start with the iteration. Keys created or deleted while the
-        pages are walked may be missed or seen twice, as with any offset-paged listing.
+        The arguments are validated now; requests start with the iteration. Every key that exists for the
+        whole walk is yielded exactly once, even while other writers create and delete keys (the walk notices
+        the pages shifting and makes up for it); a key created or deleted during the walk may or may not be.
         """
-        from airflow_provider_openrouter._transport import PAGE_SIZE, Listing
+        from airflow_provider_openrouter._transport import Listing
 
         listing = Listing(
             include_disabled=include_disabled, include_expired=include_expired, workspace_id=workspace_id
         )
 
         def walk() -> Iterator[ApiKey]:
-            default_workspace = self._get_config().workspace_id
-            offset = 0
-            while True:
-                page = self._run(listing.page(offset, default_workspace))
-                yield from page
-                if listing.is_last(page):
-                    return
-                offset += PAGE_SIZE
+            listing.start(self._get_config().workspace_id)
+            while not listing.done:
+                yield from listing.take(self._run(listing.next_call()))
 
         return walk()
 
@@ -202,20 +198,15 @@ class OpenRouterHook(BaseHook):
         workspace_id: str | None = None,
     ) -> AsyncIterator[ApiKey]:
         """:meth:`list_keys` for an event loop: ``async for key in hook.alist_keys(): ...``."""
-        from airflow_provider_openrouter._transport import PAGE_SIZE, Listing
+        from airflow_provider_openrouter._transport import Listing
 
         listing = Listing(
             include_disabled=include_disabled, include_expired=include_expired, workspace_id=workspace_id
         )
-        default_workspace = (await self._aget_config()).workspace_id
-        offset = 0
-        while True:
-            page = await self._arun(listing.page(offset, default_workspace))
-            for key in page:
+        listing.start((await self._aget_config()).workspace_id)
+        while not listing.done:
+            for key in listing.take(await self._arun(listing.next_call())):
                 yield key
-            if listing.is_last(page):
-                return
-            offset += PAGE_SIZE
 
     def find_key_by_name(self, name: str, *, workspace_id: str | None = None) -> ApiKey | None:
         """The key named exactly ``name`` (disabled and expired keys included), or ``None``.

@@ -21,14 +21,9 @@ from airflow_provider_openrouter._sentinel import UNSET, Unset
 from airflow_provider_openrouter.exceptions import (
     ApiKeyExistsError,
     ApiKeyNotFoundError,
-    KeyNameNotUniqueError,
     NotFoundError,
-    OpenRouterError,
-    OpenRouterTransportError,
     OpenRouterValidationError,
     PlaintextDeliveryError,
-    ServerError,
-    UnreadableResponseError,
 )
 from airflow_provider_openrouter.links import KEY_HASH_ATTR, OpenRouterKeyLink
 
@@ -142,17 +137,6 @@ class _CreateArgs(NamedTuple):
         return self._asdict()
 
 
-# Errors after which nobody knows whether OpenRouter created the key: the request may have been processed and
-# only its answer lost.
-_UNKNOWN_OUTCOME = (OpenRouterTransportError, ServerError, UnreadableResponseError)
-
-
-def _outcome_unknown(exc: BaseException) -> bool:
-    if isinstance(exc, OpenRouterTransportError):
-        return exc.reached_server is not False
-    return isinstance(exc, _UNKNOWN_OUTCOME)
-
-
 class CreateApiKeyOperator(_KeyOperator):
     """Create an OpenRouter API key and deliver its plaintext to where the DAG author chose.
 
@@ -179,7 +163,7 @@ class CreateApiKeyOperator(_KeyOperator):
 
     At least one destination is required, even with ``if_exists="reuse"``, since the key might not exist yet.
 
-    **Idempotent by name.** Before creating, the operator looks for keys with exactly this name (disabled and
+    **One key per name.** Before creating, the operator looks for keys with exactly this name (disabled and
     expired ones included) and applies ``if_exists``:
 
     * ``"fail"`` (default): fail, naming the existing key.
@@ -189,17 +173,21 @@ class CreateApiKeyOperator(_KeyOperator):
     * ``"replace"``: create the new key, deliver it, then delete every old key of that name. Consumers still
       holding an old key stop working at that moment.
 
-    **Lost answers.** If the request that creates the key gets no usable answer (the connection dropped after
-    sending, a timeout, a 5xx), OpenRouter may have created the key anyway, and its plaintext is lost. The
-    operator then lists the keys of that name: a key that was not there before the request is the orphan of
-    the lost answer; it is deleted and the key is created once more, so exactly one key remains and its
-    plaintext is delivered. A task try that dies outright (the worker killed mid-request) cannot clean up
-    after itself: with ``if_exists="replace"`` the next try replaces whatever key the dead try left; with
-    ``"reuse"`` it would keep that key, whose plaintext nobody has; with ``"fail"`` it fails.
+    **Parallel and failing runs.** The new key is created under a provisional name (``<name> [pending
+    delivery <token> until <time>]``), delivered, and only then renamed to ``name``. When several tasks
+    create the same name at once, the first claim wins before anyone delivers; the others withdraw theirs
+    and then apply ``if_exists`` to the winner's key (``reuse`` reuses it, ``fail`` fails). So a key under
+    ``name`` has always been delivered, and a task killed at any moment leaves at most a provisional key
+    whose plaintext went nowhere; a run after its ``claim_lease`` (and a grace of half as long, at most a
+    minute) deletes it. An answer lost after OpenRouter acted (a dropped connection, a timeout, a 5xx) leaves
+    no duplicate either.
+    What this holds under which failures, and what the API cannot let any client promise:
+    :doc:`/guarantees`.
 
     **Delivery failure.** If a destination fails, the new key is deleted again and the task fails with an
-    error saying so ("no key was left behind"; with ``replace``: "the old key is untouched"). Should that
-    deletion fail too, the error gives the key's hash; a rerun with ``if_exists="replace"`` removes it.
+    error saying so ("no new key was left behind"; with ``replace``: "the old key is untouched"). Should
+    that deletion fail too, the error gives the key's hash; its provisional name marks it undelivered, and a
+    run after its lease deletes it.
 
     The return value (pushed to XCom) is the key's metadata (``hash``, ``name``, ``label``, ``limit``, ...,
     see :class:`~airflow_provider_openrouter.models.ApiKey`) plus ``action`` (``"created"``, ``"reused"`` or
@@ -232,6 +220,10 @@ class CreateApiKeyOperator(_KeyOperator):
         it must raise if it could not store the key.
     :param push_plaintext_to_xcom: Also push the plaintext to the XCom ``openrouter_api_key``. Off by default;
         logs a warning when on.
+    :param claim_lease: Seconds (or a ``timedelta``) a task holds its provisional key; after it and a grace
+        of half as long again (at most a minute), another run may delete the key as abandoned. Delivery must
+        finish within half of it. Default 120 s; give more when ``deliver_to_callable`` may take longer than a
+        minute.
     :param openrouter_conn_id: The OpenRouter connection (its password is the management key): a connection
         id of letters, digits, ``_``, ``.`` and ``-``.
 
@@ -270,10 +262,18 @@ class CreateApiKeyOperator(_KeyOperator):
         deliver_to_variable: str | None = None,
         deliver_to_callable: Callable[[CreatedApiKey, Context], None] | None = None,
         push_plaintext_to_xcom: bool = False,
+        claim_lease: float | dt.timedelta = 120.0,
         openrouter_conn_id: str = DEFAULT_CONN_ID,
         **kwargs: Any,
     ) -> None:
         super().__init__(openrouter_conn_id=openrouter_conn_id, **kwargs)
+        self._provisioner: Any = None
+        lease = claim_lease.total_seconds() if isinstance(claim_lease, dt.timedelta) else claim_lease
+        if isinstance(lease, bool) or not isinstance(lease, (int, float)) or not 2 <= lease <= 86400:
+            raise OpenRouterValidationError(
+                "claim_lease", f"must be between 2 seconds and a day (got {claim_lease!r})"
+            )
+        self.claim_lease = float(lease)
         self.name = name
         self.limit = limit
         self.limit_reset = limit_reset
@@ -331,55 +331,52 @@ class CreateApiKeyOperator(_KeyOperator):
     # -- execution -------------------------------------------------------------------------------------------
 
     def execute(self, context: Context) -> dict[str, Any]:
+        from airflow_provider_openrouter._provisioning import Provisioner
+
         args = self._create_args({field: getattr(self, field) for field in self.template_fields})
         variable = _validation.validate_variable_name(self.deliver_to_variable)
-        existing = self._keys_named(args.name, args.workspace_id)
-        if existing:
-            hashes = [key.hash for key in existing]
-            if self.if_exists == "fail":
-                self._remember_key(hashes[0])
-                raise ApiKeyExistsError(args.name, hashes)
-            if self.if_exists == "reuse":
-                if len(existing) > 1:
-                    raise KeyNameNotUniqueError(args.name, hashes)
-                return self._reuse(existing[0], args)
+        provisioner = self._provisioner = Provisioner(self.hook, lease=self.claim_lease, logger=self.log)
+
+        def create(provisional_name: str) -> CreatedApiKey:
+            created = self._create_once(args._replace(name=provisional_name))
+            self._remember_key(created.hash)
+            return created
+
+        def deliver(created: CreatedApiKey) -> list[str]:
             self.log.info(
-                "Replacing %d key(s) named %r (%s): creating the new key first.",
-                len(existing),
-                args.name,
-                ", ".join(hashes),
+                "Created key %r (hash %s, label %s).", created.name, created.hash, created.api_key.label
             )
+            return self._deliver(created, context, variable)
 
-        created, orphans = self._create(args, before={key.hash for key in existing})
-        self._remember_key(created.hash)
-        self.log.info(
-            "Created key %r (hash %s, label %s).", created.name, created.hash, created.api_key.label
-        )
-        delivered = self._deliver(created, context, variable, replacing=existing)
-
-        replaced: list[str] = []
-        for old in existing:
-            try:
-                self.hook.delete_key(old.hash, missing_ok=True)
-            except OpenRouterError as exc:
-                raise OpenRouterError(
-                    f"The new key {created.name!r} (hash {created.hash}) was created and delivered to "
-                    f"{', '.join(delivered)}, but deleting the old key (hash {old.hash}) failed: {exc}. "
-                    "Both keys exist now; rerunning with if_exists='replace' rotates again and removes both "
-                    "old keys."
-                ) from exc
-            replaced.append(old.hash)
-            self.log.info("Deleted the old key %r (hash %s).", old.name, old.hash)
+        try:
+            outcome = provisioner.provision(
+                args.name, self.if_exists, create, deliver, workspace_id=args.workspace_id
+            )
+        except ApiKeyExistsError as exc:
+            if exc.hashes:
+                self._remember_key(exc.hashes[0])
+            raise
+        finally:
+            self._provisioner = None
+        self._remember_key(outcome.key.hash)
+        if outcome.action == "reused":
+            return self._reuse(outcome.key, args, collected=outcome.collected)
         return self._result(
-            created.api_key,
-            action="replaced" if replaced else "created",
+            outcome.key,
+            action=outcome.action,
             issued=True,
-            delivered=delivered,
-            replaced=replaced,
-            orphans=orphans,
+            delivered=outcome.delivered_to,
+            replaced=outcome.replaced,
+            orphans=outcome.collected,
         )
 
-    def _reuse(self, key: ApiKey, args: _CreateArgs) -> dict[str, Any]:
+    def on_kill(self) -> None:
+        """Stop provisioning at the next step; a key not yet delivered is deleted again."""
+        provisioner = self._provisioner
+        if provisioner is not None:
+            provisioner.cancelled = True
+
+    def _reuse(self, key: ApiKey, args: _CreateArgs, *, collected: list[str]) -> dict[str, Any]:
         self._remember_key(key.hash)
         self.log.info(
             "A key named %r already exists (hash %s) and if_exists='reuse': keeping it. No key was created, "
@@ -403,38 +400,7 @@ class CreateApiKeyOperator(_KeyOperator):
                 "The reused key differs from this task's settings (%s); UpdateApiKeyOperator changes them.",
                 "; ".join(differs),
             )
-        return self._result(key, action="reused", issued=False, delivered=[], replaced=[], orphans=[])
-
-    def _create(self, args: _CreateArgs, *, before: set[str]) -> tuple[CreatedApiKey, list[str]]:
-        """Create the key; recover once from an answer that was lost after OpenRouter may have acted."""
-        try:
-            return self._create_once(args), []
-        except _UNKNOWN_OUTCOME as exc:
-            if not _outcome_unknown(exc):
-                raise
-            self.log.warning(
-                "Creating key %r got no usable answer (%s); OpenRouter may have created it anyway. "
-                "Looking for a key it left behind.",
-                args.name,
-                exc,
-            )
-            orphans = self._delete_orphans(args, before, exc)
-        try:
-            created = self._create_once(args)
-        except _UNKNOWN_OUTCOME as exc:
-            if not _outcome_unknown(exc):
-                raise
-            more = self._delete_orphans(args, before, exc)
-            raise OpenRouterError(
-                f"Creating key {args.name!r} failed twice without a usable answer (last: {exc}). "
-                + (
-                    f"The key(s) those requests left behind were deleted ({', '.join(orphans + more)}); "
-                    if orphans or more
-                    else ""
-                )
-                + "no new key was left behind."
-            ) from exc
-        return created, orphans
+        return self._result(key, action="reused", issued=False, delivered=[], replaced=[], orphans=collected)
 
     def _create_once(self, args: _CreateArgs) -> CreatedApiKey:
         from airflow.sdk.log import mask_secret
@@ -445,31 +411,7 @@ class CreateApiKeyOperator(_KeyOperator):
         mask_secret(created.plaintext)
         return created
 
-    def _delete_orphans(self, args: _CreateArgs, before: set[str], cause: Exception) -> list[str]:
-        try:
-            orphans = [
-                key for key in self._keys_named(args.name, args.workspace_id) if key.hash not in before
-            ]
-            for key in orphans:
-                self.hook.delete_key(key.hash, missing_ok=True)
-                self.log.warning(
-                    "Deleted key %r (hash %s): the lost answer had created it, and its plaintext is gone.",
-                    key.name,
-                    key.hash,
-                )
-        except OpenRouterError as exc:
-            raise OpenRouterError(
-                f"Creating key {args.name!r} got no usable answer ({cause}), and checking whether it had "
-                f"been created failed: {exc}. A key named {args.name!r} whose plaintext nobody has may "
-                "exist; rerun with if_exists='replace' to replace it."
-            ) from exc
-        if not orphans:
-            self.log.info("No key was left behind: creating it again.")
-        return [key.hash for key in orphans]
-
-    def _deliver(
-        self, created: CreatedApiKey, context: Context, variable: str | None, *, replacing: list[ApiKey]
-    ) -> list[str]:
+    def _deliver(self, created: CreatedApiKey, context: Context, variable: str | None) -> list[str]:
         """Hand the plaintext to every destination; on failure delete the new key and say so."""
         delivered: list[str] = []
         current = ""
@@ -495,7 +437,7 @@ class CreateApiKeyOperator(_KeyOperator):
                 context["ti"].xcom_push(key=PLAINTEXT_XCOM_KEY, value=created.plaintext)
                 delivered.append(current)
         except Exception as exc:
-            raise self._delivery_failed(created, current, exc, delivered, replacing) from exc
+            raise self._delivery_failed(created, current, exc, delivered) from exc
         self.log.info("Delivered the plaintext of key %r to %s.", created.name, ", ".join(delivered))
         return delivered
 
@@ -505,7 +447,6 @@ class CreateApiKeyOperator(_KeyOperator):
         destination: str,
         exc: Exception,
         delivered: list[str],
-        replacing: list[ApiKey],
     ) -> PlaintextDeliveryError:
         # The destination's error may quote what it was given: keep the plaintext out of our message.
         reason = f"{type(exc).__name__}: {exc}".replace(created.plaintext, "***")
@@ -515,15 +456,13 @@ class CreateApiKeyOperator(_KeyOperator):
         except Exception as cleanup:
             message += (
                 f"Deleting the new key (hash {created.hash}) again failed too ({type(cleanup).__name__}: "
-                f"{cleanup}): it exists and nobody has its plaintext. Delete it, or rerun with "
-                "if_exists='replace', which replaces it."
+                f"{cleanup}): it exists and nobody has its plaintext. Its provisional name marks it "
+                "undelivered: a run after its lease deletes it (or delete it yourself)."
             )
             deleted = False
         else:
-            message += "The new key was deleted again; " + (
-                f"the old key ({', '.join(key.hash for key in replacing)}) is untouched."
-                if replacing
-                else "no key was left behind."
+            message += "The new key was deleted again; no new key was left behind" + (
+                " and the old key is untouched." if self.if_exists == "replace" else "."
             )
             deleted = True
         if delivered:
@@ -579,7 +518,9 @@ class UpdateApiKeyOperator(_KeyOperator):
     where each row is a dict such as ``{"key_name": "tenant-acme", "limit": 50}``.
 
     The return value is the key's metadata after the update plus ``changed``, ``changed_fields`` and
-    ``previous`` (the changed fields' old values).
+    ``previous`` (the changed fields' old values). Comparing first makes a retry converge: after an answer
+    lost once OpenRouter had made the change, the next try finds nothing left to change (a key renamed by
+    ``key_name`` is then found under its new name). See :doc:`/guarantees`.
 
     :param key_hash: Hash of the key to change: 64 lower-case hex characters. (templated)
     :param key_name: Exact name of the key to change, looked up in the connection's default workspace; more
@@ -673,6 +614,12 @@ class UpdateApiKeyOperator(_KeyOperator):
         key_hash, key_name = self._rendered_target(self.key_hash, self.key_name)
         wanted = self._changes({field: getattr(self, field) for field in self.update_fields})
         key = self._find_target(key_hash, key_name)
+        if key is None and key_name is not None and "name" in wanted and wanted["name"] != key_name:
+            # An earlier try may have renamed it, its answer lost: the key under the new name, if it has
+            # everything asked for, is the outcome.
+            renamed = self.hook.find_key_by_name(wanted["name"], workspace_id=wanted.get("workspace_id"))
+            if renamed is not None and all(_same(getattr(renamed, f), v) for f, v in wanted.items()):
+                key = renamed
         if key is None:
             raise ApiKeyNotFoundError(key_hash=key_hash, key_name=key_name)
         self._remember_key(key.hash)
@@ -709,8 +656,12 @@ class DeleteApiKeyOperator(_KeyOperator):
     :param key_hash: Hash of the key to delete: 64 lower-case hex characters. (templated)
     :param key_name: Exact name of the key to delete, looked up in the connection's default workspace; more
         than one key of that name is an error. (templated)
-    :param missing_ok: ``True`` or ``False``: succeed when no such key exists (it may have been deleted by an
-        earlier try), instead of failing.
+    :param missing_ok: ``True`` or ``False``: succeed when no such key exists, instead of failing. On a retry
+        (``try_number`` > 1) a missing key succeeds either way: the earlier try may have deleted it and died
+        before saying so.
+
+    A lost answer (a dropped connection, a timeout, a 5xx after OpenRouter deleted the key) is not a
+    failure: the retry's "not found" is this task's own doing. See :doc:`/guarantees`.
     :param openrouter_conn_id: The OpenRouter connection (its password is the management key).
 
     For more information on how to use this operator, take a look at the guide:
@@ -741,10 +692,17 @@ class DeleteApiKeyOperator(_KeyOperator):
         key = self._find_target(key_hash, key_name)
         if key is not None:
             self._remember_key(key.hash)
-            if self.hook.delete_key(key.hash, missing_ok=True):
-                self.log.info("Deleted key %r (hash %s).", key.name, key.hash)
-                return {**key.to_dict(), "deleted": True}
+            # Deleting is "make sure it is gone": found a moment ago and gone now is deleted, by this call
+            # (whose answer was lost) or by someone else.
+            self.hook.delete_key(key.hash, missing_ok=True)
+            self.log.info("Deleted key %r (hash %s).", key.name, key.hash)
+            return {**key.to_dict(), "deleted": True}
         what = f"hash {key_hash}" if key_hash is not None else f"name {key_name!r}"
+        try_number = getattr(context.get("ti"), "try_number", 1) or 1
+        if not self.missing_ok and try_number > 1:
+            # An earlier try of this task may have deleted it and died before it could say so.
+            self.log.info("No key with %s exists: an earlier try may have deleted it.", what)
+            return {"deleted": False, "hash": key_hash, "name": key_name}
         if not self.missing_ok:
             raise ApiKeyNotFoundError(key_hash=key_hash, key_name=key_name)
         self.log.info("No key with %s exists: nothing to delete (missing_ok=True).", what)

@@ -28,6 +28,7 @@ from airflow_provider_openrouter.testing.faults import (
     HtmlError,
     Latency,
     Status,
+    Trickle,
 )
 
 __all__ = [
@@ -42,4 +43,5 @@ __all__ = [
     "LocalOpenRouterControlError",
     "RecordedRequest",
     "Status",
+    "Trickle",
 ]

@@ -26,6 +26,7 @@ from airflow_provider_openrouter.testing.faults import (
     HtmlError,
     Latency,
     Status,
+    Trickle,
     default_message,
 )
 
@@ -165,6 +166,9 @@ def answer(backend: Backend, request: Request) -> Response:
         record(decisive.code, "html")
         return Response(decisive.code, page, content_type="text/html; charset=utf-8")
     status, payload = _process(backend.state, request)
+    if isinstance(decisive, Trickle):
+        record(status, "trickle")
+        return json_response(status, payload)._replace(trickle=(decisive.interval, decisive.chunk))
     record(status, None)
     return json_response(status, payload)
 

@@ -44,6 +44,8 @@ class Response(NamedTuple):
     content_type: str = "application/json"
     headers: Sequence[tuple[str, str]] = ()
     drop: bool = False
+    #: ``(interval, chunk)``: send the answer ``chunk`` bytes every ``interval`` seconds, then close.
+    trickle: tuple[float, int] | None = None
 
 
 DROP = Response(0, drop=True)
@@ -223,8 +225,19 @@ class _Handler(socketserver.StreamRequestHandler):
         lines.extend(f"{name}: {value}" for name, value in response.headers)
         if self.close_connection:
             lines.append("Connection: close")
+        if response.trickle is not None and not self.close_connection:
+            self.close_connection = True
+            lines.append("Connection: close")
         head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-        self.wfile.write(head + body)  # one write, one segment: see the module docstring
+        if response.trickle is None:
+            self.wfile.write(head + body)  # one write, one segment: see the module docstring
+            return
+        interval, chunk = response.trickle
+        answer = head + body
+        for start in range(0, len(answer), max(1, chunk)):
+            self.wfile.write(answer[start : start + max(1, chunk)])
+            self.wfile.flush()
+            time.sleep(interval)
 
 
 class HttpServer:

@@ -580,7 +580,8 @@ class OpenRouterState:
             now = self.now()
             page: list[dict[str, Any]] = []
             seen = 0
-            for rec in self._keys.values():
+            # Newest first, as the API's "the most recent 100 API keys" (a rename keeps a key's place).
+            for rec in reversed(self._keys.values()):
                 if rec.management or rec.workspace_id != workspace:
                     continue
                 if rec.disabled and not include_disabled:

@@ -86,6 +86,21 @@ class Latency:
 
 
 @dataclass(frozen=True)
+class Trickle:
+    """Act on the request, then send the answer ``chunk`` bytes every ``interval`` seconds.
+
+    Each byte arrives well within any read timeout, so only a client that bounds the whole answer gives up;
+    the server stops sending when the client has gone.
+    """
+
+    interval: float = 0.5
+    chunk: int = 1
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": "trickle", "interval": self.interval, "chunk": self.chunk}
+
+
+@dataclass(frozen=True)
 class DropBeforeCommit:
     """Close the connection without acting on the request or answering it."""
 
@@ -101,7 +116,7 @@ class DropAfterCommit:
         return {"kind": "drop_after_commit"}
 
 
-Fault = Status | HtmlError | Latency | DropBeforeCommit | DropAfterCommit
+Fault = Status | HtmlError | Latency | Trickle | DropBeforeCommit | DropAfterCommit
 
 
 def fault_from_json(data: dict[str, Any]) -> Fault:
@@ -118,6 +133,8 @@ def fault_from_json(data: dict[str, Any]) -> Fault:
         return HtmlError(int(data.get("code", 502)), after_commit=bool(data.get("after_commit", False)))
     if kind == "latency":
         return Latency(float(data["seconds"]))
+    if kind == "trickle":
+        return Trickle(float(data.get("interval", 0.5)), int(data.get("chunk", 1)))
     if kind == "drop_before_commit":
         return DropBeforeCommit()
     if kind == "drop_after_commit":

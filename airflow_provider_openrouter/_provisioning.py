@@ -1,0 +1,453 @@
+"""Creating a key under a name so that it stays one key, delivered, on a parallel and failing Airflow.
+
+The API has no idempotency key, no lock and no conditional write, and it shows a plaintext once. So a key
+is created under a *claim*: a provisional name that says which name it is for, which try made it, and until
+when that try holds it (its lease)::
+
+    tenant-acme [pending delivery 3f9a1c2b07 until 1767225600]
+
+Only a claim that wins is delivered, and only a delivered claim is renamed to the real name. So a key under
+the real name has always reached its destinations, and a key whose plaintext went nowhere is recognisable by
+its name; once its lease (plus a grace) has passed, any run that touches the name deletes it.
+
+Winning. Right after its key is created, a try lists the name again. It wins when it sees no other live
+claim created before or less than :data:`AMBIGUITY` seconds after its own (``created_at`` has whole seconds
+and clocks differ, so two claims that close together cannot be ordered) and no delivered key it did not
+already know. Of two claims, the one created later sees the earlier (the list is read after its create), so
+two tries cannot both win; when both see each other, both withdraw and try again after a random wait.
+Losing claims are deleted at once; a try that loses waits for the winner and then applies ``if_exists`` to
+what the winner left.
+
+The steps take an already-walked view of the keys (:func:`view_of`), so that a caller provisioning many names
+can share one walk of the account among them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import random
+import re
+import secrets
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Final, Literal
+
+from airflow_provider_openrouter.exceptions import (
+    ApiKeyExistsError,
+    KeyNameNotUniqueError,
+    OpenRouterError,
+    OpenRouterTransportError,
+    PlaintextDeliveryError,
+    ServerError,
+    UnreadableResponseError,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable
+
+    from airflow_provider_openrouter.hooks.openrouter import OpenRouterHook
+    from airflow_provider_openrouter.models import ApiKey, CreatedApiKey
+
+IfExists = Literal["fail", "reuse", "replace"]
+
+#: Seconds within which two claims' ``created_at`` cannot be ordered: whole seconds, plus clock differences
+#: between OpenRouter's servers.
+AMBIGUITY: Final = 2.0
+#: Default lease of a claim, and the grace after it before another run may delete it.
+DEFAULT_LEASE: Final = 120.0
+DEFAULT_GRACE: Final = 60.0
+#: Rounds (create, check) one try makes before giving up on a name that others keep claiming.
+MAX_ROUNDS: Final = 8
+
+_CLAIM = re.compile(r"^(?P<name>.+) \[pending delivery (?P<token>[0-9a-f]{10}) until (?P<until>\d{9,12})\]$")
+_UNKNOWN_OUTCOME = (OpenRouterTransportError, ServerError, UnreadableResponseError)
+
+log = logging.getLogger(__name__)
+
+
+class ClaimHeldError(OpenRouterError):
+    """Another try holds a claim on the name (it is creating and delivering that key) past this try's wait."""
+
+    def __init__(self, name: str, holders: list[str], until: float) -> None:
+        self.name = name
+        self.holders = holders
+        self.until = until
+        moment = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(until))
+        super().__init__(
+            f"Another task is creating the key {name!r} right now (claim {', '.join(holders)}, held until "
+            f"{moment} at the latest): not creating a second one. A retry after that time finds the key, "
+            "or, if that task died, removes its claim."
+        )
+
+
+def claim_name(name: str, token: str, until: float) -> str:
+    return f"{name} [pending delivery {token} until {int(until)}]"
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """A key under a provisional name: for which name, made by which try, held until when (epoch seconds)."""
+
+    key: ApiKey
+    name: str
+    token: str
+    until: float
+
+    @classmethod
+    def parse(cls, key: ApiKey) -> Claim | None:
+        match = _CLAIM.match(key.name)
+        if match is None:
+            return None
+        return cls(key, match["name"], match["token"], float(match["until"]))
+
+    def collectable(self, now: float, grace: float) -> bool:
+        """Whether the try that made it can no longer rename it: its lease and the grace have passed."""
+        return now > self.until + grace
+
+    def live(self, now: float) -> bool:
+        return now <= self.until
+
+
+@dataclass(slots=True)
+class NameView:
+    """What one walk saw of one name: its delivered keys (``finals``) and its claims."""
+
+    name: str
+    finals: list[ApiKey] = field(default_factory=list)
+    claims: list[Claim] = field(default_factory=list)
+
+
+def view_of(keys: Iterable[ApiKey], names: Iterable[str] | None = None) -> dict[str, NameView]:
+    """Group one walk of the account by name (only ``names`` when given): one walk serves many names."""
+    wanted = None if names is None else set(names)
+    views: dict[str, NameView] = {}
+    for key in keys:
+        claim = Claim.parse(key)
+        name = claim.name if claim is not None else key.name
+        if wanted is not None and name not in wanted:
+            continue
+        view = views.get(name) or views.setdefault(name, NameView(name))
+        if claim is not None:
+            view.claims.append(claim)
+        else:
+            view.finals.append(key)
+    if wanted is not None:
+        for name in wanted:
+            views.setdefault(name, NameView(name))
+    return views
+
+
+@dataclass(slots=True)
+class Outcome:
+    """How a name was provisioned: ``created`` (delivered, renamed), or ``reused`` an existing key."""
+
+    action: Literal["created", "replaced", "reused"]
+    key: ApiKey
+    delivered_to: list[str] = field(default_factory=list)
+    replaced: list[str] = field(default_factory=list)
+    collected: list[str] = field(default_factory=list)
+
+
+class Cancelled(BaseException):
+    """The task was told to stop (``on_kill``) while provisioning; what it had claimed is withdrawn."""
+
+
+class Provisioner:
+    """The create-and-recover sequence for one try; safe against other tries doing the same at once.
+
+    :param hook: the hook to call OpenRouter with.
+    :param lease: seconds a claim is held: delivery must be done within half of it.
+    :param grace: seconds after a lease before another run may delete the claim (default: half the lease, at
+        most a minute). It must exceed the time one rename call can take (the connection's call deadline).
+    :param wait: longest time to wait for another try's claim to be settled before giving up.
+    """
+
+    def __init__(
+        self,
+        hook: OpenRouterHook,
+        *,
+        lease: float = DEFAULT_LEASE,
+        grace: float | None = None,
+        wait: float | None = None,
+        logger: logging.Logger | Any = None,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.hook = hook
+        self.lease = lease
+        self.grace = min(DEFAULT_GRACE, lease / 2) if grace is None else grace
+        self.wait = lease + self.grace if wait is None else wait
+        self.log = logger or log
+        self.clock = clock
+        self.sleep = sleep
+        self.rng = rng or random.Random()
+        self.token = secrets.token_hex(4)  # this try's; each claim adds a round digit
+        self.cancelled = False
+        self.collected: list[str] = []
+        self._delivered: str | None = None
+
+    # -- views ---------------------------------------------------------------------------------------------
+
+    def walk(self, names: Iterable[str] | None, workspace_id: str | None) -> dict[str, NameView]:
+        keys = self.hook.list_keys(include_disabled=True, include_expired=True, workspace_id=workspace_id)
+        return view_of(keys, names)
+
+    def _view(self, name: str, workspace_id: str | None) -> NameView:
+        return self.walk([name], workspace_id)[name]
+
+    def _mine(self, claim: Claim) -> bool:
+        return claim.token.startswith(self.token)
+
+    def _tidy(self, view: NameView) -> list[Claim]:
+        """Delete this try's own leftovers and claims past lease and grace; the others' live claims."""
+        now = self.clock()
+        rivals = []
+        for claim in view.claims:
+            if self._mine(claim) or claim.collectable(now, self.grace):
+                if self._delete(claim.key.hash):
+                    self.collected.append(claim.key.hash)
+                    self.log.warning(
+                        "Deleted key %r (hash %s): %s, and its plaintext reached no destination.",
+                        claim.key.name,
+                        claim.key.hash,
+                        "this try's earlier request left it behind"
+                        if self._mine(claim)
+                        else "its lease has run out",
+                    )
+            else:
+                rivals.append(claim)
+        view.claims = rivals
+        return rivals
+
+    def _delete(self, key_hash: str) -> bool:
+        return self.hook.delete_key(key_hash, missing_ok=True)
+
+    # -- the sequence --------------------------------------------------------------------------------------
+
+    def provision(
+        self,
+        name: str,
+        if_exists: IfExists,
+        create: Callable[[str], CreatedApiKey],
+        deliver: Callable[[CreatedApiKey], list[str]],
+        *,
+        workspace_id: str | None = None,
+        view: NameView | None = None,
+    ) -> Outcome:
+        """Make sure one delivered key carries ``name``, following ``if_exists``.
+
+        ``create(provisional_name)`` creates a key; ``deliver(created)`` hands its plaintext on (``created``
+        already carries the real name) and returns where it went, raising if it could not.
+        """
+        backoff = 0.25
+        waited_since: float | None = None
+        for round_no in range(MAX_ROUNDS):
+            self._check_cancelled()
+            if view is None:
+                view = self._view(name, workspace_id)
+            rivals = self._tidy(view)
+            finals = list(view.finals)
+            if finals and if_exists == "fail":
+                raise ApiKeyExistsError(name, [key.hash for key in finals])
+            if finals and if_exists == "reuse":
+                if len(finals) > 1:
+                    raise KeyNameNotUniqueError(name, [key.hash for key in finals])
+                return Outcome("reused", finals[0], collected=list(self.collected))
+            if rivals:
+                # Another try is creating this name right now: let it finish (or its lease run out).
+                waited_since = waited_since or self.clock()
+                until = max(claim.until for claim in rivals) + self.grace
+                if self.clock() - waited_since > self.wait:
+                    raise ClaimHeldError(name, [claim.key.hash for claim in rivals], until)
+                self.log.info(
+                    "Another task holds a claim on %r (%s): waiting for it.",
+                    name,
+                    ", ".join(claim.key.hash for claim in rivals),
+                )
+                self.sleep(self.rng.uniform(0.2, 0.6))
+                view = None
+                continue
+            outcome = self._round(
+                name, round_no, olds=finals, create=create, deliver=deliver, workspace_id=workspace_id
+            )
+            if outcome is not None:
+                outcome.collected = list(self.collected)
+                return outcome
+            # Withdrew in favour of another claim: look again after a random wait, so that tries that saw
+            # each other do not meet again.
+            self.sleep(self.rng.uniform(0, backoff))
+            backoff = min(backoff * 2, 4.0)
+            view = None
+        raise OpenRouterError(
+            f"Creating key {name!r}: other tasks kept claiming the name at the same moment for {MAX_ROUNDS} "
+            "rounds; nothing was left behind. A retry settles it."
+        )
+
+    def _round(
+        self,
+        name: str,
+        round_no: int,
+        *,
+        olds: list[ApiKey],
+        create: Callable[[str], CreatedApiKey],
+        deliver: Callable[[CreatedApiKey], list[str]],
+        workspace_id: str | None,
+    ) -> Outcome | None:
+        until = self.clock() + self.lease
+        token = f"{self.token}{round_no:02d}"
+        provisional = claim_name(name, token, until)
+        try:
+            created = create(provisional)
+        except _UNKNOWN_OUTCOME as exc:
+            if isinstance(exc, OpenRouterTransportError) and exc.reached_server is False:
+                raise
+            # The key may exist without its plaintext: the next look deletes it as this try's leftover.
+            self.log.warning("Creating a claim on %r got no usable answer (%s); looking again.", name, exc)
+            return None
+        self._delivered = None
+        try:
+            return self._settle(
+                name, created, until=until, olds=olds, deliver=deliver, workspace_id=workspace_id
+            )
+        except BaseException:
+            # A failure, a timeout (AirflowTaskTimeout), a kill asked for. Before delivery: delete the key,
+            # so none is left that nobody has. After: finish the rename if possible, so that the name carries
+            # the key the destinations hold.
+            if self._delivered == created.hash:
+                self._rename_quietly(created.hash, name)  # a second rename to the same name is harmless
+            else:
+                self._withdraw(created.hash)
+            raise
+
+    def _settle(
+        self,
+        name: str,
+        created: CreatedApiKey,
+        *,
+        until: float,
+        olds: list[ApiKey],
+        deliver: Callable[[CreatedApiKey], list[str]],
+        workspace_id: str | None,
+    ) -> Outcome | None:
+        self._check_cancelled()
+        view = self._view(name, workspace_id)
+        mine = created.api_key
+        stamp = _epoch(mine.created_at)
+        ahead = [
+            claim
+            for claim in view.claims
+            if claim.key.hash != mine.hash
+            and not self._mine(claim)
+            and claim.live(self.clock())
+            and (stamp is None or (_epoch(claim.key.created_at) or 0.0) < stamp + AMBIGUITY)
+        ]
+        known = {key.hash for key in olds}
+        newcomers = [key for key in view.finals if key.hash not in known]
+        if ahead or newcomers or all(claim.key.hash != mine.hash for claim in view.claims):
+            self.log.info(
+                "Another task claimed %r at the same moment (%s): withdrawing this try's claim.",
+                name,
+                ", ".join(key.hash for key in [*(c.key for c in ahead), *newcomers]) or "its claim is gone",
+            )
+            self._withdraw(mine.hash)
+            return None
+        if self.clock() > until - self.lease / 2:
+            self.log.warning("The claim on %r has less than half its lease left: withdrawing it.", name)
+            self._withdraw(mine.hash)
+            return None
+        real = dataclasses.replace(created, api_key=dataclasses.replace(mine, name=name))
+        delivered = deliver(real)
+        if self.clock() >= until:
+            raise PlaintextDeliveryError(
+                f"Key {name!r} was delivered to {', '.join(delivered)} only after its claim's lease ran out, "
+                "so another run may delete it at any moment: it was withdrawn, and those destinations hold a "
+                "key that no longer works. Rerun the task; a longer lease gives delivery more time.",
+                key_hash=mine.hash,
+                key_deleted=True,
+                delivered_to=delivered,
+            )
+        self._delivered = mine.hash
+        replaced: list[str] = []
+        failed: OpenRouterError | None = None
+        for old in olds:
+            try:
+                self._delete(old.hash)
+            except OpenRouterError as exc:
+                failed = exc
+                break
+            replaced.append(old.hash)
+            self.log.info("Deleted the old key %r (hash %s).", old.name, old.hash)
+        key = self._rename(mine.hash, name)
+        if failed is not None:
+            left = [old.hash for old in olds if old.hash not in replaced]
+            raise OpenRouterError(
+                f"The new key {name!r} (hash {key.hash}) was created and delivered to "
+                f"{', '.join(delivered)}, but deleting the old key (hash {', '.join(left)}) failed: "
+                f"{failed}. Both keys exist now; "
+                "rerunning with if_exists='replace' rotates again and removes both old keys."
+            ) from failed
+        return Outcome("replaced" if replaced else "created", key, delivered, replaced)
+
+    def _rename(self, key_hash: str, name: str) -> ApiKey:
+        try:
+            return self.hook.update_key(key_hash, name=name)
+        except _UNKNOWN_OUTCOME:
+            # The rename may have been made: the key says.
+            key = self.hook.get_key(key_hash)
+            if key.name != name:
+                raise
+            return key
+
+    def _rename_quietly(self, key_hash: str, name: str) -> None:
+        try:
+            self._rename(key_hash, name)
+        except BaseException as exc:  # best effort: the error that brought us here matters more
+            self.log.warning(
+                "Could not rename the delivered key (hash %s) to %r: %s. A run after its lease replaces it.",
+                key_hash,
+                name,
+                exc,
+            )
+
+    def _withdraw(self, key_hash: str) -> None:
+        try:
+            self._delete(key_hash)
+        except BaseException as exc:  # best effort: the error that brought us here matters more
+            self.log.warning(
+                "Could not delete this try's claim (hash %s): %s. Its name marks it undelivered; a run after "
+                "its lease deletes it.",
+                key_hash,
+                exc,
+            )
+
+    def _check_cancelled(self) -> None:
+        if self.cancelled:
+            raise Cancelled("the task was told to stop while provisioning")
+
+
+def _epoch(stamp: str | None) -> float | None:
+    if not stamp:
+        return None
+    import datetime as dt
+
+    try:
+        moment = dt.datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.timezone.utc)
+    return moment.timestamp()
+
+
+__all__ = [
+    "AMBIGUITY",
+    "Claim",
+    "ClaimHeldError",
+    "NameView",
+    "Outcome",
+    "Provisioner",
+    "claim_name",
+    "view_of",
+]
