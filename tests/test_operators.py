@@ -689,6 +689,7 @@ def store(created: CreatedApiKey, context: Any) -> None:
 
 def test_mapped_operators_serialize_for_the_scheduler() -> None:
     from airflow.sdk import task
+
     try:  # Airflow >= 3.2
         from airflow.serialization.serialized_objects import DagSerialization
     except ImportError:  # Airflow 3.1
