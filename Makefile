@@ -102,14 +102,19 @@ test-airflow-3.2: install-3.2
 
 # Two lanes side by side on two cores: the fast suites are CPU-bound, the deployment tests mostly wait (for
 # sensors, heartbeats, a restarted triggerer). Each lane's output is printed when the lane ends.
+# A lane runs every suite even when one fails, and fails if any did.
 lane-fast:
-	$(MAKE) pytest
-	$(MAKE) test-airflow-3.2
-	$(MAKE) test-fast-3.1
+	@status=0; \
+	$(MAKE) pytest || status=1; \
+	$(MAKE) test-airflow-3.2 || status=1; \
+	$(MAKE) test-fast-3.1 || status=1; \
+	exit $$status
 
 lane-deployment:
-	$(MAKE) test-deployment
-	$(MAKE) test-deployment-3.1
+	@status=0; \
+	$(MAKE) test-deployment || status=1; \
+	$(MAKE) test-deployment-3.1 || status=1; \
+	exit $$status
 
 # Everything installs first (apt-get one at a time, the two older Airflow lines side by side), then the
 # lanes run.

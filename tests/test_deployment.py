@@ -174,7 +174,11 @@ def test_worker_killed_during_a_create_is_retried(deployment: Deployment) -> Non
     finally:
         deployment.start_component(victim)
     [ti] = deployment.task_instances(dag_id, run_id)
-    assert state == "success", ti
+    logs = sorted((deployment.airflow_home / "logs" / f"dag_id={dag_id}").rglob("attempt=*.log"))
+    last_log = "\n".join(line[:300] for line in logs[-1].read_text().splitlines()[-15:]) if logs else ""
+    assert state == "success", (
+        f"{ti['state']} after {ti['try_number']} tries; the last one's log:\n{last_log}"
+    )
     assert ti["try_number"] >= 2, ti
     assert time.monotonic() - killed_at > 10
     posts = [r for r in fake.requests if r.method == "POST" and r.path.endswith("/keys")]
