@@ -53,7 +53,8 @@ with DAG(dag_id="deploy_provision_mapped", **COMMON):
         [{"name": key_name(t), "deliver_to_variable": variable_name(t)} for t in TENANTS]
     )
 
-# A create that Airflow retries when its worker dies.
+# A create that Airflow retries when its worker dies. A killed try leaves its claim (a provisional key) for
+# claim_lease and a grace of half as long: the retries outlast that, as the operator documents.
 with DAG(dag_id="deploy_provision_killed", **COMMON):
     CreateApiKeyOperator(
         task_id="create",
@@ -61,8 +62,9 @@ with DAG(dag_id="deploy_provision_killed", **COMMON):
         limit=5,
         if_exists="reuse",
         deliver_to_variable="openrouter_api_key_deploy_killed",
-        retries=3,
-        retry_delay=dt.timedelta(seconds=2),
+        claim_lease=10,
+        retries=4,
+        retry_delay=dt.timedelta(seconds=10),
     )
 
 # Deferred sensors, each waiting for its key's usage (the local OpenRouter's keys spend on their own).
