@@ -44,7 +44,7 @@ from airflow_provider_openrouter.exceptions import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable
+    from collections.abc import Callable, Iterable, Sequence
 
     from airflow_provider_openrouter.hooks.openrouter import OpenRouterHook
     from airflow_provider_openrouter.models import ApiKey, CreatedApiKey
@@ -186,7 +186,8 @@ class Provisioner:
         self.token = secrets.token_hex(4)  # this try's; each claim adds a round digit
         self.cancelled = False
         self.collected: list[str] = []
-        self._delivered: str | None = None
+        # Hashes of claims whose plaintext reached its destinations (threads of a batch share the set).
+        self._delivered: set[str] = set()
 
     # -- views ---------------------------------------------------------------------------------------------
 
@@ -235,11 +236,14 @@ class Provisioner:
         *,
         workspace_id: str | None = None,
         view: NameView | None = None,
+        retire: Callable[[ApiKey], None] | None = None,
     ) -> Outcome:
         """Make sure one delivered key carries ``name``, following ``if_exists``.
 
         ``create(provisional_name)`` creates a key; ``deliver(created)`` hands its plaintext on (``created``
-        already carries the real name) and returns where it went, raising if it could not.
+        already carries the real name) and returns where it went, raising if it could not. With
+        ``if_exists="replace"``, ``retire(old)`` (when given) takes each old key out of the name instead of
+        deleting it, after the new key was delivered.
         """
         backoff = 0.25
         waited_since: float | None = None
@@ -270,7 +274,13 @@ class Provisioner:
                 view = None
                 continue
             outcome = self._round(
-                name, round_no, olds=finals, create=create, deliver=deliver, workspace_id=workspace_id
+                name,
+                round_no,
+                olds=finals,
+                create=create,
+                deliver=deliver,
+                workspace_id=workspace_id,
+                retire=retire,
             )
             if outcome is not None:
                 outcome.collected = list(self.collected)
@@ -294,28 +304,58 @@ class Provisioner:
         create: Callable[[str], CreatedApiKey],
         deliver: Callable[[CreatedApiKey], list[str]],
         workspace_id: str | None,
+        retire: Callable[[ApiKey], None] | None = None,
     ) -> Outcome | None:
+        claimed = self._claim(name, round_no, create)
+        if claimed is None:
+            return None
+        created, until = claimed
+        return self._finish(
+            name, created, until, olds=olds, deliver=deliver, workspace_id=workspace_id, retire=retire
+        )
+
+    def _claim(
+        self, name: str, round_no: int, create: Callable[[str], CreatedApiKey]
+    ) -> tuple[CreatedApiKey, float] | None:
+        """Create a claim on ``name``; ``None`` when the answer was lost (the next look deletes it)."""
         until = self.clock() + self.lease
         token = f"{self.token}{round_no:02d}"
-        provisional = claim_name(name, token, until)
         try:
-            created = create(provisional)
+            return create(claim_name(name, token, until)), until
         except _UNKNOWN_OUTCOME as exc:
             if isinstance(exc, OpenRouterTransportError) and exc.reached_server is False:
                 raise
-            # The key may exist without its plaintext: the next look deletes it as this try's leftover.
             self.log.warning("Creating a claim on %r got no usable answer (%s); looking again.", name, exc)
             return None
-        self._delivered = None
+
+    def _finish(
+        self,
+        name: str,
+        created: CreatedApiKey,
+        until: float,
+        *,
+        olds: list[ApiKey],
+        deliver: Callable[[CreatedApiKey], list[str]],
+        workspace_id: str | None,
+        view: NameView | None = None,
+        retire: Callable[[ApiKey], None] | None = None,
+    ) -> Outcome | None:
         try:
             return self._settle(
-                name, created, until=until, olds=olds, deliver=deliver, workspace_id=workspace_id
+                name,
+                created,
+                until=until,
+                olds=olds,
+                deliver=deliver,
+                workspace_id=workspace_id,
+                view=view,
+                retire=retire,
             )
         except BaseException:
             # A failure, a timeout (AirflowTaskTimeout), a kill asked for. Before delivery: delete the key,
             # so none is left that nobody has. After: finish the rename if possible, so that the name carries
             # the key the destinations hold.
-            if self._delivered == created.hash:
+            if created.hash in self._delivered:
                 self._rename_quietly(created.hash, name)  # a second rename to the same name is harmless
             else:
                 self._withdraw(created.hash)
@@ -330,9 +370,12 @@ class Provisioner:
         olds: list[ApiKey],
         deliver: Callable[[CreatedApiKey], list[str]],
         workspace_id: str | None,
+        view: NameView | None = None,
+        retire: Callable[[ApiKey], None] | None = None,
     ) -> Outcome | None:
         self._check_cancelled()
-        view = self._view(name, workspace_id)
+        if view is None:
+            view = self._view(name, workspace_id)
         mine = created.api_key
         stamp = _epoch(mine.created_at)
         ahead = [
@@ -368,17 +411,21 @@ class Provisioner:
                 key_deleted=True,
                 delivered_to=delivered,
             )
-        self._delivered = mine.hash
+        self._delivered.add(mine.hash)
         replaced: list[str] = []
         failed: OpenRouterError | None = None
         for old in olds:
             try:
-                self._delete(old.hash)
+                if retire is not None:
+                    retire(old)
+                else:
+                    self._delete(old.hash)
             except OpenRouterError as exc:
                 failed = exc
                 break
             replaced.append(old.hash)
-            self.log.info("Deleted the old key %r (hash %s).", old.name, old.hash)
+            if retire is None:
+                self.log.info("Deleted the old key %r (hash %s).", old.name, old.hash)
         key = self._rename(mine.hash, name)
         if failed is not None:
             left = [old.hash for old in olds if old.hash not in replaced]
@@ -426,6 +473,173 @@ class Provisioner:
         if self.cancelled:
             raise Cancelled("the task was told to stop while provisioning")
 
+    # -- many names at once --------------------------------------------------------------------------------
+
+    def provision_many(
+        self,
+        requests: Sequence[Request],
+        *,
+        workspace_id: str | None = None,
+        workers: int = 8,
+        pace: Callable[[Callable[[], Any]], Any] | None = None,
+        mask: Callable[[list[str]], None] | None = None,
+    ) -> list[Outcome | BaseException]:
+        """:meth:`provision` for many names of one workspace, with one walk checking all their claims.
+
+        Each name's claim is created (``workers`` at a time), the new plaintexts are registered with ``mask``
+        in one go, one walk of the account decides every claim, and the winners are delivered and renamed.
+        A name that meets anything but a clean first round (a rival, a lost answer, a withdrawal) goes
+        through :meth:`provision` on its own, so the guarantees are the same as one name at a time.
+        ``pace(call)`` runs every request to OpenRouter (the caller's shared rate limiting). The result has
+        one entry per request, in order: its outcome, or the exception that ended it.
+        """
+        from concurrent.futures import ThreadPoolExecutor
+
+        run = pace or (lambda call: call())
+        results: list[Outcome | BaseException | None] = [None] * len(requests)
+        fresh: list[tuple[int, list[ApiKey]]] = []
+        slow: list[int] = []
+        for index, request in enumerate(requests):
+            if request.view is None:
+                slow.append(index)
+                continue
+            view = request.view
+            rivals = self._tidy(view)
+            finals = list(view.finals)
+            if rivals or (finals and request.if_exists != "replace"):
+                slow.append(index)
+            else:
+                fresh.append((index, finals))
+
+        def single(index: int) -> Outcome | BaseException:
+            request = requests[index]
+            try:
+                return self.provision(
+                    request.name,
+                    request.if_exists,
+                    lambda provisional: run(lambda: request.create(provisional)),
+                    request.deliver,
+                    workspace_id=workspace_id,
+                    view=request.view,
+                    retire=request.retire,
+                )
+            except Exception as exc:
+                return exc
+
+        with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="provision") as pool:
+
+            def claim(item: tuple[int, list[ApiKey]]) -> tuple[CreatedApiKey, float] | BaseException | None:
+                request = requests[item[0]]
+                try:
+                    self._check_cancelled()
+                    return self._claim(
+                        request.name, 0, lambda provisional: run(lambda: request.create(provisional))
+                    )
+                except Exception as exc:
+                    return exc
+
+            claims = list(pool.map(claim, fresh))
+            plaintexts = [c[0].plaintext for c in claims if isinstance(c, tuple)]
+            if mask is not None and plaintexts:
+                mask(plaintexts)
+            names = [
+                requests[index].name
+                for (index, _), c in zip(fresh, claims, strict=True)
+                if isinstance(c, tuple)
+            ]
+            views = self.walk(names, workspace_id) if names else {}
+
+            def finish(
+                item: tuple[tuple[int, list[ApiKey]], tuple[CreatedApiKey, float] | BaseException | None],
+            ) -> None:
+                (index, olds), claimed = item
+                request = requests[index]
+                if isinstance(claimed, BaseException):
+                    results[index] = claimed
+                    return
+                outcome: Outcome | None = None
+                if claimed is not None:
+                    created, until = claimed
+                    try:
+                        outcome = self._finish(
+                            request.name,
+                            created,
+                            until,
+                            olds=olds,
+                            deliver=request.deliver,
+                            workspace_id=workspace_id,
+                            view=views[request.name],
+                            retire=request.retire,
+                        )
+                    except Exception as exc:
+                        results[index] = exc
+                        return
+                if outcome is None:
+                    # Withdrawn or lost: the careful path, which looks again before each round.
+                    request.view = None
+                    results[index] = single(index)
+                else:
+                    results[index] = outcome
+
+            list(pool.map(finish, zip(fresh, claims, strict=True)))
+            for index, result in zip(slow, pool.map(single, slow), strict=True):
+                results[index] = result
+        return [r if r is not None else OpenRouterError("not provisioned") for r in results]
+
+
+@dataclass(slots=True)
+class Request:
+    """One name for :meth:`Provisioner.provision_many`: how to create its key and where to deliver it."""
+
+    name: str
+    create: Callable[[str], CreatedApiKey]
+    deliver: Callable[[CreatedApiKey], list[str]]
+    if_exists: IfExists = "fail"
+    view: NameView | None = None
+    retire: Callable[[ApiKey], None] | None = None
+
+
+def mask_plaintexts(plaintexts: list[str]) -> None:
+    """Register many new plaintexts with Airflow's secrets masker for the price of one.
+
+    ``mask_secret`` recompiles one regular expression of every secret masked so far each time it is called,
+    so masking keys one by one costs O(n²): about 16 ms a key after a few hundred. Here the masker's
+    patterns are extended once and compiled once per batch. The supervisor is told in one message. Where
+    the masker does not look as expected (another Airflow version), each secret goes through
+    ``mask_secret``: slower, never unmasked.
+    """
+    import re as _re
+    from contextlib import suppress
+
+    from airflow.sdk import log as sdk_log
+
+    masker_of = getattr(sdk_log, "_secrets_masker", None)
+    masker = masker_of() if callable(masker_of) else None
+    patterns = getattr(masker, "patterns", None)
+    adaptations = getattr(masker, "_adaptations", None)
+    if not isinstance(patterns, set) or not hasattr(masker, "replacer") or not callable(adaptations):
+        for secret in plaintexts:
+            sdk_log.mask_secret(secret)
+        return
+    minimum = int(getattr(masker, "min_length_to_mask", 0) or 0)
+    added = False
+    for secret in plaintexts:
+        for form in adaptations(secret):
+            if form and len(form) >= minimum:
+                pattern = _re.escape(form)
+                if pattern not in patterns:
+                    patterns.add(pattern)
+                    added = True
+    if added:
+        masker.replacer = _re.compile("|".join(patterns))  # type: ignore[union-attr]
+    with suppress(Exception):
+        from airflow.sdk.execution_time import task_runner
+        from airflow.sdk.execution_time.comms import MaskSecret
+
+        comms = getattr(task_runner, "SUPERVISOR_COMMS", None)
+        if comms is not None:
+            comms.send(MaskSecret(value=list[Any](plaintexts), name=None))
+
 
 def _epoch(stamp: str | None) -> float | None:
     if not stamp:
@@ -448,6 +662,8 @@ __all__ = [
     "NameView",
     "Outcome",
     "Provisioner",
+    "Request",
     "claim_name",
+    "mask_plaintexts",
     "view_of",
 ]

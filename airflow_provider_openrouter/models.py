@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Final, NamedTuple, TypeVar
 
 # Re-exported: the sentinel has a module of its own so that importing the hook does not import the models.
 from airflow_provider_openrouter._sentinel import UNSET, Unset
 
 if TYPE_CHECKING:
+    import datetime as dt
     from collections.abc import Callable, Mapping
+    from types import ModuleType
 
 
 __all__ = ["UNSET", "ApiKey", "CreatedApiKey", "Credits", "CurrentKey", "Unset"]
@@ -43,18 +45,88 @@ class _JsonMixin:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}  # type: ignore[arg-type]
 
 
+class Checking(NamedTuple):
+    """What a field's check is told besides the value."""
+
+    field: str
+    #: Booleans may come as the text a template renders them to (``"True"``).
+    text: bool = False
+    #: The moment "in the future" is measured from (``None``: now).
+    now: dt.datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class KeyField:
+    """A key field that can be written: how a given value is checked, and by which requests.
+
+    ``create``: ``POST /keys`` takes it (``required``: always; else only when not ``None``). ``update``:
+    ``PATCH /keys/{hash}`` takes it, and ``clears``: ``None`` there removes the setting. ``check`` returns the
+    value as sent, or raises :class:`~airflow_provider_openrouter.exceptions.OpenRouterValidationError`
+    naming the field.
+    """
+
+    name: str
+    check: Callable[[Any, Checking], Any]
+    create: bool = True
+    update: bool = True
+    clears: bool = False
+    required: bool = False
+
+    def validate(self, value: Any, *, text: bool = False, now: dt.datetime | None = None) -> Any:
+        return self.check(value, Checking(self.name, text, now))
+
+
+def _writes(
+    check: Callable[[Any, Checking], Any],
+    *,
+    create: bool = True,
+    update: bool = True,
+    clears: bool = False,
+    required: bool = False,
+) -> dict[str, KeyField]:
+    """A writable field's metadata; its name is filled in from the dataclass (:data:`KEY_FIELDS`)."""
+    return {_WRITABLE: KeyField("", check, create, update, clears, required)}
+
+
+_WRITABLE: Final = "openrouter_writable"
+
+
+def _v() -> ModuleType:
+    # The checks import Airflow (through the exceptions); the models are imported by the local OpenRouter,
+    # which must not.
+    from airflow_provider_openrouter import _validation
+
+    return _validation
+
+
+def _flag(value: Any, c: Checking) -> bool:
+    return bool(_v().validate_bool(value, field=c.field, text=c.text))
+
+
 @dataclass(frozen=True, slots=True)
 class ApiKey(_JsonMixin):
-    """An API key's metadata as OpenRouter reports it (never its plaintext)."""
+    """An API key's metadata as OpenRouter reports it (never its plaintext).
+
+    This class is the one declaration of a key's fields: each field's type says how it is read from the API
+    (required when it has no default; a number or flag missing from the answer reads as ``0.0``/``False``),
+    and a writable field's metadata (a ``KeyField``) says how a given value is checked and which requests
+    take it. The hook, the operators and the request bodies are all built from it.
+    """
 
     hash: str
-    name: str
+    name: str = field(
+        metadata=_writes(lambda value, c: _v().validate_name(value, field=c.field), required=True)
+    )
     label: str
-    disabled: bool
-    limit: float | None
+    disabled: bool = field(metadata=_writes(_flag, create=False))
+    limit: float | None = field(
+        metadata=_writes(lambda value, c: _v().validate_limit(value, field=c.field), clears=True)
+    )
     limit_remaining: float | None
-    limit_reset: str | None
-    include_byok_in_limit: bool
+    limit_reset: str | None = field(
+        metadata=_writes(lambda value, c: _v().validate_limit_reset(value, field=c.field), clears=True)
+    )
+    include_byok_in_limit: bool = field(metadata=_writes(_flag))
     usage: float
     usage_daily: float
     usage_weekly: float
@@ -65,44 +137,52 @@ class ApiKey(_JsonMixin):
     byok_usage_monthly: float
     created_at: str
     updated_at: str | None = None
-    creator_user_id: str | None = None
-    workspace_id: str | None = None
-    expires_at: str | None = None
+    creator_user_id: str | None = field(
+        default=None,
+        metadata=_writes(lambda value, c: _v().validate_creator_user_id(value, field=c.field), update=False),
+    )
+    workspace_id: str | None = field(
+        default=None,
+        metadata=_writes(lambda value, c: _v().validate_workspace_id(value, field=c.field, optional=False)),
+    )
+    expires_at: str | None = field(
+        default=None,
+        metadata=_writes(
+            lambda value, c: _v().validate_expires_at(value, field=c.field, now=c.now), update=False
+        ),
+    )
     external_user: str | None = None
     last_used_at: str | None = None
 
     @classmethod
     def from_api(cls, data: Mapping[str, Any]) -> ApiKey:
         """Build from a Key object of the API (``KeyError`` / ``TypeError`` / ``ValueError`` if malformed)."""
-        get = data.get
-        return _build_api_key(
-            cls,
-            (
-                str(data["hash"]),
-                str(data["name"]),
-                str(data["label"]),
-                bool(get("disabled", False)),
-                None if (v := get("limit")) is None else float(v),
-                None if (v := get("limit_remaining")) is None else float(v),
-                None if (v := get("limit_reset")) is None else str(v),
-                bool(get("include_byok_in_limit", False)),
-                0.0 if (v := get("usage")) is None else float(v),
-                0.0 if (v := get("usage_daily")) is None else float(v),
-                0.0 if (v := get("usage_weekly")) is None else float(v),
-                0.0 if (v := get("usage_monthly")) is None else float(v),
-                0.0 if (v := get("byok_usage")) is None else float(v),
-                0.0 if (v := get("byok_usage_daily")) is None else float(v),
-                0.0 if (v := get("byok_usage_weekly")) is None else float(v),
-                0.0 if (v := get("byok_usage_monthly")) is None else float(v),
-                str(data["created_at"]),
-                None if (v := get("updated_at")) is None else str(v),
-                None if (v := get("creator_user_id")) is None else str(v),
-                None if (v := get("workspace_id")) is None else str(v),
-                None if (v := get("expires_at")) is None else str(v),
-                None if (v := get("external_user")) is None else str(v),
-                None if (v := get("last_used_at")) is None else str(v),
-            ),
-        )
+        return _build_api_key(cls, _read_api_key(data, data.get))
+
+
+def _reader(cls: type[Any]) -> Callable[[Mapping[str, Any], Callable[..., Any]], tuple[Any, ...]]:
+    """One function reading every field of ``cls`` from an API object, in field order, made from the types.
+
+    Compiled once from the field list rather than looping over it per key: reading 10,000 keys of a long
+    listing stays as fast as a hand-written tuple.
+    """
+    readers = {
+        "str": "str(data[{n!r}])",
+        "str | None": "None if (v := get({n!r})) is None else str(v)",
+        "float | None": "None if (v := get({n!r})) is None else float(v)",
+        "float": "0.0 if (v := get({n!r})) is None else float(v)",
+        "bool": "bool(get({n!r}, False))",
+    }
+    parts = []
+    for f in dataclasses.fields(cls):
+        kind = str(f.type)
+        if kind == "str" and f.default is not dataclasses.MISSING:
+            kind = "str | None"
+        parts.append(readers[kind].format(n=f.name))
+    reader: Callable[[Mapping[str, Any], Callable[..., Any]], tuple[Any, ...]] = eval(
+        f"lambda data, get: ({', '.join(parts)},)", {}
+    )
+    return reader
 
 
 def _slot_builder(cls: type[_T]) -> Callable[[type[_T], tuple[Any, ...]], _T]:
@@ -124,7 +204,17 @@ def _slot_builder(cls: type[_T]) -> Callable[[type[_T], tuple[Any, ...]], _T]:
     return build
 
 
+_read_api_key = _reader(ApiKey)
 _build_api_key = _slot_builder(ApiKey)
+
+#: The writable key fields, in :class:`ApiKey`'s order.
+KEY_FIELDS: Final[dict[str, KeyField]] = {
+    f.name: dataclasses.replace(f.metadata[_WRITABLE], name=f.name)
+    for f in dataclasses.fields(ApiKey)
+    if _WRITABLE in f.metadata
+}
+CREATE_FIELDS: Final = tuple(f for f in KEY_FIELDS.values() if f.create)
+UPDATE_FIELDS: Final = tuple(f for f in KEY_FIELDS.values() if f.update)
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,6 +18,7 @@ SCRIPTS = (
     "local_openrouter_capacity.py",
     "hook_speed.py",
     "provisioning_speed.py",
+    "sync_speed.py",
     "triggers_at_scale.py",
     "keys_page.py",
 )

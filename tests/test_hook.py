@@ -611,3 +611,26 @@ def test_a_used_hook_copies_and_pickles_without_its_pool_or_key(fake: LocalOpenR
         assert clone.openrouter_conn_id == hook.openrouter_conn_id
         assert clone.get_current_key().is_management_key
         assert clone._sync is not hook._sync
+
+
+def test_the_write_methods_take_exactly_the_declared_key_fields() -> None:
+    """The hook's and the operators' signatures are the typed surface of the fields declared on ApiKey."""
+    import inspect
+
+    from airflow_provider_openrouter.models import CREATE_FIELDS, UPDATE_FIELDS
+    from airflow_provider_openrouter.operators.api_key import CreateApiKeyOperator, UpdateApiKeyOperator
+
+    creatable = {f.name for f in CREATE_FIELDS}
+    updatable = {f.name for f in UPDATE_FIELDS}
+    for method, fields, extra in (
+        (OpenRouterHook.create_key, creatable, set()),
+        (OpenRouterHook.acreate_key, creatable, set()),
+        (OpenRouterHook.update_key, updatable, {"key_hash"}),
+        (OpenRouterHook.aupdate_key, updatable, {"key_hash"}),
+    ):
+        assert set(inspect.signature(method).parameters) - {"self"} == fields | extra, method.__name__
+    create_params = set(inspect.signature(CreateApiKeyOperator.__init__).parameters)
+    update_params = set(inspect.signature(UpdateApiKeyOperator.__init__).parameters)
+    assert creatable <= create_params
+    assert updatable <= update_params
+    assert set(UpdateApiKeyOperator.template_fields) == updatable | {"key_hash", "key_name"}

@@ -1,14 +1,17 @@
 """``OpenRouterHook``: OpenRouter's key-management API, one typed method per endpoint, sync and async.
 
 The hook holds no per-call state: one hook may serve many calls (and threads making sync calls share its
-connection pool). Requests, answers, errors and retries are decided in
-:mod:`airflow_provider_openrouter._transport`, the same way for both paths.
+connection pool). Each method builds its request with :mod:`airflow_provider_openrouter._endpoints` and runs
+it through a transport (:mod:`airflow_provider_openrouter._transport`) whose retries
+:mod:`airflow_provider_openrouter._retry` decides, the same way for both paths. An async method shares its
+sync twin's signature (``_async_twin_of``) and body: both hand the same ``Call`` to their transport.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any, TypeVar
+import inspect
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 
 from airflow.sdk import BaseHook
 
@@ -17,14 +20,36 @@ from airflow_provider_openrouter._sentinel import UNSET, Unset
 
 if TYPE_CHECKING:
     import datetime as dt
-    from collections.abc import AsyncIterator, Callable, Iterator
+    from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 
     from airflow_provider_openrouter._connection import OpenRouterConnectionConfig
-    from airflow_provider_openrouter._transport import AsyncTransport, Call, SyncTransport
+    from airflow_provider_openrouter._endpoints import Call
+    from airflow_provider_openrouter._transport import AsyncTransport, SyncTransport
     from airflow_provider_openrouter.models import ApiKey, CreatedApiKey, Credits, CurrentKey
 
 
 T = TypeVar("T")
+P = ParamSpec("P")
+H = TypeVar("H")
+
+
+def _async_twin_of(
+    sync: Callable[Concatenate[H, P], T],
+) -> Callable[[Callable[..., Coroutine[Any, Any, T]]], Callable[Concatenate[H, P], Coroutine[Any, Any, T]]]:
+    """Give an async method taking ``**fields`` the signature of its sync twin, for type checkers and docs.
+
+    The arguments are declared once, on the sync method; the async one passes them on as they came, and the
+    request builder checks them (an unknown one is a ``TypeError``, as a call to the sync method would be).
+    """
+
+    def decorate(
+        method: Callable[..., Coroutine[Any, Any, T]],
+    ) -> Callable[Concatenate[H, P], Coroutine[Any, Any, T]]:
+        method.__signature__ = inspect.signature(sync)  # type: ignore[attr-defined]
+        method.__doc__ = method.__doc__ or f":meth:`{sync.__name__}` for an event loop."
+        return method
+
+    return decorate
 
 
 class OpenRouterHook(BaseHook):
@@ -106,7 +131,8 @@ class OpenRouterHook(BaseHook):
 
     def _run(self, call: Call[T]) -> T:
         if self._sync is None:
-            from airflow_provider_openrouter._transport import SyncTransport, policy_for
+            from airflow_provider_openrouter._retry import policy_for
+            from airflow_provider_openrouter._transport import SyncTransport
 
             config = self._get_config()
             self._sync = SyncTransport(config, policy_for(config, self._retry_jitter))
@@ -114,7 +140,8 @@ class OpenRouterHook(BaseHook):
 
     async def _arun(self, call: Call[T]) -> T:
         if self._async is None:
-            from airflow_provider_openrouter._transport import AsyncTransport, policy_for
+            from airflow_provider_openrouter._retry import policy_for
+            from airflow_provider_openrouter._transport import AsyncTransport
 
             config = await self._aget_config()
             self._async = AsyncTransport(config, policy_for(config, self._retry_jitter))
@@ -129,37 +156,37 @@ class OpenRouterHook(BaseHook):
 
     def get_current_key(self) -> CurrentKey:
         """What OpenRouter says about the connection's own key (``GET /key``)."""
-        from airflow_provider_openrouter._transport import get_current_key_call
+        from airflow_provider_openrouter._endpoints import get_current_key_call
 
         return self._run(get_current_key_call())
 
     async def aget_current_key(self) -> CurrentKey:
         """:meth:`get_current_key` for an event loop."""
-        from airflow_provider_openrouter._transport import get_current_key_call
+        from airflow_provider_openrouter._endpoints import get_current_key_call
 
         return await self._arun(get_current_key_call())
 
     def get_credits(self) -> Credits:
         """The account's credits and total usage (``GET /credits``)."""
-        from airflow_provider_openrouter._transport import get_credits_call
+        from airflow_provider_openrouter._endpoints import get_credits_call
 
         return self._run(get_credits_call())
 
     async def aget_credits(self) -> Credits:
         """:meth:`get_credits` for an event loop."""
-        from airflow_provider_openrouter._transport import get_credits_call
+        from airflow_provider_openrouter._endpoints import get_credits_call
 
         return await self._arun(get_credits_call())
 
     def get_key(self, key_hash: str) -> ApiKey:
         """One key by its hash (``GET /keys/{hash}``); :class:`NotFoundError` if there is none."""
-        from airflow_provider_openrouter._transport import get_key_call
+        from airflow_provider_openrouter._endpoints import get_key_call
 
         return self._run(get_key_call(key_hash))
 
     async def aget_key(self, key_hash: str) -> ApiKey:
         """:meth:`get_key` for an event loop."""
-        from airflow_provider_openrouter._transport import get_key_call
+        from airflow_provider_openrouter._endpoints import get_key_call
 
         return await self._arun(get_key_call(key_hash))
 
@@ -177,7 +204,7 @@ class OpenRouterHook(BaseHook):
         whole walk is yielded exactly once, even while other writers create and delete keys (the walk notices
         the pages shifting and makes up for it); a key created or deleted during the walk may or may not be.
         """
-        from airflow_provider_openrouter._transport import Listing
+        from airflow_provider_openrouter._endpoints import Listing
 
         listing = Listing(
             include_disabled=include_disabled, include_expired=include_expired, workspace_id=workspace_id
@@ -198,7 +225,7 @@ class OpenRouterHook(BaseHook):
         workspace_id: str | None = None,
     ) -> AsyncIterator[ApiKey]:
         """:meth:`list_keys` for an event loop: ``async for key in hook.alist_keys(): ...``."""
-        from airflow_provider_openrouter._transport import Listing
+        from airflow_provider_openrouter._endpoints import Listing
 
         listing = Listing(
             include_disabled=include_disabled, include_expired=include_expired, workspace_id=workspace_id
@@ -247,47 +274,22 @@ class OpenRouterHook(BaseHook):
         :class:`~airflow_provider_openrouter.exceptions.OpenRouterValidationError` naming it. Not retried once
         the request may have reached OpenRouter: a lost answer could otherwise mean two keys.
         """
+        given = _given(locals())  # first: the arguments only
         from airflow.sdk.log import mask_secret
 
-        from airflow_provider_openrouter._transport import create_key_body, create_key_call
+        from airflow_provider_openrouter._endpoints import create_key_call
 
-        body = create_key_body(
-            name=name,
-            limit=limit,
-            limit_reset=limit_reset,
-            include_byok_in_limit=include_byok_in_limit,
-            expires_at=expires_at,
-            workspace_id=workspace_id,
-            creator_user_id=creator_user_id,
-        )
-        created = self._run(create_key_call(body, self._get_config().workspace_id))
+        created = self._run(create_key_call(given, self._get_config().workspace_id))
         mask_secret(created.plaintext)
         return created
 
-    async def acreate_key(
-        self,
-        name: str,
-        *,
-        limit: float | None = None,
-        limit_reset: str | None = None,
-        include_byok_in_limit: bool | None = None,
-        expires_at: dt.datetime | str | None = None,
-        workspace_id: str | None = None,
-        creator_user_id: str | None = None,
-    ) -> CreatedApiKey:
+    @_async_twin_of(create_key)
+    async def acreate_key(self, name: str, **fields: Any) -> CreatedApiKey:
         """:meth:`create_key` for an event loop."""
-        from airflow_provider_openrouter._transport import create_key_body, create_key_call
+        from airflow_provider_openrouter._endpoints import create_key_call
 
-        body = create_key_body(
-            name=name,
-            limit=limit,
-            limit_reset=limit_reset,
-            include_byok_in_limit=include_byok_in_limit,
-            expires_at=expires_at,
-            workspace_id=workspace_id,
-            creator_user_id=creator_user_id,
-        )
-        created = await self._arun(create_key_call(body, (await self._aget_config()).workspace_id))
+        call = create_key_call(_given({"name": name, **fields}), (await self._aget_config()).workspace_id)
+        created = await self._arun(call)
         try:
             from airflow.sdk.log import amask_secret
         except ImportError:  # older Airflow (3.1) has only the sync one
@@ -315,53 +317,29 @@ class OpenRouterHook(BaseHook):
         and ``""`` is refused. The values follow :meth:`create_key`'s rules; ``workspace_id`` (a UUID) moves
         the key to that workspace.
         """
-        from airflow_provider_openrouter._transport import update_key_call
+        given = _given(locals())  # first: the arguments only
+        from airflow_provider_openrouter._endpoints import update_key_call
 
-        changes = {
-            "name": name,
-            "disabled": disabled,
-            "limit": limit,
-            "limit_reset": limit_reset,
-            "include_byok_in_limit": include_byok_in_limit,
-            "workspace_id": workspace_id,
-        }
-        return self._run(update_key_call(key_hash, changes))
+        return self._run(update_key_call(key_hash, given))
 
-    async def aupdate_key(
-        self,
-        key_hash: str,
-        *,
-        name: str | Unset = UNSET,
-        disabled: bool | Unset = UNSET,
-        limit: float | Unset | None = UNSET,
-        limit_reset: str | Unset | None = UNSET,
-        include_byok_in_limit: bool | Unset = UNSET,
-        workspace_id: str | Unset = UNSET,
-    ) -> ApiKey:
+    @_async_twin_of(update_key)
+    async def aupdate_key(self, key_hash: str, **fields: Any) -> ApiKey:
         """:meth:`update_key` for an event loop."""
-        from airflow_provider_openrouter._transport import update_key_call
+        from airflow_provider_openrouter._endpoints import update_key_call
 
-        changes = {
-            "name": name,
-            "disabled": disabled,
-            "limit": limit,
-            "limit_reset": limit_reset,
-            "include_byok_in_limit": include_byok_in_limit,
-            "workspace_id": workspace_id,
-        }
-        return await self._arun(update_key_call(key_hash, changes))
+        return await self._arun(update_key_call(key_hash, _given(fields)))
 
     def delete_key(self, key_hash: str, *, missing_ok: bool = False) -> bool:
         """Delete a key (``DELETE /keys/{hash}``): ``True`` if deleted, ``False`` if it was already gone and
         ``missing_ok`` (else :class:`NotFoundError`). A retry that finds the key gone after an attempt whose
         answer was lost counts as deleted."""
-        from airflow_provider_openrouter._transport import delete_key_call
+        from airflow_provider_openrouter._endpoints import delete_key_call
 
         return self._run(delete_key_call(key_hash, missing_ok=missing_ok))
 
     async def adelete_key(self, key_hash: str, *, missing_ok: bool = False) -> bool:
         """:meth:`delete_key` for an event loop."""
-        from airflow_provider_openrouter._transport import delete_key_call
+        from airflow_provider_openrouter._endpoints import delete_key_call
 
         return await self._arun(delete_key_call(key_hash, missing_ok=missing_ok))
 
@@ -371,8 +349,10 @@ class OpenRouterHook(BaseHook):
         """Check the connection with one ``GET /key`` (no retries) and say, in one line, what is wrong and how
         to fix it: an unusable field, a server that does not answer, a key OpenRouter refuses, or a key that
         is not a management key. Never raises."""
+        from airflow_provider_openrouter._endpoints import get_current_key_call
         from airflow_provider_openrouter._redaction import redact
-        from airflow_provider_openrouter._transport import RetryPolicy, SyncTransport, get_current_key_call
+        from airflow_provider_openrouter._retry import RetryPolicy
+        from airflow_provider_openrouter._transport import SyncTransport
         from airflow_provider_openrouter.exceptions import (
             AuthenticationError,
             OpenRouterAPIError,
@@ -418,3 +398,19 @@ class OpenRouterHook(BaseHook):
                 "password field."
             )
         return True, f"Connected to OpenRouter with management key {current.label}."
+
+
+def _given(arguments: dict[str, Any]) -> dict[str, Any]:
+    """A write method's key fields as given: its arguments without ``self`` and the key's hash.
+
+    The methods' signatures are the typed surface of the fields declared on
+    :class:`~airflow_provider_openrouter.models.ApiKey` (a test holds them to it); what a field may hold and
+    where it goes is decided from that declaration, so the bodies name no field.
+    """
+    from airflow_provider_openrouter.models import KEY_FIELDS
+
+    fields = {name: value for name, value in arguments.items() if name not in ("self", "key_hash")}
+    unknown = sorted(set(fields) - set(KEY_FIELDS))
+    if unknown:
+        raise TypeError(f"unexpected keyword argument {unknown[0]!r}")
+    return fields

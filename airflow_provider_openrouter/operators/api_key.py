@@ -9,12 +9,13 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import math
-from typing import TYPE_CHECKING, Any, Final, Literal, NamedTuple
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 from airflow.sdk import BaseOperator
 
 from airflow_provider_openrouter import _validation
 from airflow_provider_openrouter._defaults import DEFAULT_CONN_ID
+from airflow_provider_openrouter._endpoints import create_key_body, update_key_body
 
 # The sentinel without the models module: this module is imported by every DAG file that uses it.
 from airflow_provider_openrouter._sentinel import UNSET, Unset
@@ -26,6 +27,7 @@ from airflow_provider_openrouter.exceptions import (
     PlaintextDeliveryError,
 )
 from airflow_provider_openrouter.links import KEY_HASH_ATTR, OpenRouterKeyLink
+from airflow_provider_openrouter.models import CREATE_FIELDS, UPDATE_FIELDS
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -46,6 +48,13 @@ __all__ = [
 PLAINTEXT_XCOM_KEY: Final = "openrouter_api_key"
 
 IfExists = Literal["fail", "reuse", "replace"]
+# The key fields each operator takes, as declared on ApiKey.
+_CREATE_FIELDS: Final = tuple(key_field.name for key_field in CREATE_FIELDS)
+_UPDATE_FIELDS: Final = tuple(key_field.name for key_field in UPDATE_FIELDS)
+# The settings a reused key is compared with (its name and workspace are what found it).
+_SETTINGS: Final = tuple(
+    name for name in _CREATE_FIELDS if name in _UPDATE_FIELDS and name not in ("name", "workspace_id")
+)
 # Any moment passes the "in the future" check: at parse time only the form of ``expires_at`` is checked, so a
 # DAG file does not stop importing the day its literal date passes.
 _DAWN_OF_TIME: Final = dt.datetime(1, 1, 2, tzinfo=dt.timezone.utc)
@@ -122,19 +131,6 @@ class _KeyOperator(BaseOperator):
     @staticmethod
     def _rendered_target(key_hash: Any, key_name: Any) -> tuple[str | None, str | None]:
         return _target(key_hash, key_name, rendered=True)
-
-
-class _CreateArgs(NamedTuple):
-    name: str
-    limit: float | None
-    limit_reset: str | None
-    include_byok_in_limit: bool | None
-    expires_at: str | None
-    workspace_id: str | None
-    creator_user_id: str | None
-
-    def as_kwargs(self) -> dict[str, Any]:
-        return self._asdict()
 
 
 class CreateApiKeyOperator(_KeyOperator):
@@ -236,16 +232,7 @@ class CreateApiKeyOperator(_KeyOperator):
     :ref:`howto/operator:CreateApiKeyOperator`
     """
 
-    template_fields: Sequence[str] = (
-        "name",
-        "limit",
-        "limit_reset",
-        "include_byok_in_limit",
-        "expires_at",
-        "workspace_id",
-        "creator_user_id",
-        "deliver_to_variable",
-    )
+    template_fields: Sequence[str] = (*_CREATE_FIELDS, "deliver_to_variable")
     ui_color = "#e0f2e9"
 
     def __init__(
@@ -266,6 +253,7 @@ class CreateApiKeyOperator(_KeyOperator):
         openrouter_conn_id: str = DEFAULT_CONN_ID,
         **kwargs: Any,
     ) -> None:
+        arguments = locals().copy()  # first: the arguments only
         super().__init__(openrouter_conn_id=openrouter_conn_id, **kwargs)
         self._provisioner: Any = None
         lease = claim_lease.total_seconds() if isinstance(claim_lease, dt.timedelta) else claim_lease
@@ -274,13 +262,10 @@ class CreateApiKeyOperator(_KeyOperator):
                 "claim_lease", f"must be between 2 seconds and a day (got {claim_lease!r})"
             )
         self.claim_lease = float(lease)
+        # One attribute per create field, named as declared on ApiKey (and templated: template_fields).
         self.name = name
-        self.limit = limit
-        self.limit_reset = limit_reset
-        self.include_byok_in_limit = include_byok_in_limit
-        self.expires_at = expires_at
-        self.workspace_id = workspace_id
-        self.creator_user_id = creator_user_id
+        for key_field in CREATE_FIELDS:
+            setattr(self, key_field.name, arguments[key_field.name])
         self.if_exists = if_exists
         self.deliver_to_variable = deliver_to_variable
         self.deliver_to_callable = deliver_to_callable
@@ -307,38 +292,29 @@ class CreateApiKeyOperator(_KeyOperator):
             )
         if _validation.is_literal(self.deliver_to_variable):
             _validation.validate_variable_name(self.deliver_to_variable)
-        literal = {field: getattr(self, field) for field in self.template_fields}
+        literal = {field: getattr(self, field) for field in _CREATE_FIELDS}
         literal = {field: value for field, value in literal.items() if _validation.is_literal(value)}
-        self._create_args(literal, now=_DAWN_OF_TIME)
+        self._create_args(literal, now=_DAWN_OF_TIME, partial=True)
 
-    def _create_args(self, values: dict[str, Any], *, now: dt.datetime | None = None) -> _CreateArgs:
-        """Validate (and normalise) the create fields present in ``values``."""
-        v = _validation
-        given = {field: v.rendered_none(value) for field, value in values.items()}
-        byok = given.get("include_byok_in_limit")
-        return _CreateArgs(
-            name=v.validate_name(given["name"]) if "name" in given else "",
-            limit=v.validate_limit(given.get("limit")),
-            limit_reset=v.validate_limit_reset(given.get("limit_reset")),
-            include_byok_in_limit=(
-                None if byok is None else v.validate_bool(byok, field="include_byok_in_limit", text=True)
-            ),
-            expires_at=v.validate_expires_at(given.get("expires_at"), now=now),
-            workspace_id=v.validate_workspace_id(given.get("workspace_id")),
-            creator_user_id=v.validate_creator_user_id(given.get("creator_user_id")),
-        )
+    @staticmethod
+    def _create_args(
+        values: dict[str, Any], *, now: dt.datetime | None = None, partial: bool = False
+    ) -> dict[str, Any]:
+        """Validate (and normalise) the create fields in ``values``: the body of the request, by field."""
+        given = {field: _validation.rendered_none(value) for field, value in values.items()}
+        return create_key_body(given, text=True, now=now, partial=partial)
 
     # -- execution -------------------------------------------------------------------------------------------
 
     def execute(self, context: Context) -> dict[str, Any]:
         from airflow_provider_openrouter._provisioning import Provisioner
 
-        args = self._create_args({field: getattr(self, field) for field in self.template_fields})
+        args = self._create_args({field: getattr(self, field) for field in _CREATE_FIELDS})
         variable = _validation.validate_variable_name(self.deliver_to_variable)
         provisioner = self._provisioner = Provisioner(self.hook, lease=self.claim_lease, logger=self.log)
 
         def create(provisional_name: str) -> CreatedApiKey:
-            created = self._create_once(args._replace(name=provisional_name))
+            created = self._create_once({**args, "name": provisional_name})
             self._remember_key(created.hash)
             return created
 
@@ -350,7 +326,7 @@ class CreateApiKeyOperator(_KeyOperator):
 
         try:
             outcome = provisioner.provision(
-                args.name, self.if_exists, create, deliver, workspace_id=args.workspace_id
+                args["name"], self.if_exists, create, deliver, workspace_id=args.get("workspace_id")
             )
         except ApiKeyExistsError as exc:
             if exc.hashes:
@@ -376,7 +352,7 @@ class CreateApiKeyOperator(_KeyOperator):
         if provisioner is not None:
             provisioner.cancelled = True
 
-    def _reuse(self, key: ApiKey, args: _CreateArgs, *, collected: list[str]) -> dict[str, Any]:
+    def _reuse(self, key: ApiKey, args: dict[str, Any], *, collected: list[str]) -> dict[str, Any]:
         self._remember_key(key.hash)
         self.log.info(
             "A key named %r already exists (hash %s) and if_exists='reuse': keeping it. No key was created, "
@@ -387,13 +363,9 @@ class CreateApiKeyOperator(_KeyOperator):
         if key.disabled:
             self.log.warning("The reused key %r (hash %s) is disabled.", key.name, key.hash)
         differs = [
-            f"{field} is {current!r}, asked for {wanted!r}"
-            for field, current, wanted in (
-                ("limit", key.limit, args.limit),
-                ("limit_reset", key.limit_reset, args.limit_reset),
-                ("include_byok_in_limit", key.include_byok_in_limit, args.include_byok_in_limit),
-            )
-            if wanted is not None and not _same(current, wanted)
+            f"{field} is {getattr(key, field)!r}, asked for {args[field]!r}"
+            for field in _SETTINGS
+            if args.get(field) is not None and not _same(getattr(key, field), args[field])
         ]
         if differs:
             self.log.warning(
@@ -402,10 +374,10 @@ class CreateApiKeyOperator(_KeyOperator):
             )
         return self._result(key, action="reused", issued=False, delivered=[], replaced=[], orphans=collected)
 
-    def _create_once(self, args: _CreateArgs) -> CreatedApiKey:
+    def _create_once(self, args: dict[str, Any]) -> CreatedApiKey:
         from airflow.sdk.log import mask_secret
 
-        created = self.hook.create_key(**args.as_kwargs())
+        created = self.hook.create_key(**args)
         # The hook masks it on arrival already; masking twice costs nothing and keeps this operator safe
         # with a hook subclass that forgot.
         mask_secret(created.plaintext)
@@ -499,9 +471,6 @@ class CreateApiKeyOperator(_KeyOperator):
         }
 
 
-_UPDATE_FIELDS: Final = ("name", "disabled", "limit", "limit_reset", "include_byok_in_limit", "workspace_id")
-
-
 class UpdateApiKeyOperator(_KeyOperator):
     """Change an OpenRouter API key's name, limit, limit reset, BYOK accounting, workspace, or disable it.
 
@@ -558,15 +527,9 @@ class UpdateApiKeyOperator(_KeyOperator):
         openrouter_conn_id: str = DEFAULT_CONN_ID,
         **kwargs: Any,
     ) -> None:
+        arguments = locals().copy()  # first: the arguments only
         super().__init__(openrouter_conn_id=openrouter_conn_id, **kwargs)
-        given = {
-            "name": name,
-            "disabled": disabled,
-            "limit": limit,
-            "limit_reset": limit_reset,
-            "include_byok_in_limit": include_byok_in_limit,
-            "workspace_id": workspace_id,
-        }
+        given = {field: arguments[field] for field in _UPDATE_FIELDS}
         # The fields given are recorded by name and unset ones stored as None, so that the operator serializes
         # with plain values (DAG serialization knows nothing of the UNSET sentinel).
         self.update_fields: tuple[str, ...] = tuple(
@@ -574,12 +537,8 @@ class UpdateApiKeyOperator(_KeyOperator):
         )
         self.key_hash = key_hash
         self.key_name = key_name
-        self.name: Any = None if name is UNSET else name
-        self.disabled: Any = None if disabled is UNSET else disabled
-        self.limit: Any = None if limit is UNSET else limit
-        self.limit_reset: Any = None if limit_reset is UNSET else limit_reset
-        self.include_byok_in_limit: Any = None if include_byok_in_limit is UNSET else include_byok_in_limit
-        self.workspace_id: Any = None if workspace_id is UNSET else workspace_id
+        for field, value in given.items():
+            setattr(self, field, None if value is UNSET else value)
         _target(key_hash, key_name, rendered=False)
         if not self.update_fields:
             raise OpenRouterValidationError(
@@ -597,18 +556,9 @@ class UpdateApiKeyOperator(_KeyOperator):
     def _changes(values: dict[str, Any]) -> dict[str, Any]:
         """Validate (and normalise) the given update fields; ``None`` (or a template's ``"None"``) clears
         ``limit`` and ``limit_reset``, and ``""`` is refused everywhere."""
-        v = _validation
-        checks: dict[str, Callable[[Any], Any]] = {
-            "name": v.validate_name,
-            "disabled": lambda value: v.validate_bool(value, field="disabled", text=True),
-            "limit": v.validate_limit,
-            "limit_reset": v.validate_limit_reset,
-            "include_byok_in_limit": lambda value: v.validate_bool(
-                value, field="include_byok_in_limit", text=True
-            ),
-            "workspace_id": lambda value: v.validate_workspace_id(value, optional=False),
-        }
-        return {field: checks[field](v.rendered_none(value)) for field, value in values.items()}
+        return update_key_body(
+            {field: _validation.rendered_none(value) for field, value in values.items()}, text=True
+        )
 
     def execute(self, context: Context) -> dict[str, Any]:
         key_hash, key_name = self._rendered_target(self.key_hash, self.key_name)

@@ -1,0 +1,746 @@
+"""Declarative tenant sync: make the keys under a name prefix match a table of tenants.
+
+The module is imported when DAG files are parsed, so it stays cheap: the hook, the provisioning sequence and
+the thread pool are imported inside ``execute``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import hashlib
+import json
+import math
+import re
+import threading
+import time
+from typing import TYPE_CHECKING, Any, Final, Literal
+
+from airflow.sdk import BaseOperator
+
+from airflow_provider_openrouter import _validation
+from airflow_provider_openrouter._defaults import DEFAULT_CONN_ID
+from airflow_provider_openrouter.exceptions import OpenRouterError, OpenRouterValidationError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping, Sequence
+
+    from airflow.sdk import Context
+
+    from airflow_provider_openrouter.hooks.openrouter import OpenRouterHook
+    from airflow_provider_openrouter.models import ApiKey, CreatedApiKey
+
+__all__ = ["SyncApiKeysOperator", "SyncRefusedError"]
+
+Prune = Literal["keep", "disable", "delete"]
+Mode = Literal["plan_and_apply", "plan", "apply"]
+ACTIONS: Final = ("create", "update", "unchanged", "rotate", "keep", "disable", "delete")
+# The fields a tenant row compares against its key (kept small on purpose: the key fields' one declaration
+# can take it over). ``expires_at`` applies to new keys only: OpenRouter cannot change it afterwards.
+DRIFT_FIELDS: Final = ("limit", "limit_reset", "include_byok_in_limit", "disabled")
+ROW_FIELDS: Final = (
+    "name",
+    *DRIFT_FIELDS,
+    "workspace_id",
+    "expires_at",
+    "deliver_to_variable",
+    "rotate",
+)
+# An old key after rotation: still working until the overlap ends, then disabled, then deleted.
+_RETIRED = re.compile(r"^(?P<name>.+) \[retired (?P<at>\d{9,12})\]$")
+
+
+class SyncRefusedError(OpenRouterError):
+    """The sync would change more than allowed, or the account changed since the approved plan."""
+
+
+def retired_name(name: str, at: float) -> str:
+    return f"{name} [retired {int(at)}]"
+
+
+def _seconds(value: Any, field: str) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, dt.timedelta):
+        value = value.total_seconds()
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or value < 0
+        or not math.isfinite(value)
+    ):
+        raise OpenRouterValidationError(
+            field, f"must be a number of seconds or a timedelta, >= 0 (got {value!r})"
+        )
+    return float(value)
+
+
+def _same(current: Any, wanted: Any) -> bool:
+    if isinstance(current, (int, float)) and isinstance(wanted, (int, float)):
+        return math.isclose(float(current), float(wanted), rel_tol=0.0, abs_tol=1e-9)
+    return bool(current == wanted)
+
+
+def _row_checks(given: dict[str, Any]) -> list[tuple[str, Callable[[], Any]]]:
+    """One check per field of a row, each run on its own so that every problem is reported."""
+    v = _validation
+    return [
+        ("name", lambda: v.validate_name(given.get("name"), field="name")),
+        ("limit", lambda: v.validate_limit(given.get("limit"))),
+        ("limit_reset", lambda: v.validate_limit_reset(given.get("limit_reset"))),
+        (
+            "include_byok_in_limit",
+            lambda: (
+                None
+                if given.get("include_byok_in_limit") is None
+                else v.validate_bool(given["include_byok_in_limit"], field="include_byok_in_limit", text=True)
+            ),
+        ),
+        (
+            "disabled",
+            lambda: bool(v.validate_bool(given.get("disabled") or False, field="disabled", text=True)),
+        ),
+        ("workspace_id", lambda: v.validate_workspace_id(given.get("workspace_id"))),
+        ("expires_at", lambda: v.validate_expires_at(given.get("expires_at"))),
+        (
+            "deliver_to_variable",
+            lambda: v.validate_variable_name(given.get("deliver_to_variable")),
+        ),
+        (
+            "rotate",
+            lambda: bool(v.validate_bool(given.get("rotate") or False, field="rotate", text=True)),
+        ),
+    ]
+
+
+def validate_tenants(rows: Any, name_prefix: str) -> list[dict[str, Any]]:
+    """Every row checked; one error listing each bad row and field, before anything is sent."""
+    if isinstance(rows, (str, bytes)) or not hasattr(rows, "__iter__"):
+        raise OpenRouterValidationError("tenants", f"must be a list of mappings (got {type(rows).__name__})")
+    v = _validation
+    problems: list[str] = []
+    tenants: list[dict[str, Any]] = []
+    seen: dict[str, int] = {}
+    for index, row in enumerate(rows):
+        if not isinstance(row, dict) and not hasattr(row, "keys"):
+            problems.append(f"tenants[{index}]: must be a mapping (got {type(row).__name__})")
+            continue
+        label = f"tenants[{index}]" + (f" ({row.get('name')!r})" if isinstance(row.get("name"), str) else "")
+        unknown = sorted(str(k) for k in row if k not in ROW_FIELDS)
+        if unknown:
+            problems.append(f"{label}: unknown field(s) {', '.join(unknown)}; known: {', '.join(ROW_FIELDS)}")
+        given: dict[str, Any] = {k: v.rendered_none(row[k]) for k in ROW_FIELDS if k in row}
+        tenant: dict[str, Any] = {}
+        checks = _row_checks(given)
+        for field, check in checks:
+            try:
+                tenant[field] = check()  # the checks run here, within this row's iteration
+            except OpenRouterValidationError as exc:
+                problems.append(f"{label}.{field}: {exc.problem}")
+        name = tenant.get("name")
+        if isinstance(name, str):
+            if not name.startswith(name_prefix):
+                problems.append(f"{label}.name: must start with name_prefix {name_prefix!r}")
+            elif _RETIRED.match(name) or "[pending delivery" in name:
+                problems.append(f"{label}.name: must not end with a bracketed marker this operator uses")
+            if name in seen:
+                problems.append(f"{label}.name: the same name as tenants[{seen[name]}]")
+            seen.setdefault(name, index)
+        tenant["_given"] = frozenset(given)
+        tenants.append(tenant)
+    if problems:
+        raise OpenRouterValidationError(
+            "tenants", f"{len(problems)} problem(s), nothing was sent:\n  " + "\n  ".join(problems)
+        )
+    return tenants
+
+
+def _epoch(stamp: str | None) -> float:
+    from airflow_provider_openrouter._provisioning import _epoch as parse
+
+    return parse(stamp) or 0.0
+
+
+class Planner:
+    """Compare the tenants with one walk of each workspace; the plan is plain data (XCom-safe, no secrets)."""
+
+    def __init__(
+        self,
+        hook: OpenRouterHook,
+        tenants: list[dict[str, Any]],
+        *,
+        name_prefix: str,
+        prune: Prune,
+        rotate_older_than: float | None,
+        rotation_overlap: float,
+        rotation_grace: float,
+        now: float,
+    ) -> None:
+        self.hook = hook
+        self.tenants = tenants
+        self.prefix = name_prefix
+        self.prune = prune
+        self.rotate_older_than = rotate_older_than
+        self.overlap = rotation_overlap
+        self.grace = rotation_grace
+        self.now = now
+
+    def plan(self) -> dict[str, Any]:
+        from airflow_provider_openrouter._provisioning import Claim
+
+        by_workspace: dict[str | None, list[dict[str, Any]]] = {}
+        for tenant in self.tenants:
+            by_workspace.setdefault(tenant["workspace_id"], []).append(tenant)
+        if not by_workspace:
+            by_workspace[None] = []
+        rows: list[dict[str, Any]] = []
+        counts = dict.fromkeys(ACTIONS, 0)
+        owned_total = 0
+        for workspace, tenants in by_workspace.items():
+            finals: dict[str, list[ApiKey]] = {}
+            retired: list[tuple[ApiKey, str, float]] = []
+            for key in self.hook.list_keys(
+                include_disabled=True, include_expired=True, workspace_id=workspace
+            ):
+                if not key.name.startswith(self.prefix) or Claim.parse(key) is not None:
+                    continue  # not ours, or a claim the provisioning sequence settles
+                owned_total += 1
+                match = _RETIRED.match(key.name)
+                if match:
+                    retired.append((key, match["name"], float(match["at"])))
+                else:
+                    finals.setdefault(key.name, []).append(key)
+            for tenant in tenants:
+                keys = finals.pop(tenant["name"], [])
+                rows.extend(self._tenant(tenant, keys, workspace, counts))
+            for name, keys in finals.items():
+                for key in keys:
+                    rows.append(self._prune(key, workspace, counts, f"no tenant {name!r} in the table"))
+            for key, name, at in retired:
+                row = self._retired(key, name, at, workspace)
+                if row is not None:
+                    counts[row["action"]] += 1
+                    rows.append(row)
+        digest = hashlib.sha256(
+            json.dumps(
+                [{k: v for k, v in t.items() if k != "_given"} for t in self.tenants],
+                sort_keys=True,
+                default=str,
+            ).encode()
+        ).hexdigest()[:16]
+        return {
+            "name_prefix": self.prefix,
+            "planned_at": dt.datetime.fromtimestamp(self.now, dt.timezone.utc).isoformat(timespec="seconds"),
+            "tenants_digest": digest,
+            "owned_keys": owned_total,
+            "counts": counts,
+            "actions": rows,
+        }
+
+    def _tenant(
+        self, tenant: dict[str, Any], keys: list[ApiKey], workspace: str | None, counts: dict[str, int]
+    ) -> list[dict[str, Any]]:
+        name = tenant["name"]
+        base = {"tenant": name, "workspace_id": workspace}
+        if not keys:
+            counts["create"] += 1
+            return [
+                {**base, "action": "create", "key_hash": None, "changes": self._wanted(tenant), "reason": ""}
+            ]
+        # Several keys under one name (made outside this operator): keep the newest, the others go the way of
+        # the prune policy, and the plan says so.
+        keys = sorted(keys, key=lambda k: (_epoch(k.created_at), k.hash), reverse=True)
+        key, extras = keys[0], keys[1:]
+        out = [
+            self._prune(extra, workspace, counts, f"duplicate of {key.hash} (the newest is kept)")
+            for extra in extras
+        ]
+        age = self.now - _epoch(key.created_at)
+        if tenant["rotate"] or (self.rotate_older_than is not None and age > self.rotate_older_than):
+            counts["rotate"] += 1
+            reason = "asked for" if tenant["rotate"] else f"older than {self.rotate_older_than:.0f} s"
+            out.append(
+                {
+                    **base,
+                    "action": "rotate",
+                    "key_hash": key.hash,
+                    "changes": self._drift(tenant, key),
+                    "reason": reason,
+                }
+            )
+            return out
+        changes = self._drift(tenant, key)
+        action = "update" if changes else "unchanged"
+        counts[action] += 1
+        if changes:
+            out.append({**base, "action": "update", "key_hash": key.hash, "changes": changes, "reason": ""})
+        return out
+
+    @staticmethod
+    def _wanted(tenant: dict[str, Any]) -> dict[str, Any]:
+        return {f: [None, tenant[f]] for f in DRIFT_FIELDS if f in tenant["_given"] and tenant[f] is not None}
+
+    @staticmethod
+    def _drift(tenant: dict[str, Any], key: ApiKey) -> dict[str, Any]:
+        """Only the fields the row sets and the key differs in: ``{field: [current, wanted]}``."""
+        changes = {}
+        for field in DRIFT_FIELDS:
+            if field not in tenant["_given"] and field != "disabled":
+                continue
+            current, wanted = getattr(key, field), tenant[field]
+            if field == "include_byok_in_limit" and wanted is None:
+                continue
+            if not _same(current, wanted):
+                changes[field] = [current, wanted]
+        return changes
+
+    def _prune(
+        self, key: ApiKey, workspace: str | None, counts: dict[str, int], reason: str
+    ) -> dict[str, Any]:
+        action = self.prune
+        if action == "disable" and key.disabled:
+            action = "keep"
+        counts[action] += 1
+        return {
+            "tenant": None,
+            "workspace_id": workspace,
+            "action": action,
+            "key_hash": key.hash,
+            "key_name": key.name,
+            "changes": {},
+            "reason": reason,
+        }
+
+    def _retired(self, key: ApiKey, name: str, at: float, workspace: str | None) -> dict[str, Any] | None:
+        base: dict[str, Any] = {
+            "tenant": None,
+            "workspace_id": workspace,
+            "key_hash": key.hash,
+            "key_name": key.name,
+            "changes": {},
+        }
+        if self.now >= at + self.overlap + self.grace:
+            return {**base, "action": "delete", "reason": f"rotated out of {name!r}; overlap and grace over"}
+        if self.now >= at + self.overlap and not key.disabled:
+            return {**base, "action": "disable", "reason": f"rotated out of {name!r}; overlap over"}
+        return None
+
+
+def plan_table(plan: Mapping[str, Any], *, limit: int = 200) -> str:
+    """The plan as the log shows it: one line per change, then the counts."""
+    rows = [("ACTION", "TENANT / KEY", "HASH", "CHANGES / REASON")]
+    for item in plan["actions"][:limit]:
+        changes = ", ".join(f"{f}: {old!r} -> {new!r}" for f, (old, new) in item["changes"].items())
+        detail = "; ".join(part for part in (changes, item.get("reason") or "") if part)
+        who = item["tenant"] or item.get("key_name") or ""
+        rows.append((item["action"], who, (item["key_hash"] or "(new)")[:12], detail))
+    widths = [max(len(str(r[i])) for r in rows) for i in range(3)]
+    lines = [f"{r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]:<{widths[2]}}  {r[3]}".rstrip() for r in rows]
+    more = len(plan["actions"]) - limit
+    if more > 0:
+        lines.append(f"... and {more} more (the full plan is in the return value)")
+    counts = plan["counts"]
+    lines.append("counts: " + ", ".join(f"{a} {counts.get(a, 0)}" for a in ACTIONS))
+    return "\n".join(lines)
+
+
+class Pacer:
+    """One rate limit for every worker thread: a 429 seen by one pauses all of them until it has passed."""
+
+    def __init__(self, *, sleep: Callable[[float], None] = time.sleep) -> None:
+        self._resume_at = 0.0
+        self._lock = threading.Lock()
+        self.sleep = sleep
+        self.pauses = 0
+
+    def __call__(self, call: Callable[[], Any]) -> Any:
+        from airflow_provider_openrouter.exceptions import RateLimitedError
+
+        for attempt in range(8):
+            wait = self._resume_at - time.monotonic()
+            if wait > 0:
+                self.sleep(wait)
+            try:
+                return call()
+            except RateLimitedError as exc:
+                if attempt == 7:
+                    raise
+                with self._lock:
+                    delay = exc.retry_after if exc.retry_after is not None else min(2.0**attempt, 30.0)
+                    self._resume_at = max(self._resume_at, time.monotonic() + delay)
+                    self.pauses += 1
+        raise AssertionError("unreachable")
+
+
+class Progress:
+    """A line every ``every`` seconds: done / total, rate, time left."""
+
+    def __init__(self, log: Any, what: str, total: int, every: float = 5.0) -> None:
+        self.log, self.what, self.total, self.every = log, what, total, every
+        self.done = 0
+        self.started = self.last = time.monotonic()
+        self._lock = threading.Lock()
+
+    def step(self, n: int = 1) -> None:
+        with self._lock:
+            self.done += n
+            now = time.monotonic()
+            if now - self.last < self.every or self.done >= self.total:
+                return
+            self.last = now
+        rate = self.done / max(now - self.started, 1e-9)
+        left = (self.total - self.done) / rate if rate else float("inf")
+        self.log.info(
+            "%s: %d / %d done, %.1f/s, about %.0f s left", self.what, self.done, self.total, rate, left
+        )
+
+
+class SyncApiKeysOperator(BaseOperator):
+    """Make the OpenRouter keys whose names start with ``name_prefix`` match a table of tenants.
+
+    One walk of the account (per workspace) is compared with ``tenants``; each tenant gets one action:
+    ``create`` (no key), ``update`` (only the fields that drifted), ``unchanged`` or ``rotate``. Owned keys
+    (names starting with ``name_prefix``) without a tenant are kept, disabled or deleted as ``prune`` says,
+    and so are the extra keys when several carry one tenant's name (the newest is kept). Keys outside the
+    prefix are never touched. The plan is logged as a table and returned (no plaintext in it), with
+    ``counts`` per action. See :doc:`/howto/sync_api_keys`.
+
+    :param tenants: The desired state: a list of mappings with ``name`` and optionally ``limit``,
+        ``limit_reset``, ``include_byok_in_limit``, ``disabled``, ``workspace_id``, ``expires_at`` (new keys),
+        ``deliver_to_variable`` and ``rotate``. Every row is checked before anything is sent. (templated)
+    :param name_prefix: The keys this operator owns; every tenant name must start with it.
+    :param prune: What happens to owned keys without a tenant: ``"keep"`` (default), ``"disable"``,
+        ``"delete"``.
+    :param mode: ``"plan_and_apply"`` (default), ``"plan"`` (same as ``dry_run=True``) or ``"apply"``, which
+        applies the plan given as ``plan`` after checking that the account has not changed in a way that
+        matters since.
+    :param plan: The approved plan (the return value of a ``mode="plan"`` task), for ``mode="apply"``.
+        (templated)
+    :param dry_run: Compute and return the plan, change nothing.
+    :param max_destructive: The most disables and deletes one run may make: a whole number, or a fraction
+        (below 1) of the owned keys. Default 10. Above it the run refuses before changing anything.
+    :param rotate_older_than: Rotate keys older than this (seconds or a ``timedelta``); ``None``: only rows
+        with ``rotate`` set.
+    :param rotation_overlap: How long a rotated-out key keeps working (default a day); then a run disables it.
+    :param rotation_grace: How long it then stays disabled before a run deletes it (default a week).
+    :param deliver_to_callable: ``deliver_to_callable(created_key, context)``: hands each new plaintext on.
+    :param max_workers: Requests in flight at once while applying.
+    :param claim_lease: Lease of a creating task's provisional key (see :doc:`/guarantees`).
+    :param openrouter_conn_id: The OpenRouter connection.
+    """
+
+    template_fields: Sequence[str] = ("tenants", "plan")
+    ui_color = "#e8eefc"
+
+    def __init__(
+        self,
+        *,
+        tenants: Any,
+        name_prefix: str,
+        prune: Literal["keep", "disable", "delete"] = "keep",
+        mode: Literal["plan_and_apply", "plan", "apply"] = "plan_and_apply",
+        plan: Any = None,
+        dry_run: bool = False,
+        max_destructive: float = 10,
+        rotate_older_than: float | dt.timedelta | None = None,
+        rotation_overlap: float | dt.timedelta = dt.timedelta(days=1),
+        rotation_grace: float | dt.timedelta = dt.timedelta(days=7),
+        deliver_to_callable: Callable[[CreatedApiKey, Context], None] | None = None,
+        max_workers: int = 8,
+        claim_lease: float = 120.0,
+        openrouter_conn_id: str = DEFAULT_CONN_ID,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.openrouter_conn_id = _validation.validate_conn_id(openrouter_conn_id)
+        if not isinstance(name_prefix, str) or not name_prefix.strip():
+            raise OpenRouterValidationError(
+                "name_prefix", "required: a non-blank prefix the owned keys start with"
+            )
+        self.name_prefix = _validation.check_text(name_prefix, field="name_prefix", max_length=200)
+        self.prune = _validation.validate_one_of(prune, ("keep", "disable", "delete"), field="prune")
+        self.mode = _validation.validate_one_of(mode, ("plan_and_apply", "plan", "apply"), field="mode")
+        # Not ``self.dry_run``: BaseOperator has a method of that name.
+        self.plan_only = _validation.validate_bool(dry_run, field="dry_run")
+        if (
+            isinstance(max_destructive, bool)
+            or not isinstance(max_destructive, (int, float))
+            or max_destructive < 0
+        ):
+            raise OpenRouterValidationError(
+                "max_destructive", f"must be a count or a fraction >= 0 (got {max_destructive!r})"
+            )
+        if isinstance(max_destructive, float) and max_destructive >= 1 and not max_destructive.is_integer():
+            raise OpenRouterValidationError(
+                "max_destructive", "a fraction must be below 1; a count a whole number"
+            )
+        self.max_destructive = max_destructive
+        self.rotate_older_than = _seconds(rotate_older_than, "rotate_older_than")
+        self.rotation_overlap = _seconds(rotation_overlap, "rotation_overlap") or 0.0
+        self.rotation_grace = _seconds(rotation_grace, "rotation_grace") or 0.0
+        if deliver_to_callable is not None and not callable(deliver_to_callable):
+            raise OpenRouterValidationError("deliver_to_callable", "must be a function or None")
+        self.deliver_to_callable = deliver_to_callable
+        self.max_workers = _validation.validate_int(max_workers, field="max_workers", minimum=1, maximum=64)
+        self.claim_lease = float(_seconds(claim_lease, "claim_lease") or 120.0)
+        self.tenants = tenants
+        self.plan = plan
+        self._provisioner: Any = None
+
+    @functools.cached_property
+    def hook(self) -> OpenRouterHook:
+        from airflow_provider_openrouter.hooks.openrouter import OpenRouterHook
+
+        return OpenRouterHook(openrouter_conn_id=self.openrouter_conn_id)
+
+    # -- plan ------------------------------------------------------------------------------------------------
+
+    def make_plan(self, tenants: list[dict[str, Any]]) -> dict[str, Any]:
+        started = time.monotonic()
+        planner = Planner(
+            self.hook,
+            tenants,
+            name_prefix=self.name_prefix,
+            prune=self.prune,
+            rotate_older_than=self.rotate_older_than,
+            rotation_overlap=self.rotation_overlap,
+            rotation_grace=self.rotation_grace,
+            now=time.time(),
+        )
+        plan = planner.plan()
+        self.log.info(
+            "Plan for %d tenants under %r (%d owned keys, %.1f s):\n%s",
+            len(tenants),
+            self.name_prefix,
+            plan["owned_keys"],
+            time.monotonic() - started,
+            plan_table(plan),
+        )
+        return plan
+
+    def _cap(self, plan: Mapping[str, Any]) -> int:
+        owned = int(plan["owned_keys"])
+        if isinstance(self.max_destructive, float) and self.max_destructive < 1:
+            return math.floor(self.max_destructive * owned)
+        return int(self.max_destructive)
+
+    def check_cap(self, plan: Mapping[str, Any]) -> None:
+        destructive = plan["counts"]["disable"] + plan["counts"]["delete"]
+        cap = self._cap(plan)
+        if destructive > cap:
+            raise SyncRefusedError(
+                f"The plan disables {plan['counts']['disable']} and deletes {plan['counts']['delete']} of "
+                f"{plan['owned_keys']} owned keys under {self.name_prefix!r}: {destructive} destructive "
+                f"changes, above max_destructive={self.max_destructive!r} ({cap}). Nothing was changed. "
+                "Check "
+                "the tenants table (an empty or truncated table prunes everything); if the plan is right, "
+                "raise max_destructive for this run."
+            )
+
+    # -- execute ---------------------------------------------------------------------------------------------
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        tenants = validate_tenants(self.tenants, self.name_prefix)
+        plan = self.make_plan(tenants)
+        if self.mode == "apply":
+            self._check_approved(plan)
+        if self.plan_only:
+            try:
+                self.check_cap(plan)
+            except SyncRefusedError as exc:
+                self.log.warning("A real run would refuse: %s", exc)
+            self.log.info("dry_run: nothing was changed.")
+            return plan
+        self.check_cap(plan)
+        if self.mode == "plan":
+            self.log.info(
+                "Plan only (%s): nothing was changed.", "dry_run" if self.plan_only else "mode='plan'"
+            )
+            return plan
+        applied = self.apply(plan, tenants, context)
+        return {**plan, "applied": applied}
+
+    def _check_approved(self, fresh: Mapping[str, Any]) -> None:
+        approved = self.plan
+        if isinstance(approved, str):
+            approved = json.loads(approved)
+        if not isinstance(approved, dict) or "actions" not in approved:
+            raise OpenRouterValidationError(
+                "plan", "mode='apply' needs the approved plan (the plan task's return value)"
+            )
+        if approved.get("tenants_digest") != fresh["tenants_digest"]:
+            raise SyncRefusedError(
+                "The tenants table differs from the one the approved plan was made from: plan again."
+            )
+
+        def ident(item: Mapping[str, Any]) -> str:
+            return json.dumps(
+                [item["action"], item["tenant"], item["key_hash"], item["changes"]],
+                sort_keys=True,
+                default=str,
+            )
+
+        allowed = {ident(item) for item in approved["actions"]}
+        # Actions already done (a resumed apply) drop out of a fresh plan; a new or different one matters.
+        new = [item for item in fresh["actions"] if ident(item) not in allowed and item["action"] != "keep"]
+        if new:
+            shown = "\n".join(plan_table({"actions": new, "counts": {}}, limit=20).splitlines()[:-1])
+            raise SyncRefusedError(
+                f"The account changed since the approved plan ({approved.get('planned_at')}): {len(new)} "
+                f"action(s) were not approved:\n{shown}\nNothing was changed. Plan and approve again."
+            )
+
+    # -- apply -----------------------------------------------------------------------------------------------
+
+    def apply(
+        self, plan: Mapping[str, Any], tenants: list[dict[str, Any]], context: Context
+    ) -> dict[str, Any]:
+        from concurrent.futures import ThreadPoolExecutor
+
+        from airflow_provider_openrouter._provisioning import Provisioner, mask_plaintexts
+
+        by_name = {t["name"]: t for t in tenants}
+        pacer = Pacer()
+        todo = [item for item in plan["actions"] if item["action"] not in ("unchanged", "keep")]
+        progress = Progress(self.log, "Applying", len(todo))
+        provisioner = self._provisioner = Provisioner(self.hook, lease=self.claim_lease, logger=self.log)
+        done: dict[str, int] = dict.fromkeys(ACTIONS, 0)
+        failures: list[str] = []
+        lock = threading.Lock()
+
+        def record(action: str, error: BaseException | None, what: str) -> None:
+            with lock:
+                if error is None:
+                    done[action] += 1
+                else:
+                    failures.append(f"{action} {what}: {type(error).__name__}: {error}")
+            progress.step()
+
+        def simple(item: dict[str, Any]) -> None:
+            action, key_hash = item["action"], item["key_hash"]
+            try:
+                if action == "update":
+                    changes = {f: new for f, (_, new) in item["changes"].items()}
+                    pacer(lambda: self.hook.update_key(key_hash, **changes))
+                elif action == "disable":
+                    pacer(lambda: self.hook.update_key(key_hash, disabled=True))
+                elif action == "delete":
+                    pacer(lambda: self.hook.delete_key(key_hash, missing_ok=True))
+            except Exception as exc:
+                record(action, exc, item["tenant"] or item.get("key_name") or key_hash)
+            else:
+                record(action, None, "")
+
+        with ThreadPoolExecutor(self.max_workers, thread_name_prefix="sync") as pool:
+            list(pool.map(simple, [i for i in todo if i["action"] in ("update", "disable", "delete")]))
+
+        creating = [i for i in todo if i["action"] in ("create", "rotate")]
+        by_workspace: dict[str | None, list[dict[str, Any]]] = {}
+        for item in creating:
+            by_workspace.setdefault(item["workspace_id"], []).append(item)
+        try:
+            for workspace, items in by_workspace.items():
+                # One walk gives every name its view (claims of dead runs included, which get collected).
+                views = provisioner.walk([item["tenant"] for item in items], workspace)
+                for start in range(0, len(items), 500):
+                    chunk = items[start : start + 500]
+                    requests = [
+                        self._request(item, by_name[item["tenant"]], views[item["tenant"]], context, pacer)
+                        for item in chunk
+                    ]
+                    results = provisioner.provision_many(
+                        requests,
+                        workspace_id=workspace,
+                        workers=self.max_workers,
+                        pace=pacer,
+                        mask=mask_plaintexts,
+                    )
+                    for item, result in zip(chunk, results, strict=True):
+                        record(
+                            item["action"],
+                            result if isinstance(result, BaseException) else None,
+                            item["tenant"],
+                        )
+        finally:
+            self._provisioner = None
+        summary = {"counts": done, "failed": len(failures), "rate_limit_pauses": pacer.pauses}
+        self.log.info(
+            "Applied in %.1f s:\n%s",
+            time.monotonic() - progress.started,
+            "\n".join(f"  {a:<9} {done[a]:>7}" for a in ACTIONS if a not in ("unchanged", "keep"))
+            + f"\n  {'failed':<9} {len(failures):>7}",
+        )
+        if failures:
+            raise OpenRouterError(
+                f"{len(failures)} of {len(todo)} changes failed (the rest were made; a rerun converges):\n  "
+                + "\n  ".join(failures[:20])
+            )
+        return summary
+
+    def _request(
+        self,
+        item: Mapping[str, Any],
+        tenant: dict[str, Any],
+        view: Any,
+        context: Context,
+        pacer: Pacer,
+    ) -> Any:
+        from airflow_provider_openrouter._endpoints import create_key_body, create_key_call
+        from airflow_provider_openrouter._provisioning import Request
+
+        hook = self.hook
+        workspace = tenant["workspace_id"]
+
+        def create(provisional: str) -> CreatedApiKey:
+            body = create_key_body(
+                {
+                    "name": provisional,
+                    "limit": tenant["limit"],
+                    "limit_reset": tenant["limit_reset"],
+                    "include_byok_in_limit": tenant["include_byok_in_limit"],
+                    "expires_at": tenant["expires_at"],
+                    "workspace_id": workspace,
+                }
+            )
+            # Masked by the batch (mask_plaintexts) before anything can deliver or log it.
+            return hook._run(create_key_call(body, hook._get_config().workspace_id))
+
+        def deliver(created: CreatedApiKey) -> list[str]:
+            where = []
+            if self.deliver_to_callable is not None:
+                self.deliver_to_callable(created, context)
+                where.append("callable")
+            if tenant["deliver_to_variable"]:
+                from airflow.sdk import Variable
+
+                Variable.set(
+                    tenant["deliver_to_variable"],
+                    created.plaintext,
+                    description=f"OpenRouter API key {created.name!r} (hash {created.hash})",
+                )
+                where.append(f"Variable {tenant['deliver_to_variable']}")
+            if not where:
+                raise OpenRouterValidationError(
+                    f"tenants ({tenant['name']!r}).deliver_to_variable",
+                    "a new key needs a destination: set it, or the operator's deliver_to_callable",
+                )
+            return where
+
+        def retire(old: ApiKey) -> None:
+            pacer(lambda: hook.update_key(old.hash, name=retired_name(tenant["name"], time.time())))
+            self.log.info(
+                "Rotated key %r (hash %s) out: it works until the overlap ends.", old.name, old.hash
+            )
+
+        return Request(
+            name=tenant["name"],
+            create=create,
+            deliver=deliver,
+            if_exists="replace" if item["action"] == "rotate" else "fail",
+            view=view,
+            retire=retire if item["action"] == "rotate" else None,
+        )
+
+    def on_kill(self) -> None:
+        if self._provisioner is not None:
+            self._provisioner.cancelled = True

@@ -1,0 +1,65 @@
+"""Make OpenRouter match a tenants table every day: plan, a person approves, apply.
+
+The table is a CSV shipped beside this file. The plan task logs the plan as a table and returns it; the
+approval step shows it to the approver (Airflow's human-in-the-loop ApprovalOperator); the apply task
+applies exactly that plan, refusing if the account changed since in a way that matters. Limits in the table
+are set again each day, so editing the CSV (or computing it per month) is how limits are reset on schedule.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Any
+
+import pendulum
+from airflow.sdk import DAG, task
+
+from airflow_provider_openrouter.operators.sync import SyncApiKeysOperator
+
+TABLE = Path(__file__).parent / "data" / "tenants.csv"
+
+
+def store_in_vault(created: Any, context: Any) -> None:
+    """Hand a new key to your secret store here (Vault, AWS Secrets Manager, ...)."""
+    from airflow.sdk import Variable
+
+    Variable.set(f"{created.name.replace('-', '_')}_api_key", created.plaintext)
+
+
+with DAG(
+    dag_id="example_openrouter_sync_tenants",
+    schedule="@daily",
+    start_date=pendulum.datetime(2025, 1, 1, tz="UTC"),
+    catchup=False,
+    tags=["openrouter", "example"],
+) as dag:
+
+    @task
+    def tenants_table() -> list[dict[str, Any]]:
+        with TABLE.open(newline="") as fh:
+            return [dict(row) for row in csv.DictReader(fh)]
+
+    table = tenants_table()
+    common: dict[str, Any] = {
+        "tenants": table,
+        "name_prefix": "tenant-",
+        "prune": "disable",
+        "max_destructive": 0.2,
+        "deliver_to_callable": store_in_vault,
+    }
+    plan = SyncApiKeysOperator(task_id="plan", mode="plan", **common)
+    apply = SyncApiKeysOperator(
+        task_id="apply", mode="apply", plan="{{ ti.xcom_pull(task_ids='plan') | tojson }}", **common
+    )
+    try:
+        from airflow.providers.standard.operators.hitl import ApprovalOperator
+    except ImportError:  # an Airflow without human-in-the-loop operators: plan, then apply
+        plan >> apply
+    else:
+        approve = ApprovalOperator(
+            task_id="approve",
+            subject="Apply the OpenRouter tenant sync?",
+            body="{{ ti.xcom_pull(task_ids='plan')['counts'] }}",
+        )
+        plan >> approve >> apply
