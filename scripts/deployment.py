@@ -380,6 +380,11 @@ class Deployment:
             folder.mkdir()
         for dag_file in self.dag_files:
             (self.dags_folder / dag_file.name).symlink_to(dag_file.resolve())
+        # What the DAG files read beside them (example_dags/data/), linked the same way.
+        for folder in {path.resolve().parent for path in self.dag_files}:
+            for entry in folder.iterdir():
+                if entry.is_dir() and not entry.name.startswith(("_", ".")):
+                    (self.dags_folder / entry.name).symlink_to(entry)
         for name in (
             "postgres",
             "redis",
