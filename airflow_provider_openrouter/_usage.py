@@ -40,6 +40,14 @@ def _byok_field(window: str) -> str:
     return "byok_usage" if window == "lifetime" else f"byok_usage_{window}"
 
 
+def _no_limit(field: str, who: str, consequence: str) -> OpenRouterValidationError:
+    return OpenRouterValidationError(
+        field,
+        f"{who} has no spending limit, so {consequence}; set a limit on the key or wait on usage_at_least "
+        "instead",
+    )
+
+
 class UsageConditions:
     """The thresholds a sensor waits for, validated.
 
@@ -49,7 +57,7 @@ class UsageConditions:
     ``limit_remaining_at_most`` compares OpenRouter's own ``limit_remaining`` with a USD amount. The
     conditions are met when any one of them holds, or every one of them with ``match_all``.
 
-    Build it with :meth:`build`, which validates; the constructor trusts its arguments.
+    The constructor validates raw (possibly rendered-template) values; an error names the offending field.
     """
 
     # A plain slotted class rather than a dataclass: this module is imported when a DAG file is parsed, and
@@ -66,19 +74,25 @@ class UsageConditions:
     def __init__(
         self,
         *,
-        usage_window: str = "daily",
-        usage_at_least: float | None = None,
-        limit_fraction_at_least: float | None = None,
-        limit_remaining_at_most: float | None = None,
-        include_byok: bool = False,
-        match_all: bool = False,
+        usage_window: Any = "daily",
+        usage_at_least: Any = None,
+        limit_fraction_at_least: Any = None,
+        limit_remaining_at_most: Any = None,
+        include_byok: Any = False,
+        match_all: Any = False,
     ) -> None:
-        self.usage_window = usage_window
-        self.usage_at_least = usage_at_least
-        self.limit_fraction_at_least = limit_fraction_at_least
-        self.limit_remaining_at_most = limit_remaining_at_most
-        self.include_byok = include_byok
-        self.match_all = match_all
+        self.usage_window = validate_usage_window(usage_window)
+        self.usage_at_least = validate_limit(usage_at_least, field="usage_at_least")
+        self.limit_fraction_at_least = validate_fraction(limit_fraction_at_least)
+        self.limit_remaining_at_most = validate_limit(
+            limit_remaining_at_most, field="limit_remaining_at_most"
+        )
+        self.include_byok = validate_bool(include_byok, field="include_byok")
+        self.match_all = validate_bool(match_all, field="match_all")
+        if not self.given():
+            raise OpenRouterValidationError(
+                "/".join(CONDITION_FIELDS), "give at least one condition to wait for"
+            )
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, UsageConditions) and self.to_dict() == other.to_dict()
@@ -89,32 +103,6 @@ class UsageConditions:
     def __repr__(self) -> str:
         fields = ", ".join(f"{name}={value!r}" for name, value in self.to_dict().items())
         return f"UsageConditions({fields})"
-
-    @classmethod
-    def build(
-        cls,
-        *,
-        usage_window: Any = "daily",
-        usage_at_least: Any = None,
-        limit_fraction_at_least: Any = None,
-        limit_remaining_at_most: Any = None,
-        include_byok: Any = False,
-        match_all: Any = False,
-    ) -> UsageConditions:
-        """Validate raw (possibly rendered-template) values; errors name the offending field."""
-        conditions = cls(
-            usage_window=validate_usage_window(usage_window),
-            usage_at_least=validate_limit(usage_at_least, field="usage_at_least"),
-            limit_fraction_at_least=validate_fraction(limit_fraction_at_least),
-            limit_remaining_at_most=validate_limit(limit_remaining_at_most, field="limit_remaining_at_most"),
-            include_byok=validate_bool(include_byok, field="include_byok"),
-            match_all=validate_bool(match_all, field="match_all"),
-        )
-        if not conditions.given():
-            raise OpenRouterValidationError(
-                "/".join(CONDITION_FIELDS), "give at least one condition to wait for"
-            )
-        return conditions
 
     def given(self) -> list[str]:
         return [name for name in CONDITION_FIELDS if getattr(self, name) is not None]
@@ -161,32 +149,76 @@ class UsageCheck:
         "used",
     )
 
-    def __init__(
-        self,
-        *,
-        key: ApiKey,
-        conditions: UsageConditions,
-        met: bool,
-        progress: str,
-        used: float,
-        fraction: float | None,
-        results: dict[str, dict[str, Any]],
-        checked_at: dt.datetime,
-        unavailable: str | None = None,
-    ) -> None:
+    def __init__(self, key: ApiKey, conditions: UsageConditions, now: dt.datetime) -> None:
+        # Deciding is building: each outcome is stored where it is worked out, for the progress line now and
+        # the snapshot later.
         self.key = key
-        self.met = met
-        self.progress = progress
-        self.used = used
-        self.fraction = fraction
-        self.results = results
-        self.checked_at = checked_at
-        self.unavailable = unavailable
+        self.checked_at = now
         self._snapshot: tuple[str, bool, bool] | dict[str, Any] = (
             conditions.usage_window,
             conditions.include_byok,
             conditions.match_all,
         )
+        who = describe_key(key.hash, key.name)
+        used = self.used = conditions.measured_usage(key)
+        label = conditions.usage_label
+        parts: list[str] = []
+        results: dict[str, dict[str, Any]] = {}
+        self.results = results
+
+        if conditions.usage_at_least is not None:
+            threshold = conditions.usage_at_least
+            met = used >= threshold
+            share = f" ({percent(used / threshold)})" if threshold > 0 else ""
+            parts.append(f"{label} {money(used)} of {money(threshold)} threshold{share}")
+            results["usage_at_least"] = {"threshold": threshold, "value": used, "met": met}
+
+        fraction: float | None = None
+        if key.limit is not None and key.limit > 0:
+            fraction = used / key.limit
+        self.fraction = fraction
+        if conditions.limit_fraction_at_least is not None:
+            if key.limit is None:
+                raise _no_limit("limit_fraction_at_least", who, "no share of it can be used")
+            threshold = conditions.limit_fraction_at_least
+            # A limit of 0 is spent from the start.
+            ratio = fraction if fraction is not None else math.inf
+            met = ratio >= threshold
+            shown = percent(ratio) if math.isfinite(ratio) else "all"
+            parts.append(
+                f"{label} {money(used)} is {shown} of the {money(key.limit)} limit "
+                f"(threshold {percent(threshold)})"
+            )
+            results["limit_fraction_at_least"] = {
+                "threshold": threshold,
+                "value": fraction,
+                "met": met,
+            }
+
+        if conditions.limit_remaining_at_most is not None:
+            if key.limit_remaining is None:
+                raise _no_limit("limit_remaining_at_most", who, "nothing remains of one")
+            threshold = conditions.limit_remaining_at_most
+            met = key.limit_remaining <= threshold
+            parts.append(
+                f"limit_remaining {money(key.limit_remaining)} of {money(key.limit)} "
+                f"(threshold at most {money(threshold)})"
+            )
+            results["limit_remaining_at_most"] = {
+                "threshold": threshold,
+                "value": key.limit_remaining,
+                "met": met,
+            }
+
+        flags = [r["met"] for r in results.values()]
+        self.met = all(flags) if conditions.match_all else any(flags)
+        self.unavailable = unavailable_reason(key, now)
+        if self.unavailable is not None:
+            verdict = f"key is {self.unavailable}"
+            self.met = False
+        else:
+            verdict = "condition met" if self.met else "waiting"
+        self.progress = f"{who}: {'; '.join(parts)} → {verdict}"
 
     @property
     def snapshot(self) -> dict[str, Any]:
@@ -257,84 +289,7 @@ def unavailable_reason(key: ApiKey, now: dt.datetime) -> str | None:
 def evaluate(key: ApiKey, conditions: UsageConditions, *, now: dt.datetime | None = None) -> UsageCheck:
     """Decide one poll. Raises :class:`OpenRouterValidationError` (naming the field) when a condition needs a
     spending limit and the key has none."""
-    now = now or dt.datetime.now(dt.timezone.utc)
-    who = describe_key(key.hash, key.name)
-    used = conditions.measured_usage(key)
-    label = conditions.usage_label
-    parts: list[str] = []
-    results: dict[str, dict[str, Any]] = {}
-
-    if conditions.usage_at_least is not None:
-        threshold = conditions.usage_at_least
-        met = used >= threshold
-        share = f" ({percent(used / threshold)})" if threshold > 0 else ""
-        parts.append(f"{label} {money(used)} of {money(threshold)} threshold{share}")
-        results["usage_at_least"] = {"threshold": threshold, "value": used, "met": met}
-
-    fraction: float | None = None
-    if key.limit is not None and key.limit > 0:
-        fraction = used / key.limit
-    if conditions.limit_fraction_at_least is not None:
-        if key.limit is None:
-            raise OpenRouterValidationError(
-                "limit_fraction_at_least",
-                f"{who} has no spending limit, so no share of it can be used; set a limit on the key or wait "
-                "on usage_at_least instead",
-            )
-        threshold = conditions.limit_fraction_at_least
-        # A limit of 0 is spent from the start.
-        ratio = fraction if fraction is not None else math.inf
-        met = ratio >= threshold
-        shown = percent(ratio) if math.isfinite(ratio) else "all"
-        parts.append(
-            f"{label} {money(used)} is {shown} of the {money(key.limit)} limit "
-            f"(threshold {percent(threshold)})"
-        )
-        results["limit_fraction_at_least"] = {
-            "threshold": threshold,
-            "value": fraction,
-            "met": met,
-        }
-
-    if conditions.limit_remaining_at_most is not None:
-        if key.limit_remaining is None:
-            raise OpenRouterValidationError(
-                "limit_remaining_at_most",
-                f"{who} has no spending limit, so nothing remains of one; set a limit on the key or wait on "
-                "usage_at_least instead",
-            )
-        threshold = conditions.limit_remaining_at_most
-        met = key.limit_remaining <= threshold
-        parts.append(
-            f"limit_remaining {money(key.limit_remaining)} of {money(key.limit)} "
-            f"(threshold at most {money(threshold)})"
-        )
-        results["limit_remaining_at_most"] = {
-            "threshold": threshold,
-            "value": key.limit_remaining,
-            "met": met,
-        }
-
-    flags = [r["met"] for r in results.values()]
-    met_all = all(flags) if conditions.match_all else any(flags)
-    reason = unavailable_reason(key, now)
-    if reason is not None:
-        verdict = f"key is {reason}"
-        met_all = False
-    else:
-        verdict = "condition met" if met_all else "waiting"
-    progress = f"{who}: {'; '.join(parts)} → {verdict}"
-    return UsageCheck(
-        key=key,
-        conditions=conditions,
-        met=met_all,
-        progress=progress,
-        used=used,
-        fraction=fraction,
-        results=results,
-        checked_at=now,
-        unavailable=reason,
-    )
+    return UsageCheck(key, conditions, now or dt.datetime.now(dt.timezone.utc))
 
 
 def unavailable_message(

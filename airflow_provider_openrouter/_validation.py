@@ -33,10 +33,13 @@ import math
 import re
 import unicodedata
 import uuid
-from typing import Any, Final, NoReturn
+from typing import TYPE_CHECKING, Any, Final, NoReturn
 
 from airflow_provider_openrouter._redaction import looks_like_key, quoted
 from airflow_provider_openrouter.exceptions import OpenRouterValidationError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 LIMIT_RESETS: Final[tuple[str, ...]] = ("daily", "weekly", "monthly")
 USAGE_WINDOWS: Final[tuple[str, ...]] = ("daily", "weekly", "monthly", "lifetime")
@@ -240,27 +243,43 @@ def _number(value: Any, field: str, what: str) -> float:
     return number
 
 
-def validate_limit(value: Any, *, field: str = "limit") -> float | None:
-    """A USD amount from 0 to :data:`LIMIT_MAX_USD`, or ``None``. Numeric strings (rendered templates) too."""
+def _number_or_none(
+    value: Any, field: str, what: str, problem: Callable[[float, str], str | None]
+) -> float | None:
+    """``None``, or the finite number ``value`` stands for (numeric strings too) when ``problem`` finds it in
+    range; otherwise ``problem``'s words, told the number and the value as given, name the fault."""
     if value is None:
         return None
-    number = _number(value, field, "a number of USD or None")
-    if number < 0:
-        fail(field, f"must be >= 0 (got {quoted(value)})")
-    if number > LIMIT_MAX_USD:
-        fail(field, f"must be at most {LIMIT_MAX_USD:,.0f} USD (got {quoted(value)})")
+    number = _number(value, field, what)
+    wrong = problem(number, quoted(value))
+    if wrong is not None:
+        fail(field, wrong)
     return number
+
+
+def _usd_problem(number: float, got: str) -> str | None:
+    if number < 0:
+        return f"must be >= 0 (got {got})"
+    if number > LIMIT_MAX_USD:
+        return f"must be at most {LIMIT_MAX_USD:,.0f} USD (got {got})"
+    return None
+
+
+def _fraction_problem(number: float, got: str) -> str | None:
+    if 0 < number <= 1:
+        return None
+    hint = f"; for {number:g} % write {number / 100:g}" if 1 < number <= 100 else ""
+    return f"must be a ratio above 0 and at most 1, e.g. 0.8 for 80 % (got {got}{hint})"
+
+
+def validate_limit(value: Any, *, field: str = "limit") -> float | None:
+    """A USD amount from 0 to :data:`LIMIT_MAX_USD`, or ``None``. Numeric strings (rendered templates) too."""
+    return _number_or_none(value, field, "a number of USD or None", _usd_problem)
 
 
 def validate_fraction(value: Any, *, field: str = "limit_fraction_at_least") -> float | None:
     """A ratio of the limit in (0, 1]: ``0.8`` means 80 %. Numeric strings (rendered templates) too."""
-    if value is None:
-        return None
-    number = _number(value, field, "a ratio above 0 and at most 1, e.g. 0.8")
-    if number <= 0 or number > 1:
-        hint = f"; for {number:g} % write {number / 100:g}" if 1 < number <= 100 else ""
-        fail(field, f"must be a ratio above 0 and at most 1, e.g. 0.8 for 80 % (got {quoted(value)}{hint})")
-    return number
+    return _number_or_none(value, field, "a ratio above 0 and at most 1, e.g. 0.8", _fraction_problem)
 
 
 def validate_seconds(

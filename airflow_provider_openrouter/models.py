@@ -24,21 +24,6 @@ __all__ = ["UNSET", "ApiKey", "CreatedApiKey", "Credits", "CurrentKey", "Unset"]
 _T = TypeVar("_T")
 
 
-def _num(data: Mapping[str, Any], name: str, default: float = 0.0) -> float:
-    value = data.get(name)
-    return default if value is None else float(value)
-
-
-def _opt_num(data: Mapping[str, Any], name: str) -> float | None:
-    value = data.get(name)
-    return None if value is None else float(value)
-
-
-def _opt_str(data: Mapping[str, Any], name: str) -> str | None:
-    value = data.get(name)
-    return None if value is None else str(value)
-
-
 class _JsonMixin:
     def to_dict(self) -> dict[str, Any]:
         """Return the fields as a JSON-safe dict (safe to push to XCom)."""
@@ -267,28 +252,13 @@ class CurrentKey(_JsonMixin):
 
     @classmethod
     def from_api(cls, data: Mapping[str, Any]) -> CurrentKey:
-        return cls(
-            label=str(data["label"]),
+        if "is_management_key" not in data:
             # The deprecated name still answers on older deployments.
-            is_management_key=bool(data.get("is_management_key", data.get("is_provisioning_key", False))),
-            is_free_tier=bool(data.get("is_free_tier", False)),
-            limit=_opt_num(data, "limit"),
-            limit_remaining=_opt_num(data, "limit_remaining"),
-            limit_reset=_opt_str(data, "limit_reset"),
-            include_byok_in_limit=bool(data.get("include_byok_in_limit", False)),
-            usage=_num(data, "usage"),
-            usage_daily=_num(data, "usage_daily"),
-            usage_weekly=_num(data, "usage_weekly"),
-            usage_monthly=_num(data, "usage_monthly"),
-            byok_usage=_num(data, "byok_usage"),
-            byok_usage_daily=_num(data, "byok_usage_daily"),
-            byok_usage_weekly=_num(data, "byok_usage_weekly"),
-            byok_usage_monthly=_num(data, "byok_usage_monthly"),
-            creator_user_id=_opt_str(data, "creator_user_id"),
-            expires_at=_opt_str(data, "expires_at"),
-            workspace_id=_opt_str(data, "workspace_id"),
-            organization_id=_opt_str(data, "organization_id"),
-        )
+            data = {**data, "is_management_key": data.get("is_provisioning_key", False)}
+        return cls(*_read_current_key(data, data.get))
+
+
+_read_current_key = _reader(CurrentKey)
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,7 +15,7 @@ from typing import Any
 import pendulum
 from airflow.sdk import DAG, task
 
-from airflow_provider_openrouter.operators.sync import SyncApiKeysOperator
+from airflow_provider_openrouter.operators.sync import PLAN_MARKDOWN_XCOM_KEY, SyncApiKeysOperator
 
 TABLE = Path(__file__).parent / "data" / "tenants.csv"
 
@@ -24,7 +24,8 @@ def store_in_vault(created: Any, context: Any) -> None:
     """Hand a new key to your secret store here (Vault, AWS Secrets Manager, ...)."""
     from airflow.sdk import Variable
 
-    Variable.set(f"{created.name.replace('-', '_')}_api_key", created.plaintext)
+    tenant = created.name.removeprefix("tenant-")
+    Variable.set(f"openrouter_api_key_{tenant}", created.plaintext, description=f"key {created.hash}")
 
 
 with DAG(
@@ -57,9 +58,11 @@ with DAG(
     except ImportError:  # an Airflow without human-in-the-loop operators: plan, then apply
         plan >> apply
     else:
+        # The approver sees the plan as a table (Markdown, rendered in the Required Actions page); rejecting
+        # skips the apply task.
         approve = ApprovalOperator(
             task_id="approve",
-            subject="Apply the OpenRouter tenant sync?",
-            body="{{ ti.xcom_pull(task_ids='plan')['counts'] }}",
+            subject="Apply the OpenRouter tenant sync planned for {{ ds }}?",
+            body="{{ ti.xcom_pull(task_ids='plan', key='" + PLAN_MARKDOWN_XCOM_KEY + "') }}",
         )
         plan >> approve >> apply

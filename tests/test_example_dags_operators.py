@@ -19,6 +19,7 @@ import pytest
 from cryptography.fernet import Fernet
 
 from airflow_provider_openrouter.links import key_url
+from tests.example_dag_runs import dags_test_answering
 
 if TYPE_CHECKING:
     import subprocess
@@ -33,6 +34,7 @@ pytestmark = pytest.mark.airflow_db
 PROVISION = "example_openrouter_provision_tenants"
 LIMITS = "example_openrouter_monthly_limits"
 DECOMMISSION = "example_openrouter_decommission"
+SYNC = "example_openrouter_sync_tenants"
 TENANT_LIMITS = {"acme": 25.0, "globex": 50.0, "initech": 10.0}
 
 
@@ -46,6 +48,7 @@ class Run:
     # Kept out of repr so that a failing assertion does not print the keys.
     variables: dict[str, str] = field(default_factory=dict, repr=False)
     seconds: float = 0.0
+    shown: dict[str, dict[str, str]] = field(default_factory=dict, repr=False)
 
     @property
     def output(self) -> str:
@@ -59,16 +62,20 @@ class Account:
     secrets_dir: Path
     runs: list[Run] = field(default_factory=list, repr=False)
 
-    def run(self, dag_id: str, conf: dict[str, Any] | None = None) -> Run:
+    def run(
+        self, dag_id: str, conf: dict[str, Any] | None = None, answers: dict[str, str] | None = None
+    ) -> Run:
         before = len(self.fake.requests)
         started = time.monotonic()
-        proc = self.airflow.dags_test(
+        proc, shown = dags_test_answering(
+            self.airflow,
             dag_id,
+            answers or {},
             extra_env={**self.fake.airflow_env(), "OPENROUTER_EXAMPLE_SECRETS_DIR": str(self.secrets_dir)},
             conf=json.dumps(conf) if conf is not None else None,
-            check=False,
         )
         run = Run(dag_id, proc, self.fake.requests[before:], self.variables(), time.monotonic() - started)
+        run.shown = shown
         self.runs.append(run)
         assert proc.returncode == 0, run.output[-6000:]
         failed = self.airflow.query(
@@ -132,6 +139,11 @@ def limits_applied(account: Account, provisioned_again: Run) -> Run:
 @pytest.fixture(scope="module")
 def decommissioned(account: Account, limits_applied: Run) -> Run:
     return account.run(DECOMMISSION, {"tenant": "initech", "grace_period_seconds": 3})
+
+
+@pytest.fixture(scope="module")
+def synced(account: Account, decommissioned: Run) -> Run:
+    return account.run(SYNC, answers={"approve": "Approve"})
 
 
 def test_provisioning_creates_each_tenant_key_and_writes_its_variable(
@@ -224,8 +236,47 @@ def test_decommission_disables_then_deletes_after_the_grace_period(
     assert (deleted["deleted"], deleted["hash"], deleted["disabled"]) == (True, initech, True)
 
 
-def test_no_plaintext_in_logs_xcom_rendered_fields_or_output(account: Account, decommissioned: Run) -> None:
-    assert len(account.runs) == 4
+def test_sync_plans_an_approver_sees_the_plan_then_it_applies(
+    account: Account, decommissioned: Run, synced: Run
+) -> None:
+    """The tenants table against the account the decommission left: acme's limit raised, initech back with a
+    daily limit, hooli new. The plan task changes nothing; the approver is shown the plan as a table while
+    the run waits; the apply task makes exactly the plan."""
+    writes = [r for r in synced.requests if r.method in ("POST", "PATCH", "DELETE")]
+    assert writes
+    assert {r.method for r in synced.requests[: synced.requests.index(writes[0])]} == {"GET"}
+
+    shown = synced.shown["approve"]
+    assert shown["subject"].startswith("Apply the OpenRouter tenant sync planned for ")
+    body = shown["body"]
+    assert "| Action | Tenant / key | Hash | Changes / reason |" in body
+    acme = account.key_named("tenant-acme")
+    assert f"| update | tenant-acme | `{acme['hash'][:12]}` | limit: 30.0 → 40.0 |" in body
+    assert (
+        "| create | tenant-initech | (new) | "
+        "limit: None → 10.0, limit_reset: None → 'daily', disabled: None → False |"
+    ) in body
+    assert "| create | tenant-hooli | (new) | limit: None → 20.0, limit_reset: None → 'monthly'" in body
+    assert "**Counts:** create 2, update 1, unchanged 1, rotate 0, keep 0, disable 0, delete 0" in body
+
+    keys = {k["name"]: k for k in account.fake.keys(include_management=False)}
+    assert (keys["tenant-acme"]["limit"], keys["tenant-acme"]["limit_reset"]) == (40.0, "monthly")
+    assert (keys["tenant-initech"]["limit"], keys["tenant-initech"]["limit_reset"]) == (10.0, "daily")
+    assert keys["tenant-hooli"]["limit"] == 20.0
+    # New keys went to the secret store (here Variables, encrypted) and nowhere else.
+    for tenant in ("initech", "hooli"):
+        assert sha256(synced.variables[f"openrouter_api_key_{tenant}"]) == keys[f"tenant-{tenant}"]["hash"]
+    [applied] = account.xcom(SYNC, "apply", "return_value").values()
+    assert applied["applied"]["counts"]["create"] == 2
+    assert applied["applied"]["counts"]["update"] == 1
+    [(state,)] = account.airflow.query(
+        "SELECT state FROM task_instance WHERE dag_id = ? AND task_id = 'approve'", (SYNC,)
+    )
+    assert state == "success"
+
+
+def test_no_plaintext_in_logs_xcom_rendered_fields_or_output(account: Account, synced: Run) -> None:
+    assert len(account.runs) == 5
     print("dags test durations:", [(run.dag_id, round(run.seconds)) for run in account.runs])
     plaintexts = account.fake.issued_plaintexts  # the management key and every key issued
     assert len(plaintexts) >= 6

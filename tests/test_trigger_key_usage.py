@@ -20,7 +20,6 @@ from airflow_provider_openrouter.testing import (
     LocalOpenRouter,
     Status,
 )
-from airflow_provider_openrouter.testing._local import connection_json
 from airflow_provider_openrouter.triggers.key_usage import OpenRouterKeyUsageTrigger, shared_hook
 
 if TYPE_CHECKING:
@@ -44,6 +43,13 @@ def trigger(key_hash: str, **kwargs: Any) -> OpenRouterKeyUsageTrigger:
 
 async def events_of(watch: OpenRouterKeyUsageTrigger) -> list[TriggerEvent]:
     return [event async for event in watch.run()]
+
+
+def _connection_with_key(fake: LocalOpenRouter, management_key: str) -> str:
+    """The fake's connection JSON, but carrying ``management_key`` instead of the fake's own."""
+    conn = json.loads(fake.connection_json(max_retries=0))
+    conn["password"] = management_key
+    return json.dumps(conn)
 
 
 def gets_of(fake: LocalOpenRouter, key_hash: str) -> int:
@@ -274,7 +280,7 @@ async def test_authentication_failure_ends_the_wait_after_one_fresh_lookup(
     local_openrouter: LocalOpenRouter, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     key = local_openrouter.add_key("tenant-auth", limit=5.0)
-    wrong = connection_json(local_openrouter.base_url, "sk-or-v1-" + "0" * 64, max_retries=0)
+    wrong = _connection_with_key(local_openrouter, "sk-or-v1-" + "0" * 64)
     monkeypatch.setenv("AIRFLOW_CONN_OPENROUTER_DEFAULT", wrong)
     events = await events_of(trigger(key.hash, max_consecutive_failures=10))
     payload = events[0].payload
@@ -289,7 +295,7 @@ async def test_a_rotated_management_key_is_picked_up(
 ) -> None:
     key = local_openrouter.add_key("tenant-rotation", limit=5.0)
     local_openrouter.add_usage(key.hash, 2.0)
-    old = connection_json(local_openrouter.base_url, "sk-or-v1-" + "0" * 64, max_retries=0)
+    old = _connection_with_key(local_openrouter, "sk-or-v1-" + "0" * 64)
     monkeypatch.setenv("AIRFLOW_CONN_OPENROUTER_DEFAULT", old)
     # The first poll, made with the old key, is answered (401) only after the connection has been edited.
     local_openrouter.inject(Latency(2.0), method="GET", path=f"/keys/{key.hash}", times=1)

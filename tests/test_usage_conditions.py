@@ -58,7 +58,7 @@ def test_money(usd: float | None, shown: str) -> None:
 
 
 def test_the_progress_line_reads_like_a_sentence() -> None:
-    check = evaluate(api_key(), UsageConditions.build(usage_at_least=5.0), now=NOW)
+    check = evaluate(api_key(), UsageConditions(usage_at_least=5.0), now=NOW)
     assert check.progress == (
         "key 'tenant-acme' (0123456789ab…): usage_daily $3.20 of $5.00 threshold (64 %) → waiting"
     )
@@ -66,7 +66,7 @@ def test_the_progress_line_reads_like_a_sentence() -> None:
 
 
 def test_every_condition_on_one_line() -> None:
-    conditions = UsageConditions.build(
+    conditions = UsageConditions(
         usage_window="daily",
         usage_at_least=3.0,
         limit_fraction_at_least=0.8,
@@ -87,9 +87,7 @@ def test_every_condition_on_one_line() -> None:
 
 
 def test_a_zero_limit_is_spent_from_the_start() -> None:
-    check = evaluate(
-        api_key(limit=0.0, usage_daily=0.0), UsageConditions.build(limit_fraction_at_least=1), now=NOW
-    )
+    check = evaluate(api_key(limit=0.0, usage_daily=0.0), UsageConditions(limit_fraction_at_least=1), now=NOW)
     assert check.met
     assert "is all of the $0.00 limit" in check.progress
     assert check.snapshot["fraction_of_limit"] is None
@@ -109,7 +107,7 @@ def test_a_zero_limit_is_spent_from_the_start() -> None:
 def test_unavailable_reason(fields: dict[str, Any], reason: str | None) -> None:
     key = api_key(**fields)
     assert unavailable_reason(key, NOW) == reason
-    check = evaluate(key, UsageConditions.build(usage_at_least=0.01), now=NOW)
+    check = evaluate(key, UsageConditions(usage_at_least=0.01), now=NOW)
     # A key that can no longer spend never counts as "met", even past the threshold.
     assert check.met is (reason is None)
     assert check.unavailable == reason
@@ -118,12 +116,12 @@ def test_unavailable_reason(fields: dict[str, Any], reason: str | None) -> None:
 
 
 def test_conditions_round_trip_and_compare() -> None:
-    conditions = UsageConditions.build(
+    conditions = UsageConditions(
         usage_window="monthly", usage_at_least="12.5", limit_remaining_at_most=0, match_all=True
     )
     assert conditions.usage_at_least == 12.5  # rendered templates are strings
     assert UsageConditions(**json.loads(json.dumps(conditions.to_dict()))) == conditions
-    assert conditions != UsageConditions.build(usage_at_least=12.5)
+    assert conditions != UsageConditions(usage_at_least=12.5)
     assert conditions.given() == ["usage_at_least", "limit_remaining_at_most"]
     assert "usage_window='monthly'" in repr(conditions)
 
@@ -142,7 +140,7 @@ def test_conditions_round_trip_and_compare() -> None:
 )
 def test_validation_names_the_field(kwargs: dict[str, Any], field: str, problem: str) -> None:
     with pytest.raises(OpenRouterValidationError, match=problem) as err:
-        UsageConditions.build(**kwargs)
+        UsageConditions(**kwargs)
     assert err.value.field == field
 
 

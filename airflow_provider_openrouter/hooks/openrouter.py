@@ -262,6 +262,7 @@ class OpenRouterHook(BaseHook):
         expires_at: dt.datetime | str | None = None,
         workspace_id: str | None = None,
         creator_user_id: str | None = None,
+        mask: bool = True,
     ) -> CreatedApiKey:
         """Create a key (``POST /keys``). Its plaintext is in the result this once, masked in Airflow's logs.
 
@@ -273,14 +274,20 @@ class OpenRouterHook(BaseHook):
         before the request, with
         :class:`~airflow_provider_openrouter.exceptions.OpenRouterValidationError` naming it. Not retried once
         the request may have reached OpenRouter: a lost answer could otherwise mean two keys.
-        """
-        given = _given(locals())  # first: the arguments only
-        from airflow.sdk.log import mask_secret
 
+        ``mask=False`` leaves masking to the caller, which must mask the plaintext before it can reach a log:
+        a caller creating keys by the thousand masks them in one batch
+        (:class:`~airflow_provider_openrouter.operators.sync.SyncApiKeysOperator` does), since each mask
+        registration costs a round trip to the task supervisor.
+        """
+        given = _given({k: v for k, v in locals().items() if k != "mask"})  # first: the arguments only
         from airflow_provider_openrouter._endpoints import create_key_call
 
         created = self._run(create_key_call(given, self._get_config().workspace_id))
-        mask_secret(created.plaintext)
+        if mask:
+            from airflow.sdk.log import mask_secret
+
+            mask_secret(created.plaintext)
         return created
 
     @_async_twin_of(create_key)
@@ -288,8 +295,12 @@ class OpenRouterHook(BaseHook):
         """:meth:`create_key` for an event loop."""
         from airflow_provider_openrouter._endpoints import create_key_call
 
+        mask = fields.pop("mask", True)
+
         call = create_key_call(_given({"name": name, **fields}), (await self._aget_config()).workspace_id)
         created = await self._arun(call)
+        if not mask:
+            return created
         try:
             from airflow.sdk.log import amask_secret
         except ImportError:  # older Airflow (3.1) has only the sync one

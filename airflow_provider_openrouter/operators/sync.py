@@ -30,10 +30,12 @@ if TYPE_CHECKING:
     from airflow_provider_openrouter.hooks.openrouter import OpenRouterHook
     from airflow_provider_openrouter.models import ApiKey, CreatedApiKey
 
-__all__ = ["SyncApiKeysOperator", "SyncRefusedError"]
+__all__ = ["PLAN_MARKDOWN_XCOM_KEY", "SyncApiKeysOperator", "SyncRefusedError", "plan_markdown"]
 
 Prune = Literal["keep", "disable", "delete"]
 Mode = Literal["plan_and_apply", "plan", "apply"]
+# Where a ``mode="plan"`` task leaves the plan as a Markdown table, for an approval step to show.
+PLAN_MARKDOWN_XCOM_KEY: Final = "plan_markdown"
 ACTIONS: Final = ("create", "update", "unchanged", "rotate", "keep", "disable", "delete")
 # The fields a tenant row compares against its key (kept small on purpose: the key fields' one declaration
 # can take it over). ``expires_at`` applies to new keys only: OpenRouter cannot change it afterwards.
@@ -81,36 +83,25 @@ def _same(current: Any, wanted: Any) -> bool:
     return bool(current == wanted)
 
 
-def _row_checks(given: dict[str, Any]) -> list[tuple[str, Callable[[], Any]]]:
-    """One check per field of a row, each run on its own so that every problem is reported."""
-    v = _validation
-    return [
-        ("name", lambda: v.validate_name(given.get("name"), field="name")),
-        ("limit", lambda: v.validate_limit(given.get("limit"))),
-        ("limit_reset", lambda: v.validate_limit_reset(given.get("limit_reset"))),
-        (
-            "include_byok_in_limit",
-            lambda: (
-                None
-                if given.get("include_byok_in_limit") is None
-                else v.validate_bool(given["include_byok_in_limit"], field="include_byok_in_limit", text=True)
-            ),
-        ),
-        (
-            "disabled",
-            lambda: bool(v.validate_bool(given.get("disabled") or False, field="disabled", text=True)),
-        ),
-        ("workspace_id", lambda: v.validate_workspace_id(given.get("workspace_id"))),
-        ("expires_at", lambda: v.validate_expires_at(given.get("expires_at"))),
-        (
-            "deliver_to_variable",
-            lambda: v.validate_variable_name(given.get("deliver_to_variable")),
-        ),
-        (
-            "rotate",
-            lambda: bool(v.validate_bool(given.get("rotate") or False, field="rotate", text=True)),
-        ),
-    ]
+def _optional_bool(given: dict[str, Any], field: str) -> bool | None:
+    value = given.get(field)
+    return None if value is None else _validation.validate_bool(value, field=field, text=True)
+
+
+# One check per field of a row, each run on its own so that every problem is reported. Built once: a plan of
+# 10,000 tenants runs them 90,000 times.
+_ROW_CHECKS: Final[tuple[tuple[str, Callable[[dict[str, Any]], Any]], ...]] = (
+    ("name", lambda g: _validation.validate_name(g.get("name"), field="name")),
+    ("limit", lambda g: _validation.validate_limit(g.get("limit"))),
+    ("limit_reset", lambda g: _validation.validate_limit_reset(g.get("limit_reset"))),
+    ("include_byok_in_limit", lambda g: _optional_bool(g, "include_byok_in_limit")),
+    ("disabled", lambda g: bool(_optional_bool(g, "disabled"))),
+    ("workspace_id", lambda g: _validation.validate_workspace_id(g.get("workspace_id"))),
+    ("expires_at", lambda g: _validation.validate_expires_at(g.get("expires_at"))),
+    ("deliver_to_variable", lambda g: _validation.validate_variable_name(g.get("deliver_to_variable"))),
+    ("rotate", lambda g: bool(_optional_bool(g, "rotate"))),
+)
+_KNOWN_FIELDS: Final = frozenset(ROW_FIELDS)
 
 
 def validate_tenants(rows: Any, name_prefix: str) -> list[dict[str, Any]]:
@@ -126,15 +117,14 @@ def validate_tenants(rows: Any, name_prefix: str) -> list[dict[str, Any]]:
             problems.append(f"tenants[{index}]: must be a mapping (got {type(row).__name__})")
             continue
         label = f"tenants[{index}]" + (f" ({row.get('name')!r})" if isinstance(row.get("name"), str) else "")
-        unknown = sorted(str(k) for k in row if k not in ROW_FIELDS)
-        if unknown:
+        if not _KNOWN_FIELDS.issuperset(row.keys()):
+            unknown = sorted(str(k) for k in row if k not in _KNOWN_FIELDS)
             problems.append(f"{label}: unknown field(s) {', '.join(unknown)}; known: {', '.join(ROW_FIELDS)}")
         given: dict[str, Any] = {k: v.rendered_none(row[k]) for k in ROW_FIELDS if k in row}
         tenant: dict[str, Any] = {}
-        checks = _row_checks(given)
-        for field, check in checks:
+        for field, check in _ROW_CHECKS:
             try:
-                tenant[field] = check()  # the checks run here, within this row's iteration
+                tenant[field] = check(given)
             except OpenRouterValidationError as exc:
                 problems.append(f"{label}.{field}: {exc.problem}")
         name = tenant.get("name")
@@ -249,14 +239,16 @@ class Planner:
             ]
         # Several keys under one name (made outside this operator): keep the newest, the others go the way of
         # the prune policy, and the plan says so.
-        keys = sorted(keys, key=lambda k: (_epoch(k.created_at), k.hash), reverse=True)
+        if len(keys) > 1:
+            keys = sorted(keys, key=lambda k: (_epoch(k.created_at), k.hash), reverse=True)
         key, extras = keys[0], keys[1:]
         out = [
             self._prune(extra, workspace, counts, f"duplicate of {key.hash} (the newest is kept)")
             for extra in extras
         ]
-        age = self.now - _epoch(key.created_at)
-        if tenant["rotate"] or (self.rotate_older_than is not None and age > self.rotate_older_than):
+        if tenant["rotate"] or (
+            self.rotate_older_than is not None and self.now - _epoch(key.created_at) > self.rotate_older_than
+        ):
             counts["rotate"] += 1
             reason = "asked for" if tenant["rotate"] else f"older than {self.rotate_older_than:.0f} s"
             out.append(
@@ -341,6 +333,33 @@ def plan_table(plan: Mapping[str, Any], *, limit: int = 200) -> str:
         lines.append(f"... and {more} more (the full plan is in the return value)")
     counts = plan["counts"]
     lines.append("counts: " + ", ".join(f"{a} {counts.get(a, 0)}" for a in ACTIONS))
+    return "\n".join(lines)
+
+
+def _md(text: Any) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def plan_markdown(plan: Mapping[str, Any], *, limit: int = 100) -> str:
+    """The plan as a Markdown table, for an approver (the human-in-the-loop ``body`` renders Markdown)."""
+    counts = plan["counts"]
+    lines = [
+        "**Counts:** " + ", ".join(f"{a} {counts.get(a, 0)}" for a in ACTIONS),
+        "",
+        "| Action | Tenant / key | Hash | Changes / reason |",
+        "|---|---|---|---|",
+    ]
+    for item in plan["actions"][:limit]:
+        changes = ", ".join(f"{f}: {old!r} → {new!r}" for f, (old, new) in item["changes"].items())
+        detail = "; ".join(part for part in (changes, item.get("reason") or "") if part)
+        who = item["tenant"] or item.get("key_name") or ""
+        hash_ = f"`{item['key_hash'][:12]}`" if item["key_hash"] else "(new)"
+        lines.append(f"| {item['action']} | {_md(who)} | {hash_} | {_md(detail)} |")
+    if not plan["actions"]:
+        lines.append("| (nothing to change) | | | |")
+    more = len(plan["actions"]) - limit
+    if more > 0:
+        lines.append(f"\n… and {more} more: the full plan is the plan task's return value.")
     return "\n".join(lines)
 
 
@@ -486,6 +505,7 @@ class SyncApiKeysOperator(BaseOperator):
         self.tenants = tenants
         self.plan = plan
         self._provisioner: Any = None
+        self._deliver_lock = threading.Lock()
 
     @functools.cached_property
     def hook(self) -> OpenRouterHook:
@@ -553,6 +573,10 @@ class SyncApiKeysOperator(BaseOperator):
             return plan
         self.check_cap(plan)
         if self.mode == "plan":
+            # For the approval step: the human-in-the-loop body renders Markdown.
+            ti = context.get("ti")
+            if ti is not None:
+                ti.xcom_push(key=PLAN_MARKDOWN_XCOM_KEY, value=plan_markdown(plan))
             self.log.info(
                 "Plan only (%s): nothing was changed.", "dry_run" if self.plan_only else "mode='plan'"
             )
@@ -685,27 +709,30 @@ class SyncApiKeysOperator(BaseOperator):
         context: Context,
         pacer: Pacer,
     ) -> Any:
-        from airflow_provider_openrouter._endpoints import create_key_body, create_key_call
         from airflow_provider_openrouter._provisioning import Request
 
         hook = self.hook
         workspace = tenant["workspace_id"]
 
         def create(provisional: str) -> CreatedApiKey:
-            body = create_key_body(
-                {
-                    "name": provisional,
-                    "limit": tenant["limit"],
-                    "limit_reset": tenant["limit_reset"],
-                    "include_byok_in_limit": tenant["include_byok_in_limit"],
-                    "expires_at": tenant["expires_at"],
-                    "workspace_id": workspace,
-                }
+            # mask=False: the batch masks every plaintext at once (mask_plaintexts) before delivery or a log.
+            return hook.create_key(
+                provisional,
+                limit=tenant["limit"],
+                limit_reset=tenant["limit_reset"],
+                include_byok_in_limit=tenant["include_byok_in_limit"],
+                expires_at=tenant["expires_at"],
+                workspace_id=workspace,
+                mask=False,
             )
-            # Masked by the batch (mask_plaintexts) before anything can deliver or log it.
-            return hook._run(create_key_call(body, hook._get_config().workspace_id))
 
         def deliver(created: CreatedApiKey) -> list[str]:
+            # One delivery at a time: a user's secret-store client need not be thread-safe, and neither is
+            # Airflow's in-process task channel under `airflow dags test` (Variable.set goes through it).
+            with self._deliver_lock:
+                return deliver_one(created)
+
+        def deliver_one(created: CreatedApiKey) -> list[str]:
             where = []
             if self.deliver_to_callable is not None:
                 self.deliver_to_callable(created, context)

@@ -14,6 +14,7 @@ import math
 import threading
 import time
 from dataclasses import dataclass, field
+from operator import attrgetter
 from typing import TYPE_CHECKING, Any, Final
 
 from airflow_provider_openrouter._validation import parse_instant
@@ -41,17 +42,19 @@ FILTERS: Final[dict[str, str]] = {
     "disabled": "Disabled",
     "expired": "Expired",
 }
-# Sortable columns, with the order a first click on the column gives (amounts are most useful largest first).
-SORTS: Final[dict[str, str]] = {
-    "name": "asc",
-    "limit": "desc",
-    "usage": "desc",
-    "remaining": "asc",
-    "used": "desc",
-    "lifetime": "desc",
-    "expires": "asc",
-    "created": "desc",
+# Sortable columns: the order a first click on the column gives (amounts are most useful largest first) and
+# what a row is ordered by.
+_COLUMNS: Final[dict[str, tuple[str, Callable[[KeyRow], Any]]]] = {
+    "name": ("asc", lambda row: row.name.casefold()),
+    "limit": ("desc", attrgetter("limit")),
+    "usage": ("desc", attrgetter("usage")),
+    "remaining": ("asc", attrgetter("remaining")),
+    "used": ("desc", attrgetter("used")),
+    "lifetime": ("desc", attrgetter("lifetime_usage")),
+    "expires": ("asc", attrgetter("expires_at")),
+    "created": ("desc", attrgetter("created_at")),
 }
+SORTS: Final[dict[str, str]] = {column: order for column, (order, _) in _COLUMNS.items()}
 _WINDOWS: Final[dict[str | None, str]] = {"daily": "today", "weekly": "this week", "monthly": "this month"}
 
 
@@ -185,21 +188,7 @@ class Snapshot:
 
 
 def _sort_value(row: KeyRow, sort: str) -> Any:
-    if sort == "name":
-        return row.name.casefold()
-    if sort == "limit":
-        return row.limit
-    if sort == "usage":
-        return row.usage
-    if sort == "remaining":
-        return row.remaining
-    if sort == "used":
-        return row.used
-    if sort == "lifetime":
-        return row.lifetime_usage
-    if sort == "expires":
-        return row.expires_at
-    return row.created_at
+    return _COLUMNS[sort][1](row)
 
 
 @dataclass(frozen=True, slots=True)

@@ -233,7 +233,7 @@ class OpenRouterKeyUsageSensor(BaseSensorOperator):
             v.fail("/".join(CONDITION_FIELDS), "give at least one condition to wait for")
         if not rendered:
             return key_hash, key_name, None
-        conditions = UsageConditions.build(
+        conditions = UsageConditions(
             usage_window=known["usage_window"],
             **{name: known[name] for name in CONDITION_FIELDS},
             include_byok=self.include_byok,

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow_provider_openrouter.testing._api import object_body
 from airflow_provider_openrouter.testing._http import json_response
-from airflow_provider_openrouter.testing._state import DEFAULT_CREATOR, ApiError, iso, parse_instant
+from airflow_provider_openrouter.testing._state import ApiError, iso, parse_instant
 from airflow_provider_openrouter.testing.faults import FaultRule
 
 if TYPE_CHECKING:
@@ -66,16 +66,7 @@ def _add_key(backend: Backend, request: Request) -> tuple[int, Any]:
     body = _body(request)
     expires = body.get("expires_at")
     data, plaintext = backend.state.add_key(
-        str(body["name"]),
-        limit=body.get("limit"),
-        limit_reset=body.get("limit_reset"),
-        include_byok_in_limit=bool(body.get("include_byok_in_limit", False)),
-        expires_at=parse_instant(expires) if expires else None,
-        workspace_id=body.get("workspace_id"),
-        creator_user_id=body.get("creator_user_id", DEFAULT_CREATOR),
-        external_user=body.get("external_user"),
-        disabled=bool(body.get("disabled", False)),
-        management=bool(body.get("management", False)),
+        **{**body, "expires_at": parse_instant(expires) if expires else None}
     )
     return 201, {"data": data, "key": plaintext}
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import quote, urlencode
 
 from airflow_provider_openrouter._defaults import DEFAULT_CONN_ID
@@ -18,38 +18,112 @@ if TYPE_CHECKING:
     import re
     from types import TracebackType
 
+    from typing_extensions import Self
+
     from airflow_provider_openrouter.testing._http import HttpServer
 
 
-def connection_json(base_url: str, management_key: str, **extras: Any) -> str:
-    """The JSON form of an Airflow connection to an OpenRouter at ``base_url``."""
-    return json.dumps(
-        {"conn_type": "openrouter", "host": base_url, "password": management_key, "extra": extras}
-    )
+class _Addressed(Protocol):
+    @property
+    def base_url(self) -> str: ...
+
+    @property
+    def management_key(self) -> str: ...
 
 
-def connection_uri(
-    base_url: str, management_key: str, *, conn_type: str = "openrouter", **extras: Any
-) -> str:
-    """The URI form, written the way Airflow's own ``Connection.get_uri`` writes a host that has a scheme.
+class ServedFake:
+    """What a fake started in this process and one started in a child process share: the ``with`` block that
+    starts and stops it, and the Airflow connection to it in each form Airflow reads."""
 
-    Airflow splits ``<conn_type>://<scheme>://...`` into the host's scheme and the rest; the rest (host, port
-    and path) is percent-encoded as one host so that it comes back whole as ``Connection.host``.
-    """
-    scheme, _, rest = base_url.partition("://")
-    uri = f"{conn_type}://{scheme}://:{quote(management_key, safe='')}@{quote(rest, safe='')}"
-    if extras:
-        uri += "/?" + urlencode({"__extra__": json.dumps(extras)})
-    return uri
+    def start(self) -> Self:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    def connection_json(self: _Addressed, **extras: Any) -> str:
+        """``AIRFLOW_CONN_...`` JSON for this fake; ``extras`` go to the connection's ``extra``."""
+        return json.dumps(
+            {
+                "conn_type": "openrouter",
+                "host": self.base_url,
+                "password": self.management_key,
+                "extra": extras,
+            }
+        )
+
+    def connection_uri(self: _Addressed, *, conn_type: str = "openrouter", **extras: Any) -> str:
+        """``AIRFLOW_CONN_...`` URI for this fake, in the form Airflow's ``Connection.get_uri`` produces.
+
+        Airflow splits ``<conn_type>://<scheme>://...`` into the host's scheme and the rest; the rest (host,
+        port and path) is percent-encoded as one host so that it comes back whole as ``Connection.host``.
+        """
+        scheme, _, rest = self.base_url.partition("://")
+        uri = f"{conn_type}://{scheme}://:{quote(self.management_key, safe='')}@{quote(rest, safe='')}"
+        if extras:
+            uri += "/?" + urlencode({"__extra__": json.dumps(extras)})
+        return uri
+
+    def airflow_env(self: _Addressed, conn_id: str = DEFAULT_CONN_ID, **extras: Any) -> dict[str, str]:
+        """``{"AIRFLOW_CONN_<CONN_ID>": <connection JSON>}``, ready for ``os.environ`` or a subprocess."""
+        return {f"AIRFLOW_CONN_{conn_id.upper()}": ServedFake.connection_json(self, **extras)}
 
 
-def airflow_env(
-    base_url: str, management_key: str, conn_id: str = DEFAULT_CONN_ID, **extras: Any
-) -> dict[str, str]:
-    return {f"AIRFLOW_CONN_{conn_id.upper()}": connection_json(base_url, management_key, **extras)}
+class StateHelpers:
+    """Keys put straight into a fake's state, and faults armed in it, whether the fake runs in this process or
+    is driven over HTTP."""
+
+    def inject(
+        self,
+        fault: Fault,
+        *,
+        method: str | None = None,
+        path: str | re.Pattern[str] | None = None,
+        times: int | None = 1,
+    ) -> None:
+        """Arm ``fault`` for the next ``times`` requests (``None``: all) matching ``method`` and ``path``.
+
+        ``path`` is the API path with or without ``/api/v1``: exact (``"/keys"``), a prefix ending in ``*``
+        (``"/keys/*"``) or a compiled regular expression matching the whole path.
+        """
+        self._arm(FaultRule(fault=fault, method=method, path=path, times=times))
+
+    def _arm(self, rule: FaultRule) -> None:
+        raise NotImplementedError
+
+    def add_key(
+        self,
+        name: str,
+        *,
+        limit: float | None = None,
+        limit_reset: str | None = None,
+        include_byok_in_limit: bool = False,
+        expires_at: dt.datetime | None = None,
+        workspace_id: str | None = None,
+        creator_user_id: str | None = DEFAULT_CREATOR,
+        external_user: str | None = None,
+        disabled: bool = False,
+        management: bool = False,
+    ) -> CreatedApiKey:
+        """Insert a key directly (no API request, none logged, no API validation): e.g. an expired one."""
+        options = {key: value for key, value in locals().items() if key != "self"}  # first: the arguments
+        data, plaintext = self._insert_key(options)
+        return CreatedApiKey(api_key=ApiKey.from_api(data), plaintext=plaintext)
+
+    def _insert_key(self, options: dict[str, Any]) -> tuple[dict[str, Any], str]:
+        """Insert the key :meth:`add_key` describes: its API object and its plaintext."""
+        raise NotImplementedError
 
 
-class LocalOpenRouter:
+class LocalOpenRouter(ServedFake, StateHelpers):
     """A stateful fake of OpenRouter's key-management API, served over real HTTP on loopback.
 
     ::
@@ -98,14 +172,6 @@ class LocalOpenRouter:
             self._server.stop()
             self._server = None
 
-    def __enter__(self) -> LocalOpenRouter:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
-
     def __repr__(self) -> str:
         where = self.root_url if self._server is not None else "not started"
         return f"LocalOpenRouter({where})"
@@ -139,48 +205,10 @@ class LocalOpenRouter:
     def default_workspace_id(self) -> str:
         return DEFAULT_WORKSPACE_ID
 
-    def connection_json(self, **extras: Any) -> str:
-        """``AIRFLOW_CONN_...`` JSON for this fake; ``extras`` go to the connection's ``extra``."""
-        return connection_json(self.base_url, self.management_key, **extras)
-
-    def connection_uri(self, *, conn_type: str = "openrouter", **extras: Any) -> str:
-        """``AIRFLOW_CONN_...`` URI for this fake, in the form Airflow's ``Connection.get_uri`` produces."""
-        return connection_uri(self.base_url, self.management_key, conn_type=conn_type, **extras)
-
-    def airflow_env(self, conn_id: str = DEFAULT_CONN_ID, **extras: Any) -> dict[str, str]:
-        """``{"AIRFLOW_CONN_<CONN_ID>": <connection JSON>}``, ready for ``os.environ`` or a subprocess."""
-        return airflow_env(self.base_url, self.management_key, conn_id, **extras)
-
     # -- state helpers -------------------------------------------------------------------------------------
 
-    def add_key(
-        self,
-        name: str,
-        *,
-        limit: float | None = None,
-        limit_reset: str | None = None,
-        include_byok_in_limit: bool = False,
-        expires_at: dt.datetime | None = None,
-        workspace_id: str | None = None,
-        creator_user_id: str | None = DEFAULT_CREATOR,
-        external_user: str | None = None,
-        disabled: bool = False,
-        management: bool = False,
-    ) -> CreatedApiKey:
-        """Insert a key directly (no HTTP, no request logged, no API validation): e.g. an expired one."""
-        data, plaintext = self._state.add_key(
-            name,
-            limit=limit,
-            limit_reset=limit_reset,
-            include_byok_in_limit=include_byok_in_limit,
-            expires_at=expires_at,
-            workspace_id=workspace_id,
-            creator_user_id=creator_user_id,
-            external_user=external_user,
-            disabled=disabled,
-            management=management,
-        )
-        return CreatedApiKey(api_key=ApiKey.from_api(data), plaintext=plaintext)
+    def _insert_key(self, options: dict[str, Any]) -> tuple[dict[str, Any], str]:
+        return self._state.add_key(**options)
 
     def add_usage(self, key_hash: str, usd: float, *, byok: bool = False) -> dict[str, Any]:
         """Record spend on a key: lifetime usage and the current day, week and month all grow by ``usd``."""
@@ -252,20 +280,8 @@ class LocalOpenRouter:
 
     # -- faults --------------------------------------------------------------------------------------------
 
-    def inject(
-        self,
-        fault: Fault,
-        *,
-        method: str | None = None,
-        path: str | re.Pattern[str] | None = None,
-        times: int | None = 1,
-    ) -> None:
-        """Arm ``fault`` for the next ``times`` requests (``None``: all) matching ``method`` and ``path``.
-
-        ``path`` is the API path with or without ``/api/v1``: exact (``"/keys"``), a prefix ending in ``*``
-        (``"/keys/*"``) or a compiled regular expression matching the whole path.
-        """
-        self._faults.add(FaultRule(fault=fault, method=method, path=path, times=times))
+    def _arm(self, rule: FaultRule) -> None:
+        self._faults.add(rule)
 
     def clear_faults(self) -> None:
         self._faults.clear()

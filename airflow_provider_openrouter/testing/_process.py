@@ -4,17 +4,12 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from typing import TYPE_CHECKING, Any
 
-from airflow_provider_openrouter._defaults import DEFAULT_CONN_ID
-from airflow_provider_openrouter.testing._local import airflow_env, connection_json, connection_uri
+from airflow_provider_openrouter.testing._local import ServedFake
 from airflow_provider_openrouter.testing.control import LocalOpenRouterControl
 
-if TYPE_CHECKING:
-    from types import TracebackType
 
-
-class LocalOpenRouterProcess:
+class LocalOpenRouterProcess(ServedFake):
     """``python -m airflow_provider_openrouter.testing`` in a child process, for benchmarks and demos.
 
     ::
@@ -81,14 +76,6 @@ class LocalOpenRouterProcess:
         if proc.stdout is not None:
             proc.stdout.close()
 
-    def __enter__(self) -> LocalOpenRouterProcess:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
-
     def __repr__(self) -> str:
         return f"LocalOpenRouterProcess({self.base_url or 'not started'})"
 
@@ -100,15 +87,3 @@ class LocalOpenRouterProcess:
     def control(self) -> LocalOpenRouterControl:
         """The test helpers (usage, clock, faults, request log, ...) over the control endpoints."""
         return LocalOpenRouterControl(self.base_url)
-
-    def connection_json(self, **extras: Any) -> str:
-        """``AIRFLOW_CONN_...`` JSON for the child's fake; ``extras`` go to the connection's ``extra``."""
-        return connection_json(self.base_url, self.management_key, **extras)
-
-    def connection_uri(self, *, conn_type: str = "openrouter", **extras: Any) -> str:
-        """``AIRFLOW_CONN_...`` URI for the child's fake, in the form ``Connection.get_uri`` produces."""
-        return connection_uri(self.base_url, self.management_key, conn_type=conn_type, **extras)
-
-    def airflow_env(self, conn_id: str = DEFAULT_CONN_ID, **extras: Any) -> dict[str, str]:
-        """``{"AIRFLOW_CONN_<CONN_ID>": <connection JSON>}``, ready for ``os.environ`` or a subprocess."""
-        return airflow_env(self.base_url, self.management_key, conn_id, **extras)

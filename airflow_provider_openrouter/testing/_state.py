@@ -430,57 +430,30 @@ class OpenRouterState:
 
     # -- keys ----------------------------------------------------------------------------------------------
 
-    def _insert(
-        self,
-        plaintext: str,
-        *,
-        name: str,
-        management: bool = False,
-        limit: float | None = None,
-        limit_reset: str | None = None,
-        include_byok_in_limit: bool = False,
-        expires_at: dt.datetime | None = None,
-        workspace_id: str | None = None,
-        creator_user_id: str | None = DEFAULT_CREATOR,
-        external_user: str | None = None,
-        disabled: bool = False,
-    ) -> KeyRecord:
+    def _insert(self, plaintext: str, **fields: Any) -> KeyRecord:
+        """Store a new key; ``fields`` are :class:`KeyRecord`'s (``management`` defaults to ``False``)."""
         now = self.now()
         rec = KeyRecord(
             hash=hash_of(plaintext),
-            name=name,
             label=mask(plaintext),
-            management=management,
             created_at=now,
-            workspace_id=workspace_id or DEFAULT_WORKSPACE_ID,
-            disabled=disabled,
-            limit=limit,
-            limit_reset=limit_reset,
-            include_byok_in_limit=include_byok_in_limit,
-            creator_user_id=creator_user_id,
-            expires_at=expires_at,
-            external_user=external_user,
+            **{
+                "management": False,
+                **fields,
+                "workspace_id": fields.get("workspace_id") or DEFAULT_WORKSPACE_ID,
+            },
         )
         self._roll(rec, now)
         self._keys[rec.hash] = rec
         self._issued.append(plaintext)
         return rec
 
-    def add_key(
-        self,
-        name: str,
-        *,
-        limit: float | None = None,
-        limit_reset: str | None = None,
-        include_byok_in_limit: bool = False,
-        expires_at: dt.datetime | None = None,
-        workspace_id: str | None = None,
-        creator_user_id: str | None = DEFAULT_CREATOR,
-        external_user: str | None = None,
-        disabled: bool = False,
-        management: bool = False,
-    ) -> tuple[dict[str, Any], str]:
-        """Insert a key directly, bypassing the API's validation (so tests can build any state)."""
+    def add_key(self, name: str, **options: Any) -> tuple[dict[str, Any], str]:
+        """Insert a key directly, bypassing the API's validation (so tests can build any state).
+
+        ``options`` are those of :meth:`LocalOpenRouter.add_key`, which declares them.
+        """
+        limit, limit_reset, expires_at = (options.get(o) for o in ("limit", "limit_reset", "expires_at"))
         if limit_reset is not None and limit_reset not in LIMIT_RESETS:
             raise ValueError(f"limit_reset must be one of {LIMIT_RESETS} or None")
         if expires_at is not None and expires_at.tzinfo is None:
@@ -491,15 +464,13 @@ class OpenRouterState:
             rec = self._insert(
                 plaintext,
                 name=name,
-                management=management,
-                limit=None if limit is None else float(limit),
-                limit_reset=limit_reset,
-                include_byok_in_limit=include_byok_in_limit,
-                expires_at=None if expires_at is None else expires_at.astimezone(_UTC).replace(microsecond=0),
-                workspace_id=workspace_id,
-                creator_user_id=creator_user_id,
-                external_user=external_user,
-                disabled=disabled,
+                **{
+                    **options,
+                    "limit": None if limit is None else float(limit),
+                    "expires_at": None
+                    if expires_at is None
+                    else expires_at.astimezone(_UTC).replace(microsecond=0),
+                },
             )
             return rec.to_api(), plaintext
 

@@ -7,16 +7,13 @@ import datetime as dt
 import json
 import urllib.error
 import urllib.request
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from airflow_provider_openrouter.models import ApiKey, CreatedApiKey
 from airflow_provider_openrouter.testing._api import RecordedRequest
 from airflow_provider_openrouter.testing._controls import CONTROL_PREFIX
-from airflow_provider_openrouter.testing._state import DEFAULT_CREATOR, iso
-from airflow_provider_openrouter.testing.faults import API_PREFIX, Fault, FaultRule
-
-if TYPE_CHECKING:
-    import re
+from airflow_provider_openrouter.testing._local import StateHelpers
+from airflow_provider_openrouter.testing._state import iso
+from airflow_provider_openrouter.testing.faults import API_PREFIX, FaultRule
 
 # The fake is on loopback: proxy settings from the environment must not reroute control calls.
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -26,7 +23,7 @@ class LocalOpenRouterControlError(RuntimeError):
     """A control request failed."""
 
 
-class LocalOpenRouterControl:
+class LocalOpenRouterControl(StateHelpers):
     """The helpers of :class:`LocalOpenRouter`, over HTTP.
 
     ``base_url`` is the fake's API base URL (``http://127.0.0.1:PORT/api/v1``) or its root URL.
@@ -78,37 +75,9 @@ class LocalOpenRouterControl:
 
     # -- state helpers -------------------------------------------------------------------------------------
 
-    def add_key(
-        self,
-        name: str,
-        *,
-        limit: float | None = None,
-        limit_reset: str | None = None,
-        include_byok_in_limit: bool = False,
-        expires_at: dt.datetime | None = None,
-        workspace_id: str | None = None,
-        creator_user_id: str | None = DEFAULT_CREATOR,
-        external_user: str | None = None,
-        disabled: bool = False,
-        management: bool = False,
-    ) -> CreatedApiKey:
-        result = self._call(
-            "POST",
-            "/keys",
-            {
-                "name": name,
-                "limit": limit,
-                "limit_reset": limit_reset,
-                "include_byok_in_limit": include_byok_in_limit,
-                "expires_at": iso(expires_at),
-                "workspace_id": workspace_id,
-                "creator_user_id": creator_user_id,
-                "external_user": external_user,
-                "disabled": disabled,
-                "management": management,
-            },
-        )
-        return CreatedApiKey(api_key=ApiKey.from_api(result["data"]), plaintext=result["key"])
+    def _insert_key(self, options: dict[str, Any]) -> tuple[dict[str, Any], str]:
+        result = self._call("POST", "/keys", {**options, "expires_at": iso(options["expires_at"])})
+        return result["data"], result["key"]
 
     def add_usage(self, key_hash: str, usd: float, *, byok: bool = False) -> dict[str, Any]:
         result: dict[str, Any] = self._call("POST", f"/keys/{key_hash}/usage", {"usd": usd, "byok": byok})[
@@ -165,15 +134,8 @@ class LocalOpenRouterControl:
 
     # -- faults --------------------------------------------------------------------------------------------
 
-    def inject(
-        self,
-        fault: Fault,
-        *,
-        method: str | None = None,
-        path: str | re.Pattern[str] | None = None,
-        times: int | None = 1,
-    ) -> None:
-        self._call("POST", "/faults", FaultRule(fault=fault, method=method, path=path, times=times).to_json())
+    def _arm(self, rule: FaultRule) -> None:
+        self._call("POST", "/faults", rule.to_json())
 
     def clear_faults(self) -> None:
         self._call("DELETE", "/faults")

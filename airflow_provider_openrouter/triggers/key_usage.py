@@ -149,30 +149,19 @@ class OpenRouterKeyUsageTrigger(BaseTrigger):
         *,
         key_hash: str,
         key_name: str | None = None,
-        usage_window: str = "daily",
-        usage_at_least: float | None = None,
-        limit_fraction_at_least: float | None = None,
-        limit_remaining_at_most: float | None = None,
-        include_byok: bool = False,
-        match_all: bool = False,
         openrouter_conn_id: str = DEFAULT_CONN_ID,
         poll_interval: float = 60.0,
         deadline: str | None = None,
         max_consecutive_failures: int = 3,
+        **conditions: Any,
     ) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
         # A trigger is built from its serialized kwargs in the triggerer too: check everything, so that a
         # wrongly typed argument is a named error here rather than a crash inside run().
         self.key_hash = v.validate_key_hash(key_hash)
         self.key_name = None if key_name is None else v.validate_name(key_name, field="key_name")
-        self.conditions = UsageConditions.build(
-            usage_window=usage_window,
-            usage_at_least=usage_at_least,
-            limit_fraction_at_least=limit_fraction_at_least,
-            limit_remaining_at_most=limit_remaining_at_most,
-            include_byok=include_byok,
-            match_all=match_all,
-        )
+        # Flat keyword arguments, as serialize() writes them and triggers stored in the database hold them.
+        self.conditions = UsageConditions(**conditions)
         self.openrouter_conn_id = v.validate_conn_id(openrouter_conn_id)
         self.poll_interval = v.validate_poll_interval(poll_interval, field="poll_interval")
         self.deadline = (
