@@ -90,7 +90,9 @@ with DAG(
         name="reporting-service",
         limit=100,
         limit_reset="monthly",
-        expires_at="{{ data_interval_end.add(days=30) }}",
+        # run_after, not data_interval_end: a run triggered without a logical date (the CLI's and the REST
+        # API's default) has no data interval.
+        expires_at="{{ dag_run.run_after + macros.timedelta(days=30) }}",
         if_exists="replace",
         deliver_to_callable=store_in_secret_store,
     )

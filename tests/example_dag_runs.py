@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from airflow_provider_openrouter.sensors.key_usage import RESCHEDULE_MIN_INTERVAL
 from tests.airflow_runner import ROOT
 from tests.hitl_respond import SHOWN
 
@@ -65,7 +66,11 @@ EXAMPLE_DAG_RUNS: tuple[ExampleDagRun, ...] = (
     ExampleDagRun("example_openrouter_decommission", conf={"tenant": "initech", "grace_period_seconds": 2}),
     # After the decommission: acme's limit raised, initech back (daily limit), hooli new; approved in between.
     ExampleDagRun("example_openrouter_sync_tenants", answers={"approve": "Approve"}),
-    ExampleDagRun("example_openrouter_usage_watch", env={"OPENROUTER_USAGE_WATCH_POLL_SECONDS": "1"}),
+    # Its reschedule-mode sensor polls no faster than a real scheduler handles reliably.
+    ExampleDagRun(
+        "example_openrouter_usage_watch",
+        env={"OPENROUTER_USAGE_WATCH_POLL_SECONDS": f"{RESCHEDULE_MIN_INTERVAL:g}"},
+    ),
     ExampleDagRun("example_openrouter_tenant_lifecycle", conf={"watch_timeout": 120}),
 )
 

@@ -7,6 +7,7 @@ Hits name the key by its hash, never by the secret, so a failing audit does not 
 from __future__ import annotations
 
 import hashlib
+import json
 import sqlite3
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -114,3 +115,58 @@ def audit(secrets: Sequence[str], home: Path, outputs: Mapping[str, str]) -> Aud
         *scan_raw_database(secrets, home, allowed),
     ]
     return AuditReport(hits=hits, allowed=allowed, tables=tables)
+
+
+# --- a real deployment: component logs, an Airflow home's files, PostgreSQL --------------------------------
+
+
+def scan_postgres(secrets: Sequence[str], dsn: str) -> tuple[list[Hit], list[Hit], set[str]]:
+    """Every row of every table of the metadata database, read as JSON text:
+    ``(hits, opted-in XCom hits, tables scanned)``."""
+    import psycopg2
+
+    hits: list[Hit] = []
+    allowed: list[Hit] = []
+    with psycopg2.connect(dsn) as db, db.cursor() as cursor:
+        cursor.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+        tables = {str(row[0]) for row in cursor.fetchall()}
+        for table in sorted(tables):
+            cursor.execute(f'SELECT row_to_json(t)::text FROM "{table}" t')
+            for (text,) in cursor.fetchall():
+                for secret in secrets:
+                    if not _found(secret, text):
+                        continue
+                    record = json.loads(text)
+                    where = f"{table} row " + ", ".join(
+                        f"{c}={record[c]!r}"
+                        for c in ("dag_id", "task_id", "map_index", "key", "id")
+                        if c in record
+                    )
+                    opted_in = table == "xcom" and record.get("key") == PLAINTEXT_XCOM_KEY
+                    (allowed if opted_in else hits).append(Hit(f"table {table}", where, secret))
+    return hits, allowed, tables
+
+
+@dataclass
+class DeploymentAuditReport(AuditReport):
+    files_scanned: int = 0
+
+
+def audit_deployment(
+    secrets: Sequence[str], *, component_logs: Mapping[str, str], airflow_home: Path, dsn: str, pgdata: Path
+) -> DeploymentAuditReport:
+    """Each component's log, every file of the Airflow home (task logs included), every table of the
+    PostgreSQL database, and the database cluster's files as bytes (the WAL keeps what tables no longer
+    show). Only the XCom a user opted into may hold a plaintext."""
+    assert secrets, "nothing to look for"
+    db_hits, allowed, tables = scan_postgres(secrets, dsn)
+    exempt = {hit.secret for hit in allowed}
+    raw = [hit for hit in scan_files(secrets, pgdata) if hit.secret not in exempt]
+    files = [p for root in (airflow_home, pgdata) for p in root.rglob("*") if p.is_file()]
+    hits = [
+        *scan_texts(secrets, component_logs, "component log"),
+        *scan_files(secrets, airflow_home),
+        *db_hits,
+        *(Hit("raw database", hit.where, hit.secret) for hit in raw),
+    ]
+    return DeploymentAuditReport(hits=hits, allowed=allowed, tables=tables, files_scanned=len(files))

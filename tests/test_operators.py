@@ -689,7 +689,11 @@ def store(created: CreatedApiKey, context: Any) -> None:
 
 def test_mapped_operators_serialize_for_the_scheduler() -> None:
     from airflow.sdk import task
-    from airflow.serialization.serialized_objects import DagSerialization
+
+    try:  # Airflow >= 3.2
+        from airflow.serialization.serialized_objects import DagSerialization
+    except ImportError:  # Airflow 3.1
+        from airflow.serialization.serialized_objects import SerializedDAG as DagSerialization
 
     with DAG("mapped", schedule=None) as dag:
 

@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from airflow_provider_openrouter.sensors.key_usage import RESCHEDULE_MIN_INTERVAL
+
 if TYPE_CHECKING:
     from airflow_provider_openrouter.testing import LocalOpenRouter
     from tests.airflow_runner import AirflowInstance
@@ -86,7 +88,10 @@ def test_example_dag_warns_then_disables_the_key(
     try:
         proc = airflow_instance.dags_test(
             DAG_ID,
-            extra_env={**fake.airflow_env(), "OPENROUTER_USAGE_WATCH_POLL_SECONDS": "1"},
+            extra_env={
+                **fake.airflow_env(),
+                "OPENROUTER_USAGE_WATCH_POLL_SECONDS": f"{RESCHEDULE_MIN_INTERVAL:g}",
+            },
             conf=json.dumps({"key_name": KEY_NAME, "daily_limit": 5}),
             check=False,
             timeout=300,

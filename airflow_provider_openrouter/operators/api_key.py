@@ -201,7 +201,8 @@ class CreateApiKeyOperator(_KeyOperator):
         (templated)
     :param expires_at: When the key stops working: a timezone-aware ``datetime`` (pendulum's included) or an
         ISO 8601 string with an offset, in the future; sent in UTC with whole seconds. A template such as
-        ``"{{ data_interval_end.add(days=30) }}"`` works with and without ``render_template_as_native_obj``.
+        ``"{{ dag_run.run_after + macros.timedelta(days=30) }}"`` works with and without
+        ``render_template_as_native_obj``, and on runs without a logical date (which have no data interval).
         ``None`` means the key never expires. (templated)
     :param workspace_id: Workspace (UUID, any spelling; sent canonical) to create the key in, and to look for
         a key of the same name in; ``None`` means the connection's default workspace. (templated)

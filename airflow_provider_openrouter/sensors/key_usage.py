@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
+import warnings
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -53,7 +54,13 @@ if TYPE_CHECKING:
     from airflow_provider_openrouter.hooks.openrouter import OpenRouterHook
     from airflow_provider_openrouter.models import ApiKey
 
-__all__ = ["OpenRouterKeyUsageSensor"]
+__all__ = ["RESCHEDULE_MIN_INTERVAL", "OpenRouterKeyUsageSensor"]
+
+# Seconds. Below this, reschedule mode is unreliable on a real scheduler with Celery workers: a poke's
+# "finished" event can reach the scheduler after the task is already queued for its next poke, and the
+# scheduler fails the task (Airflow's own race, apache/airflow#71172). Measured on a deployment with two
+# Celery workers: see the README's "On a real deployment".
+RESCHEDULE_MIN_INTERVAL = 5.0
 
 _TRANSIENT: tuple[type[OpenRouterError], ...] = (
     OpenRouterTransportError,
@@ -171,6 +178,14 @@ class OpenRouterKeyUsageSensor(BaseSensorOperator):
             soft_fail=v.validate_bool(soft_fail, field="soft_fail"),
             **kwargs,
         )
+        if self.mode == "reschedule" and not deferrable and self.poke_interval < RESCHEDULE_MIN_INTERVAL:
+            warnings.warn(
+                f"{self.task_id}: poke_interval={self.poke_interval:g} s in reschedule mode is below "
+                f"{RESCHEDULE_MIN_INTERVAL:g} s, where Airflow's scheduler can fail the sensor between two "
+                "pokes (apache/airflow#71172); poll less often, or use deferrable=True",
+                UserWarning,
+                stacklevel=2,
+            )
         self.key_hash = key_hash
         self.key_name = key_name
         self.usage_window = usage_window

@@ -1,0 +1,340 @@
+"""The provider on a real, distributed Airflow: PostgreSQL, Redis, a scheduler, a DAG processor, a triggerer,
+an API server and two Celery workers (``scripts/deployment.py``), the ``openrouter_default`` connection in
+the metadata database, the local OpenRouter in its own process. Runs are triggered through the REST API (or
+the CLI) as a user triggers them; what the runs did is read back from the local OpenRouter's account, the
+REST API and the metadata database.
+
+The tests share one deployment and one account and run in the order they are written; the secret audit
+comes last and looks at everything the others left behind.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import signal
+import time
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from airflow_provider_openrouter.operators.api_key import PLAINTEXT_XCOM_KEY
+from airflow_provider_openrouter.testing.faults import Latency
+from tests import deployment_support, secret_audit
+from tests.deployment_dags.deployment_test_dags import (
+    KILLED_KEY,
+    TENANTS,
+    WATCHED,
+    key_name,
+    variable_name,
+)
+from tests.deployment_support import (
+    cli,
+    control,
+    keys_named,
+    ti_states,
+    variable_value,
+    wait_for,
+)
+from tests.example_dag_runs import discovered_dag_ids
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from scripts.deployment import Deployment
+
+# The session's deployment (a fixture used by name).
+deployment = deployment_support.deployment
+pytestmark = [pytest.mark.deployment, pytest.mark.timeout(900)]
+
+
+def _hash(plaintext: str) -> str:
+    return hashlib.sha256(plaintext.encode()).hexdigest()
+
+
+def assert_single_key_guarantees(dep: Deployment, names_to_variables: dict[str, str]) -> None:
+    """Exactly one key per name; its plaintext in its Variable; no Variable holds a key that is gone."""
+    live = {key["hash"]: key for key in control(dep).keys() if not key["disabled"]}  # noqa: SIM118
+    problems = []
+    for name, variable in names_to_variables.items():
+        named = keys_named(dep, name)
+        if len(named) != 1:
+            problems.append(f"{name}: {len(named)} keys ({[k['hash'][:12] for k in named]})")
+        value = variable_value(dep, variable)
+        if value is None:
+            problems.append(f"{name}: Variable {variable} missing")
+            continue
+        held = _hash(value)
+        if held not in live:
+            problems.append(f"{name}: Variable {variable} holds a key that is not live ({held[:12]})")
+        elif named and held not in {k["hash"] for k in named}:
+            problems.append(f"{name}: Variable {variable} holds another key ({held[:12]})")
+    assert not problems, "single-key provisioning guarantees broken:\n" + "\n".join(problems)
+
+
+def trigger_logs(dep: Deployment, dag_id: str, task_id: str) -> list[Path]:
+    """The task logs the triggerer wrote for a task's triggers (one per task instance and triggerer job)."""
+    folder = dep.airflow_home / "logs" / f"dag_id={dag_id}"
+    return sorted(folder.glob(f"run_id=*/task_id={task_id}/**/*.trigger.*.log"))
+
+
+def test_the_deployment_runs_every_component(deployment: Deployment) -> None:
+    health = deployment.api_ok("GET", "/api/v2/monitor/health")
+    for component in ("metadatabase", "scheduler", "triggerer", "dag_processor"):
+        assert health[component]["status"] == "healthy", health
+    assert set(deployment.running()) >= {
+        "postgres",
+        "redis",
+        "openrouter",
+        "api-server",
+        "scheduler",
+        "dag-processor",
+        "triggerer",
+        "worker-1",
+        "worker-2",
+    }
+    # The connection lives in the metadata database, not in any component's environment.
+    conn = deployment.api_ok("GET", "/api/v2/connections/openrouter_default")
+    assert conn["conn_type"] == "openrouter"
+    assert conn["host"] == deployment.fake_url
+    assert not any(name.startswith("AIRFLOW_CONN_") for name in deployment.airflow_env())
+    rows = deployment.sql("SELECT conn_id, is_encrypted FROM connection WHERE conn_id = 'openrouter_default'")
+    assert rows == [("openrouter_default", True)]
+
+
+def test_flagship_dag_end_to_end(deployment: Deployment) -> None:
+    dag_id = "example_openrouter_tenant_lifecycle"
+    deployment.set_paused(dag_id, False)
+    run_id = deployment.trigger(dag_id, conf={"watch_timeout": 180})
+    state = deployment.wait_run(dag_id, run_id, timeout=600)
+    states = ti_states(deployment, dag_id, run_id)
+    assert state == "success", states
+    watched = {task: s for task, s in states.items() if task.startswith("watch_usage")}
+    assert watched, states
+    assert set(watched.values()) == {"success"}, states
+    # The deferrable sensor waited in the triggerer process (a tenant whose key had already crossed the line
+    # at the first poke never defers): its trigger log is written by the triggerer job,
+    # ``<task log>.trigger.<triggerer job id>.log``.
+    assert trigger_logs(deployment, dag_id, "watch_usage"), "no sensor deferred to the triggerer"
+    report = deployment.api_ok(
+        "GET",
+        f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/report/xcomEntries/return_value?deserialize=true",
+    )
+    assert report["value"]
+
+
+def test_concurrent_provisioning_keeps_one_key_per_tenant(deployment: Deployment) -> None:
+    runs = [
+        ("deploy_provision_each", deployment.trigger("deploy_provision_each")),
+        ("deploy_provision_each", deployment.trigger("deploy_provision_each")),
+        ("deploy_provision_mapped", deployment.trigger("deploy_provision_mapped")),
+    ]
+    outcome = {run_id: deployment.wait_run(dag_id, run_id, timeout=300) for dag_id, run_id in runs}
+    failed = {
+        run_id: ti_states(deployment, dag_id, run_id)
+        for dag_id, run_id in runs
+        if outcome[run_id] != "success"
+    }
+    assert_single_key_guarantees(deployment, {key_name(t): variable_name(t) for t in TENANTS})
+    assert not failed, failed
+
+
+def test_worker_killed_during_a_create_is_retried(deployment: Deployment) -> None:
+    import psutil
+
+    fake = control(deployment)
+    # The create is held for a while on the server (and then acted on, as a slow OpenRouter does): the
+    # worker running it dies while it waits for the answer.
+    fake.inject(Latency(25), method="POST", path="/keys", times=1)
+    dag_id = "deploy_provision_killed"
+    run_id = deployment.trigger(dag_id)
+
+    def running_pid() -> int | None:
+        rows = deployment.sql(
+            "SELECT pid FROM task_instance WHERE dag_id = %s AND run_id = %s AND state = 'running'",
+            (dag_id, run_id),
+        )
+        return int(rows[0][0]) if rows and rows[0][0] else None
+
+    pid = wait_for(running_pid, 120, "the create to run")
+    # The task has started; wait until its POST is out (it lists the keys first, then creates).
+    wait_for(lambda: any(r.method == "GET" and r.path.endswith("/keys") for r in fake.requests), 30, "list")
+    time.sleep(3)
+    ancestors = {p.pid for p in psutil.Process(pid).parents()}
+    [victim] = [
+        name
+        for name in ("worker-1", "worker-2")
+        if deployment.components[name].pid in ancestors or deployment.components[name].pid == pid
+    ]
+    killed_at = time.monotonic()
+    try:
+        deployment.stop_component(victim, signal.SIGKILL)
+        assert not deployment.components[victim].running()
+        state = deployment.wait_run(dag_id, run_id, timeout=400)
+    finally:
+        deployment.start_component(victim)
+    [ti] = deployment.task_instances(dag_id, run_id)
+    logs = sorted((deployment.airflow_home / "logs" / f"dag_id={dag_id}").rglob("attempt=*.log"))
+    last_log = "\n".join(line[:300] for line in logs[-1].read_text().splitlines()[-15:]) if logs else ""
+    assert state == "success", (
+        f"{ti['state']} after {ti['try_number']} tries; the last one's log:\n{last_log}"
+    )
+    assert ti["try_number"] >= 2, ti
+    assert time.monotonic() - killed_at > 10
+    posts = [r for r in fake.requests if r.method == "POST" and r.path.endswith("/keys")]
+    assert len(posts) >= 1
+    assert_single_key_guarantees(deployment, {KILLED_KEY: "openrouter_api_key_deploy_killed"})
+    # The killed try's provisional key, whose plaintext went nowhere, was cleaned up by a later try.
+    leftovers = [k["name"] for k in fake.keys() if k["name"].startswith(f"{KILLED_KEY} [")]  # noqa: SIM118
+    assert not leftovers, leftovers
+
+
+def test_deferred_sensors_survive_a_triggerer_restart(deployment: Deployment) -> None:
+    fake = control(deployment)
+    prefix = "deploy-watch"
+    for n in range(WATCHED):
+        fake.add_key(f"{prefix}-{n}", limit=100)
+    dag_id = "deploy_deferred_watch"
+    # The keys spend 0.5 USD a second: 30 USD takes a minute, long enough to restart the triggerer.
+    run_id = deployment.trigger(dag_id, conf={"prefix": prefix, "usd": 30.0})
+
+    def all_deferred() -> bool:
+        return set(ti_states(deployment, dag_id, run_id).values()) == {"deferred"}
+
+    wait_for(all_deferred, 120, "every sensor to defer")
+    # ... and every trigger to run in the triggerer (it writes each one's log).
+    wait_for(
+        lambda: all(trigger_logs(deployment, dag_id, f"watch_{n}") for n in range(WATCHED)),
+        120,
+        "the triggerer to run every trigger",
+    )
+    deployment.stop_component("triggerer", signal.SIGKILL)
+    assert not deployment.components["triggerer"].running()
+    time.sleep(2)
+    assert set(ti_states(deployment, dag_id, run_id).values()) == {"deferred"}
+    deployment.start_component("triggerer")
+    state = deployment.wait_run(dag_id, run_id, timeout=300)
+    assert state == "success", ti_states(deployment, dag_id, run_id)
+    # Each sensor's trigger ran in both triggerers: the killed one, then the new one.
+    for n in range(WATCHED):
+        jobs = {
+            path.name.rsplit(".trigger.", 1)[1] for path in trigger_logs(deployment, dag_id, f"watch_{n}")
+        }
+        assert len(jobs) == 2, (n, jobs)
+
+
+PER_TRIGGER_TENANT = {"ui": "initech", "cli": "globex", "rest": "acme"}
+
+# The example DAGs in the order of the story they tell on one account, with the conf a manual run gets
+# (the scheduled runs take the DAG's defaults).
+EXAMPLES: list[tuple[str, dict[str, Any], bool]] = [
+    ("example_openrouter_provision_tenants", {}, True),
+    ("example_openrouter_monthly_limits", {}, True),
+    # Each run decommissions another tenant: a deleted key cannot be disabled again.
+    (
+        "example_openrouter_decommission",
+        {how: {"tenant": tenant, "grace_period_seconds": 2} for how, tenant in PER_TRIGGER_TENANT.items()},
+        False,
+    ),
+    ("example_openrouter_usage_watch", {}, True),
+    ("example_openrouter_tenant_lifecycle", {"watch_timeout": 120, "key_prefix": "ui-"}, False),
+    # Its approval step waits for a person: the test approves through the REST API, as the UI does.
+    ("example_openrouter_sync_tenants", {}, True),
+]
+
+
+def test_every_example_dag_is_triggered() -> None:
+    assert {dag_id for dag_id, _, _ in EXAMPLES} == discovered_dag_ids()
+
+
+def finish(dep: Deployment, dag_id: str, run_id: str, timeout: float = 300) -> str:
+    """Wait for the run to end, approving any human-in-the-loop step it asks for on the way."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        state = str(dep.dag_run(dag_id, run_id)["state"])
+        if state in ("success", "failed"):
+            return state
+        for ti in dep.task_instances(dag_id, run_id):
+            if ti["task_id"] == "approve" and ti["state"] in ("deferred", "awaiting_input"):
+                dep.api(
+                    "PATCH",
+                    f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/approve/{ti['map_index']}/hitlDetails",
+                    {"chosen_options": ["Approve"]},
+                )
+        time.sleep(1)
+    raise AssertionError(f"{dag_id} {run_id} still not finished after {timeout:.0f} s")
+
+
+@pytest.mark.parametrize(("dag_id", "conf", "scheduled"), EXAMPLES, ids=[e[0] for e in EXAMPLES])
+def test_example_dag_triggered_every_way(
+    deployment: Deployment, dag_id: str, conf: dict[str, Any], scheduled: bool
+) -> None:
+    """On its schedule (a logical date), from the UI (the trigger form sends a logical date), from the CLI
+    and the REST API (no logical date, as both default to in Airflow 3)."""
+    runs: dict[str, str] = {}
+    if scheduled:
+        deployment.set_paused(dag_id, False)
+        found = wait_for(
+            lambda: [
+                r
+                for r in deployment.api_ok("GET", f"/api/v2/dags/{dag_id}/dagRuns")["dag_runs"]
+                if r["run_type"] == "scheduled"
+            ],
+            120,
+            "the scheduled run",
+        )
+        runs["schedule"] = found[0]["dag_run_id"]
+        assert found[0]["logical_date"] is not None
+        finish(deployment, dag_id, runs["schedule"])
+    else:
+        deployment.set_paused(dag_id, False)
+    now = dt.datetime.now(dt.timezone.utc).isoformat()
+    confs = conf if set(conf) == set(PER_TRIGGER_TENANT) else dict.fromkeys(PER_TRIGGER_TENANT, conf)
+    runs["ui"] = deployment.trigger(dag_id, conf=confs["ui"], logical_date=now)
+    finish(deployment, dag_id, runs["ui"])
+    out = cli(deployment, "dags", "trigger", dag_id, "--conf", json.dumps(confs["cli"]), "--output", "json")
+    # Airflow logs its own warnings to stdout too: the JSON is the last line.
+    runs["cli"] = json.loads(out.strip().splitlines()[-1])[0]["dag_run_id"]
+    finish(deployment, dag_id, runs["cli"])
+    runs["rest"] = deployment.trigger(dag_id, conf=confs["rest"])
+    finish(deployment, dag_id, runs["rest"])
+    deployment.set_paused(dag_id, True)
+    results = {how: deployment.dag_run(dag_id, run_id) for how, run_id in runs.items()}
+    assert results["rest"]["logical_date"] is None
+    assert results["cli"]["logical_date"] is None
+    assert results["ui"]["logical_date"] is not None
+    failed = {
+        how: ti_states(deployment, dag_id, run["dag_run_id"])
+        for how, run in results.items()
+        if run["state"] != "success"
+    }
+    assert not failed, failed
+
+
+def test_no_secret_in_any_log_or_the_database(deployment: Deployment) -> None:
+    fake = control(deployment)
+    secrets = [*fake.issued_plaintexts, fake.management_key]
+    # Compare a count, never the list: a failing assertion must not print a key.
+    issued = len(secrets)
+    assert issued > 20, f"only {issued} keys to look for: did the other tests run?"
+    deployment.sql("CHECKPOINT")
+    # The local OpenRouter's own log is OpenRouter's side: it prints its management key on purpose.
+    logs = {
+        path.name: path.read_text(errors="replace")
+        for path in deployment.logs_dir.glob("*.log")
+        if path.name != "openrouter.log"
+    }
+    report = secret_audit.audit_deployment(
+        secrets,
+        component_logs=logs,
+        airflow_home=deployment.airflow_home,
+        dsn=deployment.dsn,
+        pgdata=deployment.pgdata,
+    )
+    assert set(logs) >= {f"{c}.log" for c in ("scheduler", "triggerer", "api-server", "worker-1", "postgres")}
+    assert {"xcom", "variable", "connection", "task_instance", "log"} <= report.tables
+    assert report.files_scanned > 10
+    assert not report.hits, "\n".join(map(str, report.hits))
+    assert all(hit.where.startswith("xcom") for hit in report.allowed)
+    assert PLAINTEXT_XCOM_KEY
