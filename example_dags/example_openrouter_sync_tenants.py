@@ -62,7 +62,9 @@ with DAG(
         # skips the apply task.
         approve = ApprovalOperator(
             task_id="approve",
-            subject="Apply the OpenRouter tenant sync planned for {{ ds }}?",
+            # run_after, not ds: a run triggered without a logical date (the CLI's and the REST API's default)
+            # has no ds.
+            subject="Apply the OpenRouter tenant sync of {{ dag_run.run_after.strftime('%Y-%m-%d') }}?",
             body="{{ ti.xcom_pull(task_ids='plan', key='" + PLAN_MARKDOWN_XCOM_KEY + "') }}",
         )
         plan >> approve >> apply

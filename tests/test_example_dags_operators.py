@@ -247,7 +247,7 @@ def test_sync_plans_an_approver_sees_the_plan_then_it_applies(
     assert {r.method for r in synced.requests[: synced.requests.index(writes[0])]} == {"GET"}
 
     shown = synced.shown["approve"]
-    assert shown["subject"].startswith("Apply the OpenRouter tenant sync planned for ")
+    assert shown["subject"].startswith("Apply the OpenRouter tenant sync of ")
     body = shown["body"]
     assert "| Action | Tenant / key | Hash | Changes / reason |" in body
     acme = account.key_named("tenant-acme")
