@@ -28,6 +28,7 @@ def store_in_vault(created: Any, context: Any) -> None:
     Variable.set(f"openrouter_api_key_{tenant}", created.plaintext, description=f"key {created.hash}")
 
 
+# [START howto_operator_openrouter_sync_api_keys]
 with DAG(
     dag_id="example_openrouter_sync_tenants",
     schedule="@daily",
@@ -68,3 +69,4 @@ with DAG(
             body="{{ ti.xcom_pull(task_ids='plan', key='" + PLAN_MARKDOWN_XCOM_KEY + "') }}",
         )
         plan >> approve >> apply
+# [END howto_operator_openrouter_sync_api_keys]
