@@ -19,7 +19,7 @@ import pytest
 from cryptography.fernet import Fernet
 
 from airflow_provider_openrouter.links import key_url
-from tests.example_dag_runs import dags_test_answering
+from tests.example_dag_runs import AIRFLOW_PARKS_HITL_TASKS, dags_test_answering
 
 if TYPE_CHECKING:
     import subprocess
@@ -246,18 +246,23 @@ def test_sync_plans_an_approver_sees_the_plan_then_it_applies(
     assert writes
     assert {r.method for r in synced.requests[: synced.requests.index(writes[0])]} == {"GET"}
 
-    shown = synced.shown["approve"]
-    assert shown["subject"].startswith("Apply the OpenRouter tenant sync of ")
-    body = shown["body"]
-    assert "| Action | Tenant / key | Hash | Changes / reason |" in body
-    acme = account.key_named("tenant-acme")
-    assert f"| update | tenant-acme | `{acme['hash'][:12]}` | limit: 30.0 → 40.0 |" in body
-    assert (
-        "| create | tenant-initech | (new) | "
-        "limit: None → 10.0, limit_reset: None → 'daily', disabled: None → False |"
-    ) in body
-    assert "| create | tenant-hooli | (new) | limit: None → 20.0, limit_reset: None → 'monthly'" in body
-    assert "**Counts:** create 2, update 1, unchanged 1, rotate 0, keep 0, disable 0, delete 0" in body
+    if AIRFLOW_PARKS_HITL_TASKS:
+        shown = synced.shown["approve"]
+        assert shown["subject"].startswith("Apply the OpenRouter tenant sync of ")
+        body = shown["body"]
+        assert "| Action | Tenant / key | Hash | Changes / reason |" in body
+        acme = account.key_named("tenant-acme")
+        assert f"| update | tenant-acme | `{acme['hash'][:12]}` | limit: 30.0 → 40.0 |" in body
+        assert (
+            "| create | tenant-initech | (new) | "
+            "limit: None → 10.0, limit_reset: None → 'daily', disabled: None → False |"
+        ) in body
+        assert "| create | tenant-hooli | (new) | limit: None → 20.0, limit_reset: None → 'monthly'" in body
+        assert "**Counts:** create 2, update 1, unchanged 1, rotate 0, keep 0, disable 0, delete 0" in body
+    else:
+        # Before 3.3, `dags test` runs the approval's trigger inline and it never sees an answer: the harness
+        # marks only that task approved. The deployment tests approve it for real on these versions.
+        assert "approve" not in synced.shown
 
     keys = {k["name"]: k for k in account.fake.keys(include_management=False)}
     assert (keys["tenant-acme"]["limit"], keys["tenant-acme"]["limit_reset"]) == (40.0, "monthly")
