@@ -43,7 +43,7 @@ if TYPE_CHECKING:
 
 # aiohttp's default per-session connection limit, which the hook's shared session keeps.
 CONNECTION_LIMIT = 100
-NEVER = 1e12  # a usage threshold no key reaches, so that every trigger keeps waiting
+NEVER = 1e9  # the largest threshold allowed, which no key here reaches: every trigger keeps waiting
 
 
 def progress(stage: str) -> None:
