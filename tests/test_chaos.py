@@ -131,9 +131,13 @@ def _run_try(spec: Try, conn: str, workdir: str, barrier: Any) -> None:
         outcome = {"ok": True, "result": result}
     except BaseException as exc:
         outcome = {"ok": False, "error": type(exc).__name__, "message": str(exc)[:300]}
-    result_file.write_text(
+    # Written aside and renamed in, so a kill during the write leaves no file rather than a
+    # torn one: a try that left no file was killed, whatever it had done.
+    partial = result_file.with_suffix(".partial")
+    partial.write_text(
         json.dumps({"task": spec.task, "name": spec.name, "try": spec.try_number, **outcome})
     )
+    os.replace(partial, result_file)
     os._exit(0)
 
 
