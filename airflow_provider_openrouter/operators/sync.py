@@ -136,7 +136,7 @@ def validate_tenants(rows: Any, name_prefix: str) -> list[dict[str, Any]]:
             if name in seen:
                 problems.append(f"{label}.name: the same name as tenants[{seen[name]}]")
             seen.setdefault(name, index)
-        tenant["_given"] = frozenset(given)
+        tenant["_given"] = tuple(given)  # a tuple: a frozenset of two names takes four times the memory
         tenants.append(tenant)
     if problems:
         raise OpenRouterValidationError(
@@ -211,13 +211,16 @@ class Planner:
                 if row is not None:
                     counts[row["action"]] += 1
                     rows.append(row)
-        digest = hashlib.sha256(
-            json.dumps(
-                [{k: v for k, v in t.items() if k != "_given"} for t in self.tenants],
-                sort_keys=True,
-                default=str,
-            ).encode()
-        ).hexdigest()[:16]
+        # The digest of the JSON list of rows, fed row by row: a copy of a big table, as one string, would
+        # double the plan's memory for a moment.
+        hasher = hashlib.sha256(b"[")
+        for index, tenant in enumerate(self.tenants):
+            row = {k: v for k, v in tenant.items() if k != "_given"}
+            hasher.update(
+                (", " if index else "").encode() + json.dumps(row, sort_keys=True, default=str).encode()
+            )
+        hasher.update(b"]")
+        digest = hasher.hexdigest()[:16]
         return {
             "name_prefix": self.prefix,
             "planned_at": dt.datetime.fromtimestamp(self.now, dt.timezone.utc).isoformat(timespec="seconds"),
@@ -361,34 +364,6 @@ def plan_markdown(plan: Mapping[str, Any], *, limit: int = 100) -> str:
     if more > 0:
         lines.append(f"\n… and {more} more: the full plan is the plan task's return value.")
     return "\n".join(lines)
-
-
-class Pacer:
-    """One rate limit for every worker thread: a 429 seen by one pauses all of them until it has passed."""
-
-    def __init__(self, *, sleep: Callable[[float], None] = time.sleep) -> None:
-        self._resume_at = 0.0
-        self._lock = threading.Lock()
-        self.sleep = sleep
-        self.pauses = 0
-
-    def __call__(self, call: Callable[[], Any]) -> Any:
-        from airflow_provider_openrouter.exceptions import RateLimitedError
-
-        for attempt in range(8):
-            wait = self._resume_at - time.monotonic()
-            if wait > 0:
-                self.sleep(wait)
-            try:
-                return call()
-            except RateLimitedError as exc:
-                if attempt == 7:
-                    raise
-                with self._lock:
-                    delay = exc.retry_after if exc.retry_after is not None else min(2.0**attempt, 30.0)
-                    self._resume_at = max(self._resume_at, time.monotonic() + delay)
-                    self.pauses += 1
-        raise AssertionError("unreachable")
 
 
 class Progress:
@@ -624,7 +599,9 @@ class SyncApiKeysOperator(BaseOperator):
         from airflow_provider_openrouter._provisioning import Provisioner, mask_plaintexts
 
         by_name = {t["name"]: t for t in tenants}
-        pacer = Pacer()
+        # The hook's rate gate is shared by every worker thread: a 429 any of them gets holds them all.
+        gate = self.hook._gate
+        pauses_before = gate.pauses
         todo = [item for item in plan["actions"] if item["action"] not in ("unchanged", "keep")]
         progress = Progress(self.log, "Applying", len(todo))
         provisioner = self._provisioner = Provisioner(self.hook, lease=self.claim_lease, logger=self.log)
@@ -645,11 +622,11 @@ class SyncApiKeysOperator(BaseOperator):
             try:
                 if action == "update":
                     changes = {f: new for f, (_, new) in item["changes"].items()}
-                    pacer(lambda: self.hook.update_key(key_hash, **changes))
+                    self.hook.update_key(key_hash, **changes)
                 elif action == "disable":
-                    pacer(lambda: self.hook.update_key(key_hash, disabled=True))
+                    self.hook.update_key(key_hash, disabled=True)
                 elif action == "delete":
-                    pacer(lambda: self.hook.delete_key(key_hash, missing_ok=True))
+                    self.hook.delete_key(key_hash, missing_ok=True)
             except Exception as exc:
                 record(action, exc, item["tenant"] or item.get("key_name") or key_hash)
             else:
@@ -669,14 +646,13 @@ class SyncApiKeysOperator(BaseOperator):
                 for start in range(0, len(items), 500):
                     chunk = items[start : start + 500]
                     requests = [
-                        self._request(item, by_name[item["tenant"]], views[item["tenant"]], context, pacer)
+                        self._request(item, by_name[item["tenant"]], views[item["tenant"]], context)
                         for item in chunk
                     ]
                     results = provisioner.provision_many(
                         requests,
                         workspace_id=workspace,
                         workers=self.max_workers,
-                        pace=pacer,
                         mask=mask_plaintexts,
                     )
                     for item, result in zip(chunk, results, strict=True):
@@ -687,7 +663,7 @@ class SyncApiKeysOperator(BaseOperator):
                         )
         finally:
             self._provisioner = None
-        summary = {"counts": done, "failed": len(failures), "rate_limit_pauses": pacer.pauses}
+        summary = {"counts": done, "failed": len(failures), "rate_limit_pauses": gate.pauses - pauses_before}
         self.log.info(
             "Applied in %.1f s:\n%s",
             time.monotonic() - progress.started,
@@ -707,7 +683,6 @@ class SyncApiKeysOperator(BaseOperator):
         tenant: dict[str, Any],
         view: Any,
         context: Context,
-        pacer: Pacer,
     ) -> Any:
         from airflow_provider_openrouter._provisioning import Request
 
@@ -754,7 +729,7 @@ class SyncApiKeysOperator(BaseOperator):
             return where
 
         def retire(old: ApiKey) -> None:
-            pacer(lambda: hook.update_key(old.hash, name=retired_name(tenant["name"], time.time())))
+            hook.update_key(old.hash, name=retired_name(tenant["name"], time.time()))
             self.log.info(
                 "Rotated key %r (hash %s) out: it works until the overlap ends.", old.name, old.hash
             )
