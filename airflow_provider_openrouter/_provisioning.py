@@ -472,6 +472,7 @@ class Provisioner:
         workspace_id: str | None = None,
         workers: int = 8,
         mask: Callable[[list[str]], None] | None = None,
+        report: Callable[[int, Outcome | BaseException], None] | None = None,
     ) -> list[Outcome | BaseException]:
         """:meth:`provision` for many names of one workspace, with one walk checking all their claims.
 
@@ -480,11 +481,20 @@ class Provisioner:
         A name that meets anything but a clean first round (a rival, a lost answer, a withdrawal) goes
         through :meth:`provision` on its own, so the guarantees are the same as one name at a time.
         Rate limits are the hook's (its gate holds every thread after a 429). The result has one entry per
-        request, in order: its outcome, or the exception that ended it.
+        request, in order: its outcome, or the exception that ended it. With ``report``, each is handed to
+        ``report(index, result)`` as soon as it is known instead (from the worker threads), and the result is
+        empty: nothing of a name (its key, its plaintext) is kept once it is done.
         """
         from concurrent.futures import ThreadPoolExecutor
 
-        results: list[Outcome | BaseException | None] = [None] * len(requests)
+        results: list[Outcome | BaseException | None] = [None] * (0 if report else len(requests))
+
+        def done(index: int, result: Outcome | BaseException) -> None:
+            if report is not None:
+                report(index, result)
+            else:
+                results[index] = result
+
         fresh: list[tuple[int, list[ApiKey]]] = []
         slow: list[int] = []
         for index, request in enumerate(requests):
@@ -524,10 +534,11 @@ class Provisioner:
                 except Exception as exc:
                     return exc
 
-            claims = list(pool.map(claim, fresh))
+            claims: list[tuple[CreatedApiKey, float] | BaseException | None] = list(pool.map(claim, fresh))
             plaintexts = [c[0].plaintext for c in claims if isinstance(c, tuple)]
             if mask is not None and plaintexts:
                 mask(plaintexts)
+            del plaintexts
             names = [
                 requests[index].name
                 for (index, _), c in zip(fresh, claims, strict=True)
@@ -535,13 +546,13 @@ class Provisioner:
             ]
             views = self.walk(names, workspace_id) if names else {}
 
-            def finish(
-                item: tuple[tuple[int, list[ApiKey]], tuple[CreatedApiKey, float] | BaseException | None],
-            ) -> None:
-                (index, olds), claimed = item
+            def finish(position: int) -> None:
+                (index, olds), claimed = fresh[position], claims[position]
+                claims[position] = None  # the plaintext and key are let go as soon as this name is settled
                 request = requests[index]
+                view = views.pop(request.name, None)
                 if isinstance(claimed, BaseException):
-                    results[index] = claimed
+                    done(index, claimed)
                     return
                 outcome: Outcome | None = None
                 if claimed is not None:
@@ -555,22 +566,22 @@ class Provisioner:
                                 olds=olds,
                                 deliver=request.deliver,
                                 workspace_id=workspace_id,
-                                view=views[request.name],
+                                view=view,
                                 retire=request.retire,
                             )
                     except Exception as exc:
-                        results[index] = exc
+                        done(index, exc)
                         return
                 if outcome is None:
                     # Withdrawn or lost: the careful path, which looks again before each round.
                     request.view = None
-                    results[index] = single(index)
+                    done(index, single(index))
                 else:
-                    results[index] = outcome
+                    done(index, outcome)
 
-            list(pool.map(finish, zip(fresh, claims, strict=True)))
+            list(pool.map(finish, range(len(fresh))))
             for index, result in zip(slow, pool.map(single, slow), strict=True):
-                results[index] = result
+                done(index, result)
         return [r if r is not None else OpenRouterError("not provisioned") for r in results]
 
 

@@ -48,6 +48,9 @@ ROW_FIELDS: Final = (
     "deliver_to_variable",
     "rotate",
 )
+# Names created per walk of the account that checks their claims: more walks cost time, more names memory
+# (each name's key and claim are held until the chunk is done, about 4 KB).
+CHUNK: Final = 500
 # An old key after rotation: still working until the overlap ends, then disabled, then deleted.
 _RETIRED = re.compile(r"^(?P<name>.+) \[retired (?P<at>\d{9,12})\]$")
 
@@ -596,7 +599,7 @@ class SyncApiKeysOperator(BaseOperator):
     ) -> dict[str, Any]:
         from concurrent.futures import ThreadPoolExecutor
 
-        from airflow_provider_openrouter._provisioning import Provisioner, mask_plaintexts
+        from airflow_provider_openrouter._provisioning import Provisioner
 
         by_name = {t["name"]: t for t in tenants}
         # The hook's rate gate is shared by every worker thread: a 429 any of them gets holds them all.
@@ -641,26 +644,23 @@ class SyncApiKeysOperator(BaseOperator):
             by_workspace.setdefault(item["workspace_id"], []).append(item)
         try:
             for workspace, items in by_workspace.items():
-                # One walk gives every name its view (claims of dead runs included, which get collected).
-                views = provisioner.walk([item["tenant"] for item in items], workspace)
-                for start in range(0, len(items), 500):
-                    chunk = items[start : start + 500]
-                    requests = [
-                        self._request(item, by_name[item["tenant"]], views[item["tenant"]], context)
-                        for item in chunk
-                    ]
-                    results = provisioner.provision_many(
-                        requests,
-                        workspace_id=workspace,
-                        workers=self.max_workers,
-                        mask=mask_plaintexts,
+                # One walk gives every name its view (claims of dead runs included, which get collected); only
+                # the names with keys are kept, the others start from an empty view.
+                views = {
+                    name: view
+                    for name, view in provisioner.walk([item["tenant"] for item in items], workspace).items()
+                    if view.finals or view.claims
+                }
+                for start in range(0, len(items), CHUNK):
+                    self._create_chunk(
+                        provisioner,
+                        items[start : start + CHUNK],
+                        by_name=by_name,
+                        views=views,
+                        workspace=workspace,
+                        context=context,
+                        record=record,
                     )
-                    for item, result in zip(chunk, results, strict=True):
-                        record(
-                            item["action"],
-                            result if isinstance(result, BaseException) else None,
-                            item["tenant"],
-                        )
         finally:
             self._provisioner = None
         summary = {"counts": done, "failed": len(failures), "rate_limit_pauses": gate.pauses - pauses_before}
@@ -676,6 +676,39 @@ class SyncApiKeysOperator(BaseOperator):
                 + "\n  ".join(failures[:20])
             )
         return summary
+
+    def _create_chunk(
+        self,
+        provisioner: Any,
+        chunk: list[dict[str, Any]],
+        *,
+        by_name: Mapping[str, dict[str, Any]],
+        views: dict[str, Any],
+        workspace: str | None,
+        context: Context,
+        record: Callable[[str, BaseException | None, str], None],
+    ) -> None:
+        """Create (or rotate) one chunk's keys with one walk checking their claims. A method of its own so
+        that a chunk's keys, views and outcomes are gone before the next chunk's are made."""
+        from airflow_provider_openrouter._provisioning import NameView, mask_plaintexts
+
+        requests = [
+            self._request(
+                item,
+                by_name[item["tenant"]],
+                views.pop(item["tenant"], None) or NameView(item["tenant"]),
+                context,
+            )
+            for item in chunk
+        ]
+
+        def report(index: int, result: Any) -> None:
+            item = chunk[index]
+            record(item["action"], result if isinstance(result, BaseException) else None, item["tenant"])
+
+        provisioner.provision_many(
+            requests, workspace_id=workspace, workers=self.max_workers, mask=mask_plaintexts, report=report
+        )
 
     def _request(
         self,
