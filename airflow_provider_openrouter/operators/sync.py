@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
     from airflow.sdk import Context
 
+    from airflow_provider_openrouter._provisioning import NameView
     from airflow_provider_openrouter.hooks.openrouter import OpenRouterHook
     from airflow_provider_openrouter.models import ApiKey, CreatedApiKey
 
@@ -51,6 +52,7 @@ ROW_FIELDS: Final = (
 # Names created per walk of the account that checks their claims: more walks cost time, more names memory
 # (each name's key and claim are held until the chunk is done, about 4 KB).
 CHUNK: Final = 500
+NEW_KEY: Final = ("create", "rotate")
 # An old key after rotation: still working until the overlap ends, then disabled, then deleted.
 _RETIRED = re.compile(r"^(?P<name>.+) \[retired (?P<at>\d{9,12})\]$")
 
@@ -177,9 +179,12 @@ class Planner:
         self.overlap = rotation_overlap
         self.grace = rotation_grace
         self.now = now
+        # What the walk saw of each name to create or rotate, by workspace: the keys under it and its claims.
+        # Applying right after the plan starts from these rather than walking the account again.
+        self.views: dict[str | None, dict[str, NameView]] = {}
 
     def plan(self) -> dict[str, Any]:
-        from airflow_provider_openrouter._provisioning import Claim
+        from airflow_provider_openrouter._provisioning import Claim, NameView
 
         by_workspace: dict[str | None, list[dict[str, Any]]] = {}
         for tenant in self.tenants:
@@ -191,12 +196,18 @@ class Planner:
         owned_total = 0
         for workspace, tenants in by_workspace.items():
             finals: dict[str, list[ApiKey]] = {}
+            claims: dict[str, list[Claim]] = {}
             retired: list[tuple[ApiKey, str, float]] = []
+            views = self.views[workspace] = {}
             for key in self.hook.list_keys(
                 include_disabled=True, include_expired=True, workspace_id=workspace
             ):
-                if not key.name.startswith(self.prefix) or Claim.parse(key) is not None:
-                    continue  # not ours, or a claim the provisioning sequence settles
+                if not key.name.startswith(self.prefix):
+                    continue  # not ours
+                claim = Claim.parse(key)
+                if claim is not None:  # the provisioning sequence settles it
+                    claims.setdefault(claim.name, []).append(claim)
+                    continue
                 owned_total += 1
                 match = _RETIRED.match(key.name)
                 if match:
@@ -204,8 +215,13 @@ class Planner:
                 else:
                     finals.setdefault(key.name, []).append(key)
             for tenant in tenants:
-                keys = finals.pop(tenant["name"], [])
-                rows.extend(self._tenant(tenant, keys, workspace, counts))
+                name = tenant["name"]
+                keys = finals.pop(name, [])
+                planned = self._tenant(tenant, keys, workspace, counts)
+                held = claims.pop(name, [])
+                if (keys or held) and any(r["tenant"] == name and r["action"] in NEW_KEY for r in planned):
+                    views[name] = NameView(name, finals=list(keys), claims=held)
+                rows.extend(planned)
             for name, keys in finals.items():
                 for key in keys:
                     rows.append(self._prune(key, workspace, counts, f"no tenant {name!r} in the table"))
@@ -483,6 +499,7 @@ class SyncApiKeysOperator(BaseOperator):
         self.tenants = tenants
         self.plan = plan
         self._provisioner: Any = None
+        self._planned_views: dict[str | None, dict[str, NameView]] | None = None
         self._deliver_lock = threading.Lock()
 
     @functools.cached_property
@@ -506,6 +523,7 @@ class SyncApiKeysOperator(BaseOperator):
             now=time.time(),
         )
         plan = planner.plan()
+        self._planned_views = planner.views
         self.log.info(
             "Plan for %d tenants under %r (%d owned keys, %.1f s):\n%s",
             len(tenants),
@@ -642,15 +660,16 @@ class SyncApiKeysOperator(BaseOperator):
         by_workspace: dict[str | None, list[dict[str, Any]]] = {}
         for item in creating:
             by_workspace.setdefault(item["workspace_id"], []).append(item)
+        planned, self._planned_views = self._planned_views, None
         try:
             for workspace, items in by_workspace.items():
-                # One walk gives every name its view (claims of dead runs included, which get collected); only
-                # the names with keys are kept, the others start from an empty view.
-                views = {
-                    name: view
-                    for name, view in provisioner.walk([item["tenant"] for item in items], workspace).items()
-                    if view.finals or view.claims
-                }
+                # Each name starts from what the plan's walk saw of it (claims of dead runs included, which
+                # get collected), or, without that walk, from one walk now. Names without keys start empty.
+                if planned is not None and workspace in planned:
+                    views = planned.pop(workspace)
+                else:
+                    walked = provisioner.walk([item["tenant"] for item in items], workspace)
+                    views = {name: view for name, view in walked.items() if view.finals or view.claims}
                 for start in range(0, len(items), CHUNK):
                     self._create_chunk(
                         provisioner,
