@@ -182,6 +182,9 @@ class Planner:
         # What the walk saw of each name to create or rotate, by workspace: the keys under it and its claims.
         # Applying right after the plan starts from these rather than walking the account again.
         self.views: dict[str | None, dict[str, NameView]] = {}
+        # Claims on the other names (a killed run's, most likely): applying deletes those past lease and
+        # grace, so that a rerun leaves no undelivered key behind even where nothing is left to create.
+        self.leftovers: dict[str | None, list[NameView]] = {}
 
     def plan(self) -> dict[str, Any]:
         from airflow_provider_openrouter._provisioning import Claim, NameView
@@ -199,6 +202,7 @@ class Planner:
             claims: dict[str, list[Claim]] = {}
             retired: list[tuple[ApiKey, str, float]] = []
             views = self.views[workspace] = {}
+            leftovers = self.leftovers[workspace] = []
             for key in self.hook.list_keys(
                 include_disabled=True, include_expired=True, workspace_id=workspace
             ):
@@ -221,7 +225,10 @@ class Planner:
                 held = claims.pop(name, [])
                 if (keys or held) and any(r["tenant"] == name and r["action"] in NEW_KEY for r in planned):
                     views[name] = NameView(name, finals=list(keys), claims=held)
+                elif held:
+                    leftovers.append(NameView(name, claims=held))
                 rows.extend(planned)
+            leftovers.extend(NameView(name, claims=held) for name, held in claims.items())
             for name, keys in finals.items():
                 for key in keys:
                     rows.append(self._prune(key, workspace, counts, f"no tenant {name!r} in the table"))
@@ -501,6 +508,7 @@ class SyncApiKeysOperator(BaseOperator):
         self.plan = plan
         self._provisioner: Any = None
         self._planned_views: dict[str | None, dict[str, NameView]] | None = None
+        self._leftovers: dict[str | None, list[NameView]] = {}
         self._deliver_lock = threading.Lock()
 
     @functools.cached_property
@@ -525,6 +533,7 @@ class SyncApiKeysOperator(BaseOperator):
         )
         plan = planner.plan()
         self._planned_views = planner.views
+        self._leftovers = planner.leftovers
         self.log.info(
             "Plan for %d tenants under %r (%d owned keys, %.1f s):\n%s",
             len(tenants),
@@ -654,8 +663,19 @@ class SyncApiKeysOperator(BaseOperator):
             else:
                 record(action, None, "")
 
+        def collect(view: NameView) -> None:
+            # Deletes the claims past lease and grace; live ones belong to a run still at work.
+            try:
+                provisioner._tidy(view)
+            except OpenRouterError as exc:
+                self.log.warning(
+                    "Could not delete a leftover claim on %r (a later run will): %s", view.name, exc
+                )
+
         with ThreadPoolExecutor(self.max_workers, thread_name_prefix="sync") as pool:
             list(pool.map(simple, [i for i in todo if i["action"] in ("update", "disable", "delete")]))
+            leftovers, self._leftovers = self._leftovers, {}
+            list(pool.map(collect, [view for views in leftovers.values() for view in views]))
 
         creating = [i for i in todo if i["action"] in ("create", "rotate")]
         by_workspace: dict[str | None, list[dict[str, Any]]] = {}
