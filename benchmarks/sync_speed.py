@@ -142,8 +142,8 @@ def main() -> None:
             return time.perf_counter() - started
 
         # Memory first, while Airflow's secrets masker holds next to nothing, as in a fresh task process. A
-        # first small apply pays what a process pays once (imports: requests, the secrets backends, ...), which
-        # is no tenant's: the figure per tenant is the second apply's, the first is shown beside it.
+        # first small apply pays what a process pays once (imports: requests, the secrets backends, ...),
+        # which is no tenant's: the figure per tenant is the second apply's, the first is shown beside it.
         first = ours("warm", traced=True, count=10)[1]
         peak = ours("mem", traced=True)[1]
         b = min(bare(f"bare{r}") for r in range(2))
