@@ -6,8 +6,8 @@ triggerer, Celery workers, the local OpenRouter in its own process), started in 
 the two DAGs of ``benchmarks/dags/mapped_vs_sync_dags.py`` and stopped at the end whatever happens. Each DAG
 reads the same ``--tenants`` rows (fresh names under its own prefix) and delivers each new key to an Airflow
 Variable of its own. Each DAG first runs once with one tenant (the first tasks on fresh workers are not
-measured); then the sync DAG runs, and its keys are deleted before the mapped DAG runs, so each measured run
-starts from an empty account.
+measured); then, ``--repeats`` times, the sync DAG runs and then the mapped DAG, the keys of each deleted
+after it, so each measured run starts from an empty account.
 
 A run's wall time is the API's ``queued_at`` (the trigger) to ``end_date`` (success). A run counts only if
 every task instance succeeded and the account then holds exactly one live key under each tenant name and
@@ -16,7 +16,7 @@ run that skipped work cannot look fast. Printed: both wall times, their ratio, t
 and the parallelism the deployment offers. Run it alone: the machine's other load slows the 200 task
 processes far more than the one sync task.
 
-Run: ``python benchmarks/mapped_vs_sync.py [--tenants 200]``
+Run: ``python benchmarks/mapped_vs_sync.py [--tenants 200] [--repeats 1]``
 """
 
 from __future__ import annotations
@@ -30,9 +30,11 @@ import os
 import sys
 import tempfile
 import time
+import urllib.parse
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks" / "dags")]
@@ -55,11 +57,35 @@ class Result:
     dag_id: str
     seconds: float
     task_instances: int
+    peak_concurrency: int
     delivered: int
 
 
 def _instant(stamp: str) -> dt.datetime:
     return dt.datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+
+
+def task_instances(dep: Deployment, dag_id: str, run_id: str) -> list[dict[str, Any]]:
+    """Every task instance of the run, page by page (the API returns at most 100 at a time)."""
+    path = f"/api/v2/dags/{dag_id}/dagRuns/{urllib.parse.quote(run_id)}/taskInstances"
+    tis: list[dict[str, Any]] = []
+    while True:
+        page = dep.api_ok("GET", f"{path}?limit=100&offset={len(tis)}")
+        tis += page["task_instances"]
+        if not page["task_instances"] or len(tis) >= page["total_entries"]:
+            return tis
+
+
+def peak_concurrency(tis: list[dict[str, Any]]) -> int:
+    """The most task instances that ran at the same moment (from their start and end dates)."""
+    edges = sorted(
+        (_instant(ti[field]), step) for ti in tis for field, step in (("start_date", 1), ("end_date", -1))
+    )
+    running = peak = 0
+    for _, step in edges:
+        running += step
+        peak = max(peak, running)
+    return peak
 
 
 def run_dag(dep: Deployment, dag_id: str, prefix: str, tenants: int, timeout: float) -> Result:
@@ -69,12 +95,12 @@ def run_dag(dep: Deployment, dag_id: str, prefix: str, tenants: int, timeout: fl
         if time.monotonic() > deadline:
             raise RuntimeError(f"{dag_id}: not finished after {timeout:.0f} s (state {run['state']})")
         time.sleep(0.25)
-    tis = dep.task_instances(dag_id, run_id)
+    tis = task_instances(dep, dag_id, run_id)
     states = Counter(str(ti["state"]) for ti in tis)
     if run["state"] != "success" or set(states) != {"success"}:
         raise RuntimeError(f"{dag_id}: run {run['state']}, task instances {dict(states)}")
     seconds = (_instant(run["end_date"]) - _instant(run["queued_at"])).total_seconds()
-    return Result(dag_id, seconds, len(tis), delivered_keys(dep, prefix, tenants))
+    return Result(dag_id, seconds, len(tis), peak_concurrency(tis), delivered_keys(dep, prefix, tenants))
 
 
 def delivered_keys(dep: Deployment, prefix: str, tenants: int) -> int:
@@ -125,11 +151,18 @@ def delete_keys(dep: Deployment, prefix: str) -> None:
                 session.delete(f"{dep.fake_url}/keys/{key['hash']}", timeout=30).raise_for_status()
 
 
+def median(results: list[Result]) -> Result:
+    return sorted(results, key=lambda r: r.seconds)[len(results) // 2]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tenants", type=int, default=200)
+    parser.add_argument("--repeats", type=int, default=1, help="runs of each DAG; the median is printed")
     parser.add_argument("--timeout", type=float, default=1800, help="seconds each run may take")
     args = parser.parse_args()
+    if args.tenants < 1 or args.repeats < 1:
+        parser.error("--tenants and --repeats must be at least 1")
 
     from airflow_provider_openrouter.operators.sync import SyncApiKeysOperator
 
@@ -148,9 +181,13 @@ def main() -> int:
             for dag_id, prefix in ((SYNC_DAG_ID, SYNC_PREFIX), (MAPPED_DAG_ID, MAPPED_PREFIX)):
                 run_dag(dep, dag_id, prefix, 1, args.timeout)
                 delete_keys(dep, prefix)
-            sync = run_dag(dep, SYNC_DAG_ID, SYNC_PREFIX, args.tenants, args.timeout)
-            delete_keys(dep, SYNC_PREFIX)
-            mapped = run_dag(dep, MAPPED_DAG_ID, MAPPED_PREFIX, args.tenants, args.timeout)
+            runs: dict[str, list[Result]] = {SYNC_DAG_ID: [], MAPPED_DAG_ID: []}
+            for _ in range(args.repeats):
+                for dag_id, prefix in ((SYNC_DAG_ID, SYNC_PREFIX), (MAPPED_DAG_ID, MAPPED_PREFIX)):
+                    result = run_dag(dep, dag_id, prefix, args.tenants, args.timeout)
+                    print(f"{dag_id}: {result.seconds:.1f} s", flush=True)
+                    runs[dag_id].append(result)
+                    delete_keys(dep, prefix)
         finally:
             dep.stop()
             atexit.unregister(dep.stop)
@@ -158,13 +195,16 @@ def main() -> int:
         if left:
             print(f"still running after stop: {left}", file=sys.stderr)
             return 1
+    sync, mapped = (median(runs[dag_id]) for dag_id in (SYNC_DAG_ID, MAPPED_DAG_ID))
+    of = f"median of {args.repeats}, " if args.repeats > 1 else ""
     print(
         f"real Airflow, {args.tenants} tenants, Variable delivery: mapped CreateApiKeyOperator "
-        f"{mapped.seconds:.1f} s ({mapped.task_instances} task instances) vs one SyncApiKeysOperator "
-        f"{sync.seconds:.1f} s ({sync.task_instances} task instances) -> mapped/sync "
-        f"{mapped.seconds / sync.seconds:.1f}x; {mapped.delivered} and {sync.delivered} delivered "
-        f"keys checked; trigger to success from the API; {WORKERS} Celery workers x {WORKER_CONCURRENCY} "
-        f"slots, sync max_workers {sync_workers}, {os.cpu_count()} CPUs, load average {load:.1f} before"
+        f"{mapped.seconds:.1f} s ({mapped.task_instances} task instances, at most "
+        f"{mapped.peak_concurrency} at once) vs one SyncApiKeysOperator {sync.seconds:.1f} s "
+        f"({sync.task_instances} task instances) -> mapped/sync {mapped.seconds / sync.seconds:.1f}x; "
+        f"{mapped.delivered} and {sync.delivered} delivered keys checked; {of}trigger to success from the "
+        f"API; {WORKERS} Celery workers x {WORKER_CONCURRENCY} slots, sync max_workers {sync_workers}, "
+        f"{os.cpu_count()} CPUs, load average {load:.1f} before"
     )
     return 0
 
