@@ -231,7 +231,7 @@ PER_TRIGGER_TENANT = {"ui": "initech", "cli": "globex", "rest": "acme"}
 EXAMPLES: list[tuple[str, dict[str, Any], bool]] = [
     ("example_openrouter_provision_tenants", {}, True),
     ("example_openrouter_monthly_limits", {}, True),
-    # Each run decommissions another tenant: a deleted key cannot be disabled again.
+    # Each run decommissions another tenant, so that every run disables and deletes a key of its own.
     (
         "example_openrouter_decommission",
         {how: {"tenant": tenant, "grace_period_seconds": 2} for how, tenant in PER_TRIGGER_TENANT.items()},
