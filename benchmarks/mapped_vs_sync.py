@@ -30,7 +30,6 @@ import os
 import sys
 import tempfile
 import time
-import urllib.parse
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,17 +66,6 @@ def _instant(stamp: str) -> dt.datetime:
     return dt.datetime.fromisoformat(stamp.replace("Z", "+00:00"))
 
 
-def task_instances(dep: Deployment, dag_id: str, run_id: str) -> list[dict[str, Any]]:
-    """Every task instance of the run, page by page (the API returns at most 100 at a time)."""
-    path = f"/api/v2/dags/{dag_id}/dagRuns/{urllib.parse.quote(run_id)}/taskInstances"
-    tis: list[dict[str, Any]] = []
-    while True:
-        page = dep.api_ok("GET", f"{path}?limit=100&offset={len(tis)}")
-        tis += page["task_instances"]
-        if not page["task_instances"] or len(tis) >= page["total_entries"]:
-            return tis
-
-
 def peak_concurrency(tis: list[dict[str, Any]]) -> int:
     """The most task instances that ran at the same moment (from their start and end dates)."""
     edges = sorted(
@@ -97,7 +85,7 @@ def run_dag(dep: Deployment, dag_id: str, prefix: str, tenants: int, timeout: fl
         if time.monotonic() > deadline:
             raise RuntimeError(f"{dag_id}: not finished after {timeout:.0f} s (state {run['state']})")
         time.sleep(0.25)
-    tis = task_instances(dep, dag_id, run_id)
+    tis = dep.task_instances(dag_id, run_id)
     states = Counter(str(ti["state"]) for ti in tis)
     if run["state"] != "success" or set(states) != {"success"}:
         raise RuntimeError(f"{dag_id}: run {run['state']}, task instances {dict(states)}")
