@@ -127,7 +127,8 @@ test: lint typecheck docs chromium services
 	$(MAKE) -j2 --output-sync=target install-3.1 install-3.2
 	$(MAKE) -j2 --output-sync=target lane-fast lane-deployment
 
-bench: install
+# mapped_vs_sync.py runs a real deployment: PostgreSQL and Redis as for `make up`.
+bench: install services
 	$(BIN)/python benchmarks/run_all.py
 
 clean:

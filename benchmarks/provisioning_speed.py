@@ -1,9 +1,22 @@
 """Creating keys under fresh names: the provisioning sequence against a bare ``POST /keys`` loop.
 
-Both run against the local OpenRouter in a process of its own. The bare loop sends one ``POST /keys`` per key
-with a ``requests.Session`` and keeps the plaintext; the provisioning sequence is what
-``CreateApiKeyOperator`` does for each name (a claim created, checked, delivered to a dict, renamed), starting
-from one shared walk of the account. Printed: keys per second of each and their ratio (goal 0.5x).
+All three contenders run one request at a time against the local OpenRouter in a process of its own, and
+each round starts from the same account (the previous round's keys deleted):
+
+* the bare loop sends one ``POST /keys`` per key with a ``requests.Session`` and keeps the plaintext;
+* one task per name is what ``CreateApiKeyOperator`` does in its own task process: a walk of the account to
+  look for the name, a claim created (its plaintext masked), a walk deciding the claim, delivery to a dict,
+  the rename. Airflow runs each task in a process of its own whose secrets masker starts empty, so the masker
+  is emptied between names here too, rather than growing with every key as it would if one process made
+  them all;
+* the batch is ``Provisioner.provision_many`` (what ``SyncApiKeysOperator`` uses): one walk for every name,
+  the claims, one walk deciding them all, delivery, the renames.
+
+Printed: keys per second of each, their ratios to the bare loop, and the requests each sent per key. The
+safe sequence needs a write before delivery and a write after it (the claim and its rename, so that a key
+whose plaintext went nowhere can be recognised), and a read between them to decide among simultaneous
+claims. One name at a time that is four requests a key (two of them walks); in a batch the walks are
+shared, and it is two.
 """
 
 from __future__ import annotations
@@ -12,8 +25,10 @@ import argparse
 import os
 import statistics
 import time
+from typing import TYPE_CHECKING, Any
 
-from airflow_provider_openrouter.testing._process import LocalOpenRouterProcess
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 
 def main() -> None:
@@ -23,17 +38,26 @@ def main() -> None:
     args = parser.parse_args()
 
     import requests
+    from airflow.sdk import log as sdk_log
 
-    from airflow_provider_openrouter._provisioning import Provisioner, view_of
+    from airflow_provider_openrouter._provisioning import Provisioner, Request, mask_plaintexts, view_of
+    from airflow_provider_openrouter.testing._process import LocalOpenRouterProcess
 
     with LocalOpenRouterProcess() as fake:
         os.environ["AIRFLOW_CONN_OPENROUTER_BENCH"] = fake.connection_json()
         from airflow_provider_openrouter.hooks.openrouter import OpenRouterHook
 
         hook = OpenRouterHook("openrouter_bench")
+        hook.list_keys()  # the connection is read and its secrets masked before anything is timed
+        masker = sdk_log._secrets_masker()
+        at_task_start = set(masker.patterns)
         session = requests.Session()
         headers = {"Authorization": f"Bearer {fake.management_key}"}
         vault: dict[str, str] = {}
+
+        def deliver_to_vault(created: Any) -> list[str]:
+            vault[created.name] = created.plaintext
+            return ["dict"]
 
         def bare(prefix: str) -> float:
             started = time.perf_counter()
@@ -45,35 +69,57 @@ def main() -> None:
                 vault[f"{prefix}-{i}"] = response.json()["key"]
             return args.keys / (time.perf_counter() - started)
 
-        def provisioned(prefix: str) -> float:
+        def one_task_per_name(prefix: str) -> float:
+            started = time.perf_counter()
+            for i in range(args.keys):
+                name = f"{prefix}-{i}"
+                Provisioner(hook).provision(name, "fail", hook.create_key, deliver_to_vault)
+                masker.patterns = set(at_task_start)  # the next task is a fresh process
+                masker.replacer = None
+            return args.keys / (time.perf_counter() - started)
+
+        def batch(prefix: str) -> float:
             names = [f"{prefix}-{i}" for i in range(args.keys)]
             started = time.perf_counter()
             provisioner = Provisioner(hook)
             views = view_of(hook.list_keys(include_disabled=True, include_expired=True), names)
-            for name in names:
 
-                def deliver(created: object, name: str = name) -> list[str]:
-                    vault[name] = created.plaintext  # type: ignore[attr-defined]
-                    return ["dict"]
+            def create(provisional: str) -> Any:
+                return hook.create_key(provisional, mask=False)  # masked in one go below
 
-                provisioner.provision(name, "fail", hook.create_key, deliver, view=views[name])
+            requests_ = [Request(name, create, deliver_to_vault, view=views[name]) for name in names]
+            outcomes = provisioner.provision_many(requests_, workers=1, mask=mask_plaintexts)
+            failed = [o for o in outcomes if isinstance(o, BaseException)]
+            if failed:
+                raise failed[0]
             return args.keys / (time.perf_counter() - started)
 
-        ratios, bare_rates, ours = [], [], []
+        contenders: dict[str, Callable[[str], float]] = {
+            "bare": bare,
+            "task": one_task_per_name,
+            "batch": batch,
+        }
+        rates: dict[str, list[float]] = {name: [] for name in contenders}
+        sent: dict[str, float] = {}
         for rnd in range(args.rounds):
-            b = bare(f"bare-{rnd}")
-            p = provisioned(f"fresh-{rnd}")
-            bare_rates.append(b)
-            ours.append(p)
-            ratios.append(p / b)
-            # Each round starts from the same account size.
-            for key in fake.control.keys(include_management=False):
-                hook.delete_key(key["hash"], missing_ok=True)
-        print(
-            f"create under fresh names: provisioning {statistics.median(ours):,.0f} keys/s, bare POST loop "
-            f"{statistics.median(bare_rates):,.0f} keys/s -> {statistics.median(ratios):.2f}x (goal 0.5x; "
-            f"{args.keys} keys per round, median of {args.rounds})"
-        )
+            for label, contender in contenders.items():
+                fake.control.clear_requests()
+                rates[label].append(contender(f"{label}-{rnd}"))
+                sent[label] = len(fake.control.requests) / args.keys
+                account = fake.control.keys()  # a list of the account's keys, not a mapping's keys
+                made = [k for k in account if k["name"].startswith(f"{label}-{rnd}-")]
+                if len(made) != args.keys or any("[" in k["name"] for k in made):
+                    raise SystemExit(f"{label}: {len(made)} keys under their names, expected {args.keys}")
+                for key in made:
+                    hook.delete_key(key["hash"], missing_ok=True)
+        median = {label: statistics.median(values) for label, values in rates.items()}
+        for label, title in (("task", "one task per name"), ("batch", "batch (provision_many)")):
+            print(
+                f"create under fresh names, {title}: {median[label]:,.0f} keys/s, bare POST loop "
+                f"{median['bare']:,.0f} keys/s -> {median[label] / median['bare']:.2f}x; "
+                f"{sent[label]:.2f} requests a key against {sent['bare']:.2f} (goal 0.5x; {args.keys} keys a "
+                f"round, median of {args.rounds})"
+            )
 
 
 if __name__ == "__main__":

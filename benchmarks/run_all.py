@@ -1,4 +1,5 @@
-"""Run every benchmark, one after the other, each against its own local OpenRouter.
+"""Run every benchmark, one after the other, each against its own local OpenRouter (``mapped_vs_sync.py``
+against a whole Airflow deployment of its own).
 
 Each script prints its figures as ratios against baselines measured in the same run, so results from
 different machines compare by ratio, not by seconds.
@@ -21,6 +22,8 @@ SCRIPTS = (
     "sync_speed.py",
     "triggers_at_scale.py",
     "keys_page.py",
+    # Last and longest: a whole deployment (PostgreSQL, Redis, Celery workers) for a few minutes.
+    "mapped_vs_sync.py",
 )
 
 

@@ -38,6 +38,8 @@ with DAG(
         task_id="disable_key",
         key_name="tenant-{{ params.tenant }}",
         disabled=True,
+        # A tenant decommissioned before has no key left to disable: nothing to do, not a failure.
+        missing_ok=True,
     )
 
     @task

@@ -672,11 +672,14 @@ class Deployment:
         return result
 
     def task_instances(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
-        path = (
-            f"/api/v2/dags/{urllib.parse.quote(dag_id)}/dagRuns/{urllib.parse.quote(run_id)}"
-            "/taskInstances?limit=1000"
-        )
-        return list(self.api_ok("GET", path)["task_instances"])
+        """Every task instance of the run, page by page (the API returns at most 100 at a time)."""
+        path = f"/api/v2/dags/{urllib.parse.quote(dag_id)}/dagRuns/{urllib.parse.quote(run_id)}/taskInstances"
+        tis: list[dict[str, Any]] = []
+        while True:
+            page = self.api_ok("GET", f"{path}?limit=100&offset={len(tis)}")
+            tis += page["task_instances"]
+            if not page["task_instances"] or len(tis) >= page["total_entries"]:
+                return tis
 
     def wait_run(self, dag_id: str, run_id: str, timeout: float = 300) -> str:
         """Wait until the run ends; its final state (``success`` or ``failed``)."""

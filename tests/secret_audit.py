@@ -1,13 +1,17 @@
 """Looking for secrets where they must not be: the output of Airflow commands, the files of an Airflow home,
-every table of its metadata database and the database file's raw bytes.
+every table of its metadata database, the database file's raw bytes and (in a deployment) the Celery broker.
 
 Hits name the key by its hash, never by the secret, so a failing audit does not leak what it found.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import contextlib
 import hashlib
 import json
+import re
 import sqlite3
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -147,18 +151,68 @@ def scan_postgres(secrets: Sequence[str], dsn: str) -> tuple[list[Hit], list[Hit
     return hits, allowed, tables
 
 
+_BASE64_RUN = re.compile(rb"[A-Za-z0-9+/]{24,}={0,2}")
+
+
+def _with_base64_decoded(blob: bytes) -> bytes:
+    """``blob`` and every base64 run in it decoded: Celery's messages carry their bodies base64-encoded."""
+    decoded = []
+    for run in _BASE64_RUN.findall(blob):
+        with contextlib.suppress(binascii.Error, ValueError):
+            decoded.append(base64.b64decode(run + b"=" * (-len(run) % 4)))
+    return b"\n".join([blob, *decoded])
+
+
+def scan_redis(secrets: Sequence[str], port: int) -> tuple[list[Hit], int]:
+    """Every key of every Redis database on ``port`` (the Celery broker: queues, unacknowledged messages,
+    bindings), values read by type, base64 bodies decoded: ``(hits, keys scanned)``."""
+    import redis
+
+    hits: list[Hit] = []
+    scanned = 0
+    databases = int(redis.Redis(host="127.0.0.1", port=port).config_get("databases")["databases"])
+    for db in range(databases):
+        client = redis.Redis(host="127.0.0.1", port=port, db=db)
+        for name in client.scan_iter(count=1000):
+            scanned += 1
+            kind = client.type(name).decode()
+            parts: list[bytes] = [name]
+            if kind == "string":
+                parts.append(client.get(name) or b"")
+            elif kind == "list":
+                parts += client.lrange(name, 0, -1)
+            elif kind == "hash":
+                parts += [b for pair in client.hgetall(name).items() for b in pair]
+            elif kind == "set":
+                parts += list(client.smembers(name))
+            elif kind == "zset":
+                parts += client.zrange(name, 0, -1)
+            blob = _with_base64_decoded(b"\n".join(parts))
+            where = f"db {db} key {name.decode(errors='replace')} ({kind})"
+            hits += [Hit("redis", where, s) for s in secrets if _found(s, blob)]
+    return hits, scanned
+
+
 @dataclass
 class DeploymentAuditReport(AuditReport):
     files_scanned: int = 0
+    redis_keys: int = 0
 
 
 def audit_deployment(
-    secrets: Sequence[str], *, component_logs: Mapping[str, str], airflow_home: Path, dsn: str, pgdata: Path
+    secrets: Sequence[str],
+    *,
+    component_logs: Mapping[str, str],
+    airflow_home: Path,
+    dsn: str,
+    pgdata: Path,
+    redis_port: int,
 ) -> DeploymentAuditReport:
     """Each component's log, every file of the Airflow home (task logs included), every table of the
-    PostgreSQL database, and the database cluster's files as bytes (the WAL keeps what tables no longer
-    show). Only the XCom a user opted into may hold a plaintext."""
+    PostgreSQL database, the database cluster's files as bytes (the WAL keeps what tables no longer
+    show), and every key of the Celery broker. Only the XCom a user opted into may hold a plaintext."""
     assert secrets, "nothing to look for"
+    redis_hits, redis_keys = scan_redis(secrets, redis_port)
     db_hits, allowed, tables = scan_postgres(secrets, dsn)
     exempt = {hit.secret for hit in allowed}
     raw = [hit for hit in scan_files(secrets, pgdata) if hit.secret not in exempt]
@@ -168,5 +222,8 @@ def audit_deployment(
         *scan_files(secrets, airflow_home),
         *db_hits,
         *(Hit("raw database", hit.where, hit.secret) for hit in raw),
+        *redis_hits,
     ]
-    return DeploymentAuditReport(hits=hits, allowed=allowed, tables=tables, files_scanned=len(files))
+    return DeploymentAuditReport(
+        hits=hits, allowed=allowed, tables=tables, files_scanned=len(files), redis_keys=redis_keys
+    )

@@ -461,6 +461,7 @@ UPDATE_LITERAL_ONLY: list[tuple[str, str, Any]] = [
     ("byok-none", "include_byok_in_limit", None),
     ("workspace-none", "workspace_id", None),
     ("disabled-int", "disabled", 1),
+    ("missing-ok-text", "missing_ok", "yes"),
     ("conn-id-empty", "openrouter_conn_id", ""),
 ]
 

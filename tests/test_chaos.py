@@ -134,9 +134,7 @@ def _run_try(spec: Try, conn: str, workdir: str, barrier: Any) -> None:
     # Written aside and renamed in, so a kill during the write leaves no file rather than a
     # torn one: a try that left no file was killed, whatever it had done.
     partial = result_file.with_suffix(".partial")
-    partial.write_text(
-        json.dumps({"task": spec.task, "name": spec.name, "try": spec.try_number, **outcome})
-    )
+    partial.write_text(json.dumps({"task": spec.task, "name": spec.name, "try": spec.try_number, **outcome}))
     os.replace(partial, result_file)
     os._exit(0)
 

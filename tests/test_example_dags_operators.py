@@ -236,6 +236,25 @@ def test_decommission_disables_then_deletes_after_the_grace_period(
     assert (deleted["deleted"], deleted["hash"], deleted["disabled"]) == (True, initech, True)
 
 
+@pytest.fixture(scope="module")
+def decommissioned_again(account: Account, decommissioned: Run) -> Run:
+    return account.run(DECOMMISSION, {"tenant": "initech", "grace_period_seconds": 0})
+
+
+def test_decommissioning_a_tenant_again_succeeds_and_writes_nothing(
+    account: Account, decommissioned: Run, decommissioned_again: Run
+) -> None:
+    # A rerun (or a second trigger for a tenant already gone) finds no key to disable or delete.
+    assert [r.method for r in decommissioned_again.requests if r.method != "GET"] == []
+    [disabled] = account.xcom(DECOMMISSION, "disable_key", "return_value").values()
+    assert (disabled["found"], disabled["changed"], disabled["name"]) == (False, False, "tenant-initech")
+    [deleted] = account.xcom(DECOMMISSION, "delete_key", "return_value").values()
+    assert (deleted["deleted"], deleted["name"]) == (False, "tenant-initech")
+    assert "No key with name 'tenant-initech' exists: nothing to update (missing_ok=True)." in (
+        decommissioned_again.output
+    )
+
+
 def test_sync_plans_an_approver_sees_the_plan_then_it_applies(
     account: Account, decommissioned: Run, synced: Run
 ) -> None:
@@ -281,7 +300,7 @@ def test_sync_plans_an_approver_sees_the_plan_then_it_applies(
 
 
 def test_no_plaintext_in_logs_xcom_rendered_fields_or_output(account: Account, synced: Run) -> None:
-    assert len(account.runs) == 5
+    assert len(account.runs) == 6
     print("dags test durations:", [(run.dag_id, round(run.seconds)) for run in account.runs])
     plaintexts = account.fake.issued_plaintexts  # the management key and every key issued
     assert len(plaintexts) >= 6

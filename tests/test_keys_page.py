@@ -23,7 +23,7 @@ from urllib.parse import urlencode
 import pytest
 
 from tests.airflow_runner import make_airflow_instance
-from tests.ui_support import ApiServer, Screenshots, free_port, launch_chromium
+from tests.ui_support import ApiServer, Screenshots, chromium, free_port
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -426,14 +426,8 @@ def test_a_failing_connection_answers_with_a_readable_problem(
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = launch_chromium(playwright)
-        try:
-            yield browser
-        finally:
-            browser.close()
+    with chromium() as browser:
+        yield browser
 
 
 @pytest.fixture(scope="module")

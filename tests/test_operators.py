@@ -639,6 +639,37 @@ def test_delete_of_a_missing_key(fake: LocalOpenRouter, target: dict[str, str]) 
     assert calls(fake, "DELETE") == []
 
 
+@pytest.mark.parametrize(
+    "target",
+    [{"key_name": "nobody"}, {"key_hash": "0" * 64}],
+    ids=["by-name", "by-hash"],
+)
+def test_update_of_a_missing_key(fake: LocalOpenRouter, target: dict[str, str]) -> None:
+    with pytest.raises(ApiKeyNotFoundError):
+        UpdateApiKeyOperator(task_id="disable", disabled=True, **target).execute(context())
+    result = UpdateApiKeyOperator(task_id="disable", disabled=True, missing_ok=True, **target).execute(
+        context()
+    )
+    assert result == {
+        "found": False,
+        "changed": False,
+        "changed_fields": [],
+        "previous": {},
+        "hash": target.get("key_hash"),
+        "name": target.get("key_name"),
+    }
+    assert calls(fake, "PATCH") == []
+
+
+def test_update_with_missing_ok_still_updates_a_key_that_exists(fake: LocalOpenRouter) -> None:
+    key = fake.add_key("present")
+    result = UpdateApiKeyOperator(
+        task_id="disable", key_name="present", disabled=True, missing_ok=True
+    ).execute(context())
+    assert (result["found"], result["changed"], result["disabled"]) == (True, True, True)
+    assert fake.get_key_state(key.hash)["disabled"] is True
+
+
 def test_delete_by_an_ambiguous_name_deletes_nothing(fake: LocalOpenRouter) -> None:
     fake.add_key("twin")
     fake.add_key("twin")

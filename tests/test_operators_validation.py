@@ -152,6 +152,7 @@ UPDATE_CASES: list[tuple[str, dict[str, Any], str]] = [
     ("byok-none", {"key_hash": HASH, "include_byok_in_limit": None}, "include_byok_in_limit"),
     ("workspace-none", {"key_hash": HASH, "workspace_id": None}, "workspace_id"),
     ("workspace-not-uuid", {"key_hash": HASH, "workspace_id": "w1"}, "workspace_id"),
+    ("missing-ok-not-bool", {"key_hash": HASH, "disabled": True, "missing_ok": "yes"}, "missing_ok"),
 ]
 
 

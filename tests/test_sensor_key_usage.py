@@ -249,6 +249,23 @@ def test_key_by_name_and_progress_line(fake: LocalOpenRouter, capfd: pytest.Capt
     assert "→ waiting" in out + err
 
 
+def test_repeated_pokes_log_only_what_changed(
+    fake: LocalOpenRouter, capfd: pytest.CaptureFixture[str]
+) -> None:
+    key = fake.add_key("tenant-steady", limit=10.0, limit_reset="daily")
+    fake.add_usage(key.hash, 3.2)
+    watch = sensor(key_name="tenant-steady", usage_at_least=5.0)
+    for _ in range(5):
+        assert not watch.poke({})
+    fake.add_usage(key.hash, 1.0)
+    assert not watch.poke({})
+    out, err = capfd.readouterr()
+    lines = [line for line in (out + err).splitlines() if "tenant-steady" in line and "→ waiting" in line]
+    assert len(lines) == 2, lines
+    assert "$3.20 of $5.00" in lines[0]
+    assert "$4.20 of $5.00" in lines[1]
+
+
 # -- parse-time and execute-time validation ------------------------------------------------------------------
 
 BAD_ARGUMENTS = [

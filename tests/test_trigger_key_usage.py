@@ -153,6 +153,46 @@ async def test_fires_once_when_usage_moves(fake: LocalOpenRouter) -> None:
     assert gets_of(fake, key.hash) >= 4
 
 
+async def test_logs_a_progress_line_when_the_figures_move_not_every_poll(
+    fake: LocalOpenRouter, capfd: pytest.CaptureFixture[str]
+) -> None:
+    key = fake.add_key("tenant-logged", limit=5.0, limit_reset="daily")
+    fake.add_usage(key.hash, 1.0)
+
+    async def spend_twice() -> None:
+        for polls, usd in ((4, 1.0), (8, 2.5)):
+            while gets_of(fake, key.hash) < polls:
+                await asyncio.sleep(0.01)
+            fake.add_usage(key.hash, usd)
+
+    spender = asyncio.create_task(spend_twice())
+    events = await events_of(trigger(key.hash, usage_at_least=None, limit_fraction_at_least=0.8))
+    await spender
+    assert [e.payload["status"] for e in events] == ["success"]
+    out, err = capfd.readouterr()
+    lines = [line for line in (out + err).splitlines() if "tenant-logged" in line and "→" in line]
+    # Polls at $1.00, at $2.00 and at $4.50: three lines, however many polls saw each figure.
+    assert gets_of(fake, key.hash) >= 9
+    assert [line.rsplit("→", 1)[1].split("[")[0].strip() for line in lines] == [
+        "waiting",
+        "waiting",
+        "condition met",
+    ], lines
+    assert ["$1.00" in lines[0], "$2.00" in lines[1], "$4.50" in lines[2]] == [True, True, True]
+
+
+def test_an_unchanged_progress_line_is_repeated_every_ten_minutes() -> None:
+    from airflow_provider_openrouter._usage import PROGRESS_REPEAT_SECONDS, ProgressLog
+
+    progress = ProgressLog()
+    assert progress.due("a → waiting", now=0.0)
+    assert not progress.due("a → waiting", now=PROGRESS_REPEAT_SECONDS - 1)
+    assert progress.due("b → waiting", now=PROGRESS_REPEAT_SECONDS - 1)
+    assert not progress.due("b → waiting", now=2 * PROGRESS_REPEAT_SECONDS - 2)
+    assert progress.due("b → waiting", now=2 * PROGRESS_REPEAT_SECONDS - 1)
+    assert PROGRESS_REPEAT_SECONDS == 600.0
+
+
 async def test_times_out_at_the_deadline_with_the_last_snapshot(fake: LocalOpenRouter) -> None:
     key = fake.add_key("tenant-quiet", limit=5.0)
     fake.add_usage(key.hash, 0.25)

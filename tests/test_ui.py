@@ -16,7 +16,7 @@ import pytest
 
 from airflow_provider_openrouter.get_provider_info import CONN_FIELDS, DEFAULT_BASE_URL
 from tests.airflow_runner import ROOT, make_airflow_instance
-from tests.ui_support import ApiServer, Screenshots, extra_field_input, launch_chromium
+from tests.ui_support import ApiServer, Screenshots, chromium, extra_field_input
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -71,14 +71,8 @@ def server(ui_home: AirflowInstance) -> Iterator[ApiServer]:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = launch_chromium(playwright)
-        try:
-            yield browser
-        finally:
-            browser.close()
+    with chromium() as browser:
+        yield browser
 
 
 @pytest.fixture(scope="module")

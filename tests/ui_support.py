@@ -8,6 +8,7 @@ into ``artifacts/screenshots/`` at the repository root, the folder CI keeps.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -23,10 +24,10 @@ from typing import TYPE_CHECKING, Any
 from tests.airflow_runner import AIRFLOW_BIN, ROOT, AirflowInstance
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Iterator, Mapping
     from pathlib import Path
 
-    from playwright.sync_api import Browser, Locator, Playwright
+    from playwright.sync_api import Browser, Locator
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_FLAGS = [
@@ -48,8 +49,17 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def launch_chromium(playwright: Playwright) -> Browser:
-    return playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+@contextlib.contextmanager
+def chromium() -> Iterator[Browser]:
+    """Debian's Chromium, headless, closed on the way out (a module-scoped fixture holds one)."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
 
 
 @dataclass

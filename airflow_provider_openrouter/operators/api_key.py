@@ -501,6 +501,9 @@ class UpdateApiKeyOperator(_KeyOperator):
     :param include_byok_in_limit: ``True`` or ``False``: whether bring-your-own-key spend counts toward the
         limit. (templated)
     :param workspace_id: Workspace (UUID, any spelling; sent canonical) to move the key to. (templated)
+    :param missing_ok: ``True`` or ``False``: succeed when no such key exists, instead of failing, where a
+        missing key is as good as the change (disabling a key that a later step of the same process deletes).
+        The result then has ``"found": False`` and ``"changed": False``, and the ``hash`` or ``name`` given.
 
     ``""`` is refused for every field; ``None`` (or a template rendering ``None``, see
     :ref:`howto/operator:empty-values`) clears ``limit`` and ``limit_reset``.
@@ -524,11 +527,13 @@ class UpdateApiKeyOperator(_KeyOperator):
         limit_reset: str | Unset | None = UNSET,
         include_byok_in_limit: bool | str | Unset = UNSET,
         workspace_id: str | Unset = UNSET,
+        missing_ok: bool = False,
         openrouter_conn_id: str = DEFAULT_CONN_ID,
         **kwargs: Any,
     ) -> None:
         arguments = locals().copy()  # first: the arguments only
         super().__init__(openrouter_conn_id=openrouter_conn_id, **kwargs)
+        self.missing_ok = _validation.validate_bool(missing_ok, field="missing_ok")
         given = {field: arguments[field] for field in _UPDATE_FIELDS}
         # The fields given are recorded by name and unset ones stored as None, so that the operator serializes
         # with plain values (DAG serialization knows nothing of the UNSET sentinel).
@@ -571,7 +576,18 @@ class UpdateApiKeyOperator(_KeyOperator):
             if renamed is not None and all(_same(getattr(renamed, f), v) for f, v in wanted.items()):
                 key = renamed
         if key is None:
-            raise ApiKeyNotFoundError(key_hash=key_hash, key_name=key_name)
+            if not self.missing_ok:
+                raise ApiKeyNotFoundError(key_hash=key_hash, key_name=key_name)
+            what = f"hash {key_hash}" if key_hash is not None else f"name {key_name!r}"
+            self.log.info("No key with %s exists: nothing to update (missing_ok=True).", what)
+            return {
+                "found": False,
+                "changed": False,
+                "changed_fields": [],
+                "previous": {},
+                "hash": key_hash,
+                "name": key_name,
+            }
         self._remember_key(key.hash)
         changes = {field: value for field, value in wanted.items() if not _same(getattr(key, field), value)}
         if not changes:
@@ -581,7 +597,7 @@ class UpdateApiKeyOperator(_KeyOperator):
                 key.hash,
                 ", ".join(f"{field}={value!r}" for field, value in wanted.items()),
             )
-            return {**key.to_dict(), "changed": False, "changed_fields": [], "previous": {}}
+            return {**key.to_dict(), "found": True, "changed": False, "changed_fields": [], "previous": {}}
         previous = {field: getattr(key, field) for field in changes}
         updated = self.hook.update_key(key.hash, **changes)
         self.log.info(
@@ -590,7 +606,13 @@ class UpdateApiKeyOperator(_KeyOperator):
             updated.hash,
             ", ".join(f"{field} {previous[field]!r} -> {value!r}" for field, value in changes.items()),
         )
-        return {**updated.to_dict(), "changed": True, "changed_fields": list(changes), "previous": previous}
+        return {
+            **updated.to_dict(),
+            "found": True,
+            "changed": True,
+            "changed_fields": list(changes),
+            "previous": previous,
+        }
 
 
 class DeleteApiKeyOperator(_KeyOperator):

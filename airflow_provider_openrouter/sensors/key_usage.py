@@ -15,6 +15,7 @@ from airflow_provider_openrouter._defaults import DEFAULT_CONN_ID
 from airflow_provider_openrouter._usage import (
     CONDITION_FIELDS,
     EVENT_STATUSES,
+    ProgressLog,
     UsageConditions,
     describe_key,
     evaluate,
@@ -202,6 +203,7 @@ class OpenRouterKeyUsageSensor(BaseSensorOperator):
         self._check(rendered=False)
         self._resolved_hash: str | None = None
         self._failures = 0
+        self._progress = ProgressLog()
 
     # -- validation ------------------------------------------------------------------------------------------
 
@@ -311,7 +313,8 @@ class OpenRouterKeyUsageSensor(BaseSensorOperator):
             return PokeReturnValue(is_done=False)
         self._failures = 0
         check = evaluate(key, conditions)
-        self.log.info("%s", check.progress)
+        if self._progress.due(check.progress):
+            self.log.info("%s", check.progress)
         if check.unavailable is not None:
             raise OpenRouterKeyUnavailableError(
                 unavailable_message(key.hash, key.name, check.unavailable, key.expires_at),
@@ -328,6 +331,7 @@ class OpenRouterKeyUsageSensor(BaseSensorOperator):
         self.key_hash, self.key_name, _ = self._check(rendered=True)
         self._resolved_hash = None
         self._failures = 0
+        self._progress = ProgressLog()
         if not self.deferrable:
             return super().execute(context)
 

@@ -14,6 +14,7 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 from airflow_provider_openrouter import _validation as v
 from airflow_provider_openrouter._defaults import DEFAULT_CONN_ID
 from airflow_provider_openrouter._usage import (
+    ProgressLog,
     UsageConditions,
     describe_key,
     evaluate,
@@ -207,6 +208,7 @@ class OpenRouterKeyUsageTrigger(BaseTrigger):
         failures = 0
         refreshed = False
         last: UsageCheck | None = None  # the latest check, for the snapshot of the event that ends the wait
+        progress = ProgressLog()
         while True:
             wait = self.poll_interval
             shared = _shared(self.openrouter_conn_id)
@@ -267,7 +269,8 @@ class OpenRouterKeyUsageTrigger(BaseTrigger):
                     yield self._event("error", str(err), last, field=err.field, problem=err.problem)
                     return
                 last = check
-                self.log.info("%s", check.progress)
+                if progress.due(check.progress):
+                    self.log.info("%s", check.progress)
                 if check.unavailable is not None:
                     yield self._event(
                         "key_gone",
