@@ -11,9 +11,10 @@ from __future__ import annotations
 import json
 import logging
 import random
+import threading
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Generic, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
 from airflow_provider_openrouter._endpoints import Call, Malformed
 from airflow_provider_openrouter.exceptions import (
@@ -117,6 +118,116 @@ class Failure:
         return cls(reached_server, _root_cause(exc), permanent, exc)
 
 
+class RateGate:
+    """One rate limit for every call made through one hook: the threads sharing its connection pool, and the
+    coroutines of its event loop. A 429 seen by any of them holds all of them.
+
+    OpenRouter rate-limits an account, not a request, so once one request is answered 429, the others would
+    be too. After a 429 the gate *closes*: every call waits until the pause has passed (the ``Retry-After``
+    the server gave, else the policy's backoff for the number of 429s in a row), then a single request goes
+    first to see whether the limit has passed, and the gate opens again only when that request is answered
+    with anything but 429. So, during a rate limit, the requests sent are the ones already in flight when it
+    began plus one per pause, however many threads there are; without the gate each thread would probe on its
+    own.
+
+    A call waits at a closed gate no longer than its own retry policy would have waited: it gives up (a
+    :class:`~airflow_provider_openrouter.exceptions.RateLimitedError`, not sent) when the rest of the pause is
+    beyond ``max_retry_wait`` or its deadline, or when more 429s than ``max_retries`` came while it waited.
+
+    The gate holds no I/O and never blocks: :meth:`Exchange.hold` says how long to wait, and the transport
+    sleeps (``time.sleep`` or ``asyncio.sleep``), so the sync and the async path are held alike.
+    """
+
+    __slots__ = ("_closed", "_generation", "_last", "_lock", "_probing", "_resume_at", "_streak", "pauses")
+
+    #: While the first request after a pause is on its way, the others look again this often.
+    POLL: float = 0.05
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._closed = False
+        self._resume_at = 0.0
+        self._streak = 0  # pauses since the gate closed: the backoff grows with it
+        self._generation = 0  # pauses ever: which requests were sent after the latest 429
+        self._probing = False
+        self._last = "Rate limit exceeded"
+        #: How many times the gate has paused (for reports: "the apply was rate limited N times").
+        self.pauses = 0
+
+    def _hold(self, exchange: Exchange[Any]) -> float | None:
+        if not self._closed:
+            # Without the lock: a pause that begins meanwhile makes this request one "already in flight".
+            exchange._sent_in = self._generation
+            return 0.0
+        with self._lock:
+            if not self._closed:
+                exchange._sent_in = self._generation
+                return 0.0
+            now = time.monotonic()
+            if exchange._held_from is None:
+                exchange._held_from = self._generation
+            left = self._resume_at - now
+            policy = exchange.policy
+            if self._generation - exchange._held_from > policy.max_retries:
+                reason = f"OpenRouter answered 429 {self._generation - exchange._held_from} times in a row"
+            elif left > policy.max_wait:
+                reason = f"OpenRouter asked to wait {left:.0f} s more, longer than max_retry_wait"
+            elif exchange.deadline is not None and now + left >= exchange.deadline:
+                reason = "no time left for it"
+            elif left > 0:
+                return left
+            elif self._probing:
+                return self.POLL
+            else:
+                self._probing = exchange._probe = True
+                exchange._sent_in = self._generation
+                return 0.0
+            message = self._last
+        exchange.refuse(message, reason, max(left, 0.0))
+        return None
+
+    def _strike(self, exchange: Exchange[Any], retry_after: float | None, message: str) -> float:
+        """A 429: close the gate (or extend the pause); the seconds until it may open."""
+        with self._lock:
+            now = time.monotonic()
+            wait: float | None = retry_after
+            if exchange._sent_in == self._generation:
+                # Sent after the latest pause began: news about the limit. (Requests already in flight when it
+                # began are answered 429 too, and say nothing new.)
+                self._generation += 1
+                self._streak = self._streak + 1 if self._closed else 1
+                self._closed = True
+                self.pauses += 1
+                self._last = message
+                if wait is None:
+                    wait = exchange.policy.delay(self._streak - 1)
+            self._probing = self._probing and not exchange._probe
+            exchange._probe = False
+            if exchange._held_from is None:
+                exchange._held_from = self._generation
+            if wait is not None and now + wait >= self._resume_at:
+                self._resume_at = now + wait
+                return wait  # exactly: compared with max_retry_wait
+            return max(0.0, self._resume_at - now)
+
+    def _passed(self, exchange: Exchange[Any], answered: bool) -> None:
+        """Any outcome but a 429: an answer to a request sent after the latest pause opens the gate."""
+        if not (self._closed or exchange._probe):
+            return  # the common case, without the lock
+        with self._lock:
+            if exchange._probe:
+                self._probing = exchange._probe = False
+            if answered and self._closed and exchange._sent_in == self._generation:
+                self._closed = False
+                self._streak = 0
+
+    def _release(self, exchange: Exchange[Any]) -> None:
+        """An attempt that ended without an outcome (the task was cancelled or killed mid-request)."""
+        if exchange._probe:
+            with self._lock:
+                self._probing = exchange._probe = False
+
+
 class Exchange(Generic[T]):
     """One logical call across its attempts: decides, per outcome, whether to finish or wait and retry.
 
@@ -124,11 +235,27 @@ class Exchange(Generic[T]):
     up to the attempt timeout (:meth:`attempt_budget`), and a retry whose wait would end past it is not made.
     """
 
-    __slots__ = ("_error", "_maybe_done", "_result", "attempts", "call", "deadline", "policy")
+    __slots__ = (
+        "_error",
+        "_held_from",
+        "_maybe_done",
+        "_probe",
+        "_result",
+        "_sent_in",
+        "attempts",
+        "call",
+        "deadline",
+        "gate",
+        "policy",
+    )
 
-    def __init__(self, call: Call[T], policy: RetryPolicy) -> None:
+    def __init__(self, call: Call[T], policy: RetryPolicy, gate: RateGate | None = None) -> None:
         self.call = call
         self.policy = policy
+        self.gate = gate
+        self._sent_in = 0
+        self._probe = False
+        self._held_from: int | None = None
         self.attempts = 0
         self._maybe_done = False
         self._result: T | None = None
@@ -143,10 +270,34 @@ class Exchange(Generic[T]):
             return timeout
         return max(0.001, min(timeout, self.deadline - time.monotonic()))
 
+    def hold(self) -> float | None:
+        """Before each attempt: ``0``: make it now; a number: wait that long and ask again; ``None``: finished
+        without sending (the rate limit outlasts what this call may wait), see :meth:`result`."""
+        return 0.0 if self.gate is None else self.gate._hold(self)
+
+    def abandon(self) -> None:
+        """The attempt ended without an outcome (cancelled, killed): let another request go first."""
+        if self.gate is not None:
+            self.gate._release(self)
+
+    def refuse(self, message: str, reason: str, retry_after: float) -> None:
+        call = self.call
+        log.warning("%s %s: rate limited; not sent: %s", call.method, call.path, reason)
+        self._error = RateLimitedError(
+            429,
+            f"{message} (this request was not sent: {reason})",
+            retry_after=retry_after,
+            method=call.method,
+            path=call.path,
+        )
+
     def settle(self, outcome: Answer | Failure) -> float | None:
         """Take an attempt's outcome. ``None``: finished, see :meth:`result`; a number: wait, then retry."""
         self.attempts += 1
         call = self.call
+        gate = self.gate
+        if gate is not None and not (isinstance(outcome, Answer) and outcome.status == 429):
+            gate._passed(self, isinstance(outcome, Answer))
         if isinstance(outcome, Answer):
             if 200 <= outcome.status < 300:
                 log.debug("%s %s -> %s (attempt %d)", call.method, call.path, outcome.status, self.attempts)
@@ -174,12 +325,18 @@ class Exchange(Generic[T]):
             retryable = is_retryable(call.method, status=outcome.status)
             retry_after = error.retry_after if isinstance(error, RateLimitedError) else None
             what = f"HTTP {outcome.status}"
-            if self.policy.waits_too_long(retry_after):
+            paused = None
+            if gate is not None and outcome.status == 429:
+                # Every call through the gate waits out the pause, this one included.
+                paused = gate._strike(self, retry_after, api_error.message)
+            # The server's wait, or the shared pause when that is longer (another request's Retry-After).
+            asked = retry_after if paused is None else max(paused, retry_after or 0.0)
+            if self.policy.waits_too_long(asked):
                 log.warning(
                     "%s %s: HTTP 429 asks to wait %g s, longer than max_retry_wait (%g s): not waiting",
                     call.method,
                     call.path,
-                    retry_after,
+                    asked,
                     self.policy.max_wait,
                 )
                 self._error = error
@@ -195,9 +352,10 @@ class Exchange(Generic[T]):
                 call.method, reached_server=outcome.reached_server
             )
             retry_after = None
+            paused = None
             what = outcome.detail
         if retryable and self.attempts <= self.policy.max_retries:
-            wait = self.policy.delay(self.attempts - 1, retry_after)
+            wait = self.policy.delay(self.attempts - 1, retry_after) if paused is None else paused
             if self.deadline is not None and time.monotonic() + wait >= self.deadline:
                 log.warning("%s %s: %s; no time left for a retry", call.method, call.path, what)
                 self._error = error

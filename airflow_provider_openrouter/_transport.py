@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from airflow_provider_openrouter import __version__
-from airflow_provider_openrouter._retry import Answer, Exchange, Failure, RetryPolicy
+from airflow_provider_openrouter._retry import Answer, Exchange, Failure, RateGate, RetryPolicy
 
 if TYPE_CHECKING:
     import ssl
@@ -120,6 +120,11 @@ class _Watchdog:
         watch = _Watch(time.monotonic() + seconds)
         with self._cond:
             self._seq += 1
+            if self._seq % 256 == 0 and len(self._heap) > 256:
+                # Finished attempts wait in the heap for their deadline (a connection timeout away): thousands
+                # of them in a busy apply. Dropped in one pass now and then, which costs O(1) per attempt.
+                self._heap = [entry for entry in self._heap if not entry[2].done]
+                heapq.heapify(self._heap)
             heapq.heappush(self._heap, (watch.deadline, self._seq, watch))
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="openrouter-deadlines", daemon=True)
@@ -189,9 +194,12 @@ class SyncTransport:
     has nothing to do for this API, and skipping it is what makes the hook faster than a plain ``Session``.
     """
 
-    def __init__(self, config: OpenRouterConnectionConfig, policy: RetryPolicy) -> None:
+    def __init__(
+        self, config: OpenRouterConnectionConfig, policy: RetryPolicy, gate: RateGate | None = None
+    ) -> None:
         self.config = config
         self.policy = policy
+        self.gate = gate
         self._session: requests.Session | None = None
         self._adapter: requests.adapters.BaseAdapter | None = None
         self._base_url = config.base_url
@@ -239,12 +247,23 @@ class SyncTransport:
 
     def call(self, call: Call[T]) -> T:
         adapter = self._adapter or self._open()
-        exchange = Exchange(call, self.policy)
+        exchange = Exchange(call, self.policy, self.gate)
         url = call.target(self._base_url)
         body = call.payload()
         while True:
+            hold = exchange.hold()
+            if hold is None:
+                return exchange.result()
+            if hold > 0:
+                time.sleep(hold)
+                continue
             budget = exchange.attempt_budget()
-            wait = exchange.settle(self._attempt(adapter, call.method, url, body, budget))
+            try:
+                outcome = self._attempt(adapter, call.method, url, body, budget)
+            except BaseException:
+                exchange.abandon()
+                raise
+            wait = exchange.settle(outcome)
             if wait is None:
                 return exchange.result()
             time.sleep(wait)
@@ -406,9 +425,12 @@ def _connect_timeout(aiohttp: Any) -> tuple[type[BaseException], ...]:
 class AsyncTransport:
     """Non-blocking I/O over the loop's shared ``aiohttp`` session; the decisions are :class:`Exchange`'s."""
 
-    def __init__(self, config: OpenRouterConnectionConfig, policy: RetryPolicy) -> None:
+    def __init__(
+        self, config: OpenRouterConnectionConfig, policy: RetryPolicy, gate: RateGate | None = None
+    ) -> None:
         self.config = config
         self.policy = policy
+        self.gate = gate
         self._headers = static_headers(config)
         self._proxy: str | None = None
         self._ssl: Any = True
@@ -418,13 +440,24 @@ class AsyncTransport:
         self._preparing: asyncio.Future[None] | None = None
 
     async def call(self, call: Call[T]) -> T:
-        exchange = Exchange(call, self.policy)
+        exchange = Exchange(call, self.policy, self.gate)
         url = call.target(self.config.base_url)
         body = call.payload()
         headers = self._headers if body is None else {**self._headers, "Content-Type": "application/json"}
         while True:
+            hold = exchange.hold()
+            if hold is None:
+                return exchange.result()
+            if hold > 0:
+                await asyncio.sleep(hold)
+                continue
             budget = exchange.attempt_budget()
-            wait = exchange.settle(await self._attempt(call.method, url, headers, body, budget))
+            try:
+                outcome = await self._attempt(call.method, url, headers, body, budget)
+            except BaseException:  # cancelled, most likely: another request must be free to go first
+                exchange.abandon()
+                raise
+            wait = exchange.settle(outcome)
             if wait is None:
                 return exchange.result()
             await asyncio.sleep(wait)

@@ -284,3 +284,20 @@ def test_two_sync_runs_racing_leave_one_delivered_key_per_tenant(tmp_path: Path,
     assert not [k for k in keys if "[" in k["name"]]  # nothing left undelivered
     for key in finals:
         assert key["hash"] in delivered[key["name"]]  # no lost delivery
+
+
+def test_a_rerun_deletes_dead_claims_even_where_nothing_is_created(fake: LocalOpenRouter) -> None:
+    from airflow_provider_openrouter._provisioning import claim_name
+
+    fake.add_key(name="t-kept", limit=1)
+    # A killed run's claims: on a tenant that has its key already, and on a name no longer in the table.
+    dead = [
+        fake.add_key(name=claim_name("t-kept", "dead000000", time.time() - 600)),
+        fake.add_key(name=claim_name("t-gone", "dead000001", time.time() - 600)),
+    ]
+    live = fake.add_key(name=claim_name("t-kept", "live000000", time.time() + 600))  # a run still at work
+    plan = sync([{"name": "t-kept", "limit": 1}])
+    assert plan["counts"]["unchanged"] == 1
+    assert not any(fake.has_key(key.hash) for key in dead)
+    assert fake.has_key(live.hash)
+    assert names(fake) == ["t-kept", live.name]

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
     from airflow_provider_openrouter._connection import OpenRouterConnectionConfig
     from airflow_provider_openrouter._endpoints import Call
+    from airflow_provider_openrouter._retry import RateGate
     from airflow_provider_openrouter._transport import AsyncTransport, SyncTransport
     from airflow_provider_openrouter.models import ApiKey, CreatedApiKey, Credits, CurrentKey
 
@@ -79,6 +80,7 @@ class OpenRouterHook(BaseHook):
         self._config: OpenRouterConnectionConfig | None = None
         self._sync: SyncTransport | None = None
         self._async: AsyncTransport | None = None
+        self._gate = _new_gate()
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(openrouter_conn_id={self.openrouter_conn_id!r})"
@@ -87,8 +89,12 @@ class OpenRouterHook(BaseHook):
         # Connection pools (sockets, locks) neither copy nor pickle, and the parsed connection holds the key:
         # a copy looks the connection up and opens its own pool on first use.
         state = self.__dict__.copy()
-        state.update(_config=None, _sync=None, _async=None, _log=None)
+        state.update(_config=None, _sync=None, _async=None, _log=None, _gate=None)
         return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._gate = _new_gate()
 
     # ------------------------------------------------------------------------------ connection form ---
 
@@ -135,7 +141,7 @@ class OpenRouterHook(BaseHook):
             from airflow_provider_openrouter._transport import SyncTransport
 
             config = self._get_config()
-            self._sync = SyncTransport(config, policy_for(config, self._retry_jitter))
+            self._sync = SyncTransport(config, policy_for(config, self._retry_jitter), self._gate)
         return self._sync.call(call)
 
     async def _arun(self, call: Call[T]) -> T:
@@ -144,7 +150,7 @@ class OpenRouterHook(BaseHook):
             from airflow_provider_openrouter._transport import AsyncTransport
 
             config = await self._aget_config()
-            self._async = AsyncTransport(config, policy_for(config, self._retry_jitter))
+            self._async = AsyncTransport(config, policy_for(config, self._retry_jitter), self._gate)
         return await self._async.call(call)
 
     def _close(self) -> None:
@@ -409,6 +415,14 @@ class OpenRouterHook(BaseHook):
                 "password field."
             )
         return True, f"Connected to OpenRouter with management key {current.label}."
+
+
+def _new_gate() -> RateGate:
+    """The hook's rate limit, shared by its sync and async calls: every thread and coroutine using the hook
+    waits out a 429 that any of them got (see :class:`~airflow_provider_openrouter._retry.RateGate`)."""
+    from airflow_provider_openrouter._retry import RateGate
+
+    return RateGate()
 
 
 def _given(arguments: dict[str, Any]) -> dict[str, Any]:

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
     from airflow.sdk import Context
 
+    from airflow_provider_openrouter._provisioning import NameView
     from airflow_provider_openrouter.hooks.openrouter import OpenRouterHook
     from airflow_provider_openrouter.models import ApiKey, CreatedApiKey
 
@@ -48,6 +49,10 @@ ROW_FIELDS: Final = (
     "deliver_to_variable",
     "rotate",
 )
+# Names created per walk of the account that checks their claims: more walks cost time, more names memory
+# (each name's key and claim are held until the chunk is done, about 4 KB).
+CHUNK: Final = 500
+NEW_KEY: Final = ("create", "rotate")
 # An old key after rotation: still working until the overlap ends, then disabled, then deleted.
 _RETIRED = re.compile(r"^(?P<name>.+) \[retired (?P<at>\d{9,12})\]$")
 
@@ -136,7 +141,7 @@ def validate_tenants(rows: Any, name_prefix: str) -> list[dict[str, Any]]:
             if name in seen:
                 problems.append(f"{label}.name: the same name as tenants[{seen[name]}]")
             seen.setdefault(name, index)
-        tenant["_given"] = frozenset(given)
+        tenant["_given"] = tuple(given)  # a tuple: a frozenset of two names takes four times the memory
         tenants.append(tenant)
     if problems:
         raise OpenRouterValidationError(
@@ -174,9 +179,15 @@ class Planner:
         self.overlap = rotation_overlap
         self.grace = rotation_grace
         self.now = now
+        # What the walk saw of each name to create or rotate, by workspace: the keys under it and its claims.
+        # Applying right after the plan starts from these rather than walking the account again.
+        self.views: dict[str | None, dict[str, NameView]] = {}
+        # Claims on the other names (a killed run's, most likely): applying deletes those past lease and
+        # grace, so that a rerun leaves no undelivered key behind even where nothing is left to create.
+        self.leftovers: dict[str | None, list[NameView]] = {}
 
     def plan(self) -> dict[str, Any]:
-        from airflow_provider_openrouter._provisioning import Claim
+        from airflow_provider_openrouter._provisioning import Claim, NameView
 
         by_workspace: dict[str | None, list[dict[str, Any]]] = {}
         for tenant in self.tenants:
@@ -188,12 +199,19 @@ class Planner:
         owned_total = 0
         for workspace, tenants in by_workspace.items():
             finals: dict[str, list[ApiKey]] = {}
+            claims: dict[str, list[Claim]] = {}
             retired: list[tuple[ApiKey, str, float]] = []
+            views = self.views[workspace] = {}
+            leftovers = self.leftovers[workspace] = []
             for key in self.hook.list_keys(
                 include_disabled=True, include_expired=True, workspace_id=workspace
             ):
-                if not key.name.startswith(self.prefix) or Claim.parse(key) is not None:
-                    continue  # not ours, or a claim the provisioning sequence settles
+                if not key.name.startswith(self.prefix):
+                    continue  # not ours
+                claim = Claim.parse(key)
+                if claim is not None:  # the provisioning sequence settles it
+                    claims.setdefault(claim.name, []).append(claim)
+                    continue
                 owned_total += 1
                 match = _RETIRED.match(key.name)
                 if match:
@@ -201,8 +219,16 @@ class Planner:
                 else:
                     finals.setdefault(key.name, []).append(key)
             for tenant in tenants:
-                keys = finals.pop(tenant["name"], [])
-                rows.extend(self._tenant(tenant, keys, workspace, counts))
+                name = tenant["name"]
+                keys = finals.pop(name, [])
+                planned = self._tenant(tenant, keys, workspace, counts)
+                held = claims.pop(name, [])
+                if (keys or held) and any(r["tenant"] == name and r["action"] in NEW_KEY for r in planned):
+                    views[name] = NameView(name, finals=list(keys), claims=held)
+                elif held:
+                    leftovers.append(NameView(name, claims=held))
+                rows.extend(planned)
+            leftovers.extend(NameView(name, claims=held) for name, held in claims.items())
             for name, keys in finals.items():
                 for key in keys:
                     rows.append(self._prune(key, workspace, counts, f"no tenant {name!r} in the table"))
@@ -211,13 +237,17 @@ class Planner:
                 if row is not None:
                     counts[row["action"]] += 1
                     rows.append(row)
-        digest = hashlib.sha256(
-            json.dumps(
-                [{k: v for k, v in t.items() if k != "_given"} for t in self.tenants],
-                sort_keys=True,
-                default=str,
-            ).encode()
-        ).hexdigest()[:16]
+        # The digest of the JSON list of rows, fed a thousand rows at a time: one string of a big table would
+        # double the plan's memory for a moment.
+        encoder = json.JSONEncoder(sort_keys=True, default=str)
+        hasher = hashlib.sha256(b"[")
+        for start in range(0, len(self.tenants), 1000):
+            rows_json = encoder.encode(
+                [{k: v for k, v in t.items() if k != "_given"} for t in self.tenants[start : start + 1000]]
+            )
+            hasher.update(((", " if start else "") + rows_json[1:-1]).encode())
+        hasher.update(b"]")
+        digest = hasher.hexdigest()[:16]
         return {
             "name_prefix": self.prefix,
             "planned_at": dt.datetime.fromtimestamp(self.now, dt.timezone.utc).isoformat(timespec="seconds"),
@@ -363,34 +393,6 @@ def plan_markdown(plan: Mapping[str, Any], *, limit: int = 100) -> str:
     return "\n".join(lines)
 
 
-class Pacer:
-    """One rate limit for every worker thread: a 429 seen by one pauses all of them until it has passed."""
-
-    def __init__(self, *, sleep: Callable[[float], None] = time.sleep) -> None:
-        self._resume_at = 0.0
-        self._lock = threading.Lock()
-        self.sleep = sleep
-        self.pauses = 0
-
-    def __call__(self, call: Callable[[], Any]) -> Any:
-        from airflow_provider_openrouter.exceptions import RateLimitedError
-
-        for attempt in range(8):
-            wait = self._resume_at - time.monotonic()
-            if wait > 0:
-                self.sleep(wait)
-            try:
-                return call()
-            except RateLimitedError as exc:
-                if attempt == 7:
-                    raise
-                with self._lock:
-                    delay = exc.retry_after if exc.retry_after is not None else min(2.0**attempt, 30.0)
-                    self._resume_at = max(self._resume_at, time.monotonic() + delay)
-                    self.pauses += 1
-        raise AssertionError("unreachable")
-
-
 class Progress:
     """A line every ``every`` seconds: done / total, rate, time left."""
 
@@ -505,6 +507,8 @@ class SyncApiKeysOperator(BaseOperator):
         self.tenants = tenants
         self.plan = plan
         self._provisioner: Any = None
+        self._planned_views: dict[str | None, dict[str, NameView]] | None = None
+        self._leftovers: dict[str | None, list[NameView]] = {}
         self._deliver_lock = threading.Lock()
 
     @functools.cached_property
@@ -528,6 +532,8 @@ class SyncApiKeysOperator(BaseOperator):
             now=time.time(),
         )
         plan = planner.plan()
+        self._planned_views = planner.views
+        self._leftovers = planner.leftovers
         self.log.info(
             "Plan for %d tenants under %r (%d owned keys, %.1f s):\n%s",
             len(tenants),
@@ -621,10 +627,12 @@ class SyncApiKeysOperator(BaseOperator):
     ) -> dict[str, Any]:
         from concurrent.futures import ThreadPoolExecutor
 
-        from airflow_provider_openrouter._provisioning import Provisioner, mask_plaintexts
+        from airflow_provider_openrouter._provisioning import Provisioner
 
         by_name = {t["name"]: t for t in tenants}
-        pacer = Pacer()
+        # The hook's rate gate is shared by every worker thread: a 429 any of them gets holds them all.
+        gate = self.hook._gate
+        pauses_before = gate.pauses
         todo = [item for item in plan["actions"] if item["action"] not in ("unchanged", "keep")]
         progress = Progress(self.log, "Applying", len(todo))
         provisioner = self._provisioner = Provisioner(self.hook, lease=self.claim_lease, logger=self.log)
@@ -645,49 +653,57 @@ class SyncApiKeysOperator(BaseOperator):
             try:
                 if action == "update":
                     changes = {f: new for f, (_, new) in item["changes"].items()}
-                    pacer(lambda: self.hook.update_key(key_hash, **changes))
+                    self.hook.update_key(key_hash, **changes)
                 elif action == "disable":
-                    pacer(lambda: self.hook.update_key(key_hash, disabled=True))
+                    self.hook.update_key(key_hash, disabled=True)
                 elif action == "delete":
-                    pacer(lambda: self.hook.delete_key(key_hash, missing_ok=True))
+                    self.hook.delete_key(key_hash, missing_ok=True)
             except Exception as exc:
                 record(action, exc, item["tenant"] or item.get("key_name") or key_hash)
             else:
                 record(action, None, "")
 
+        def collect(view: NameView) -> None:
+            # Deletes the claims past lease and grace; live ones belong to a run still at work.
+            try:
+                provisioner._tidy(view)
+            except OpenRouterError as exc:
+                self.log.warning(
+                    "Could not delete a leftover claim on %r (a later run will): %s", view.name, exc
+                )
+
         with ThreadPoolExecutor(self.max_workers, thread_name_prefix="sync") as pool:
             list(pool.map(simple, [i for i in todo if i["action"] in ("update", "disable", "delete")]))
+            leftovers, self._leftovers = self._leftovers, {}
+            list(pool.map(collect, [view for views in leftovers.values() for view in views]))
 
         creating = [i for i in todo if i["action"] in ("create", "rotate")]
         by_workspace: dict[str | None, list[dict[str, Any]]] = {}
         for item in creating:
             by_workspace.setdefault(item["workspace_id"], []).append(item)
+        planned, self._planned_views = self._planned_views, None
         try:
             for workspace, items in by_workspace.items():
-                # One walk gives every name its view (claims of dead runs included, which get collected).
-                views = provisioner.walk([item["tenant"] for item in items], workspace)
-                for start in range(0, len(items), 500):
-                    chunk = items[start : start + 500]
-                    requests = [
-                        self._request(item, by_name[item["tenant"]], views[item["tenant"]], context, pacer)
-                        for item in chunk
-                    ]
-                    results = provisioner.provision_many(
-                        requests,
-                        workspace_id=workspace,
-                        workers=self.max_workers,
-                        pace=pacer,
-                        mask=mask_plaintexts,
+                # Each name starts from what the plan's walk saw of it (claims of dead runs included, which
+                # get collected), or, without that walk, from one walk now. Names without keys start empty.
+                if planned is not None and workspace in planned:
+                    views = planned.pop(workspace)
+                else:
+                    walked = provisioner.walk([item["tenant"] for item in items], workspace)
+                    views = {name: view for name, view in walked.items() if view.finals or view.claims}
+                for start in range(0, len(items), CHUNK):
+                    self._create_chunk(
+                        provisioner,
+                        items[start : start + CHUNK],
+                        by_name=by_name,
+                        views=views,
+                        workspace=workspace,
+                        context=context,
+                        record=record,
                     )
-                    for item, result in zip(chunk, results, strict=True):
-                        record(
-                            item["action"],
-                            result if isinstance(result, BaseException) else None,
-                            item["tenant"],
-                        )
         finally:
             self._provisioner = None
-        summary = {"counts": done, "failed": len(failures), "rate_limit_pauses": pacer.pauses}
+        summary = {"counts": done, "failed": len(failures), "rate_limit_pauses": gate.pauses - pauses_before}
         self.log.info(
             "Applied in %.1f s:\n%s",
             time.monotonic() - progress.started,
@@ -701,13 +717,45 @@ class SyncApiKeysOperator(BaseOperator):
             )
         return summary
 
+    def _create_chunk(
+        self,
+        provisioner: Any,
+        chunk: list[dict[str, Any]],
+        *,
+        by_name: Mapping[str, dict[str, Any]],
+        views: dict[str, Any],
+        workspace: str | None,
+        context: Context,
+        record: Callable[[str, BaseException | None, str], None],
+    ) -> None:
+        """Create (or rotate) one chunk's keys with one walk checking their claims. A method of its own so
+        that a chunk's keys, views and outcomes are gone before the next chunk's are made."""
+        from airflow_provider_openrouter._provisioning import NameView, mask_plaintexts
+
+        requests = [
+            self._request(
+                item,
+                by_name[item["tenant"]],
+                views.pop(item["tenant"], None) or NameView(item["tenant"]),
+                context,
+            )
+            for item in chunk
+        ]
+
+        def report(index: int, result: Any) -> None:
+            item = chunk[index]
+            record(item["action"], result if isinstance(result, BaseException) else None, item["tenant"])
+
+        provisioner.provision_many(
+            requests, workspace_id=workspace, workers=self.max_workers, mask=mask_plaintexts, report=report
+        )
+
     def _request(
         self,
         item: Mapping[str, Any],
         tenant: dict[str, Any],
         view: Any,
         context: Context,
-        pacer: Pacer,
     ) -> Any:
         from airflow_provider_openrouter._provisioning import Request
 
@@ -754,7 +802,7 @@ class SyncApiKeysOperator(BaseOperator):
             return where
 
         def retire(old: ApiKey) -> None:
-            pacer(lambda: hook.update_key(old.hash, name=retired_name(tenant["name"], time.time())))
+            hook.update_key(old.hash, name=retired_name(tenant["name"], time.time()))
             self.log.info(
                 "Rotated key %r (hash %s) out: it works until the overlap ends.", old.name, old.hash
             )

@@ -27,6 +27,7 @@ from airflow_provider_openrouter.testing.faults import (
     FaultRule,
     HtmlError,
     Latency,
+    RateLimit,
     Status,
     Trickle,
 )
@@ -41,6 +42,7 @@ __all__ = [
     "LocalOpenRouter",
     "LocalOpenRouterControl",
     "LocalOpenRouterControlError",
+    "RateLimit",
     "RecordedRequest",
     "Status",
     "Trickle",

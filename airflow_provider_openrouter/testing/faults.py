@@ -1,15 +1,17 @@
 """Faults the local OpenRouter can inject into its answers.
 
 A fault is armed with :meth:`LocalOpenRouter.inject` for requests matching a method and a path, for a number
-of times. Rules are matched in the order they were armed; :class:`Latency` delays a request and lets later
-rules (or normal processing) decide the answer, every other fault decides it.
+of times (:class:`RateLimit`: for a stretch of time). Rules are matched in the order they were armed;
+:class:`Latency` delays a request and lets later rules (or normal processing) decide the answer, every other
+fault decides it.
 """
 
 from __future__ import annotations
 
 import re
 import threading
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from typing import Any
 
 API_PREFIX = "/api/v1"
@@ -58,6 +60,25 @@ class Status:
             "headers": self.headers,
             "after_commit": self.after_commit,
         }
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    """Answer 429 to every matching request for ``seconds`` from the first one it meets, as an account's rate
+    limit does once it is used up; then the rule is spent and requests are served again.
+
+    ``retry_after`` becomes the ``Retry-After`` header (``None``: no header, the client picks its backoff).
+    The window is time, not a count: ``times`` does not apply to this fault.
+    """
+
+    seconds: float
+    retry_after: float | str | None = None
+
+    def answer(self) -> Status:
+        return Status(429, retry_after=self.retry_after)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": "rate_limit", "seconds": self.seconds, "retry_after": self.retry_after}
 
 
 @dataclass(frozen=True)
@@ -116,7 +137,7 @@ class DropAfterCommit:
         return {"kind": "drop_after_commit"}
 
 
-Fault = Status | HtmlError | Latency | Trickle | DropBeforeCommit | DropAfterCommit
+Fault = Status | RateLimit | HtmlError | Latency | Trickle | DropBeforeCommit | DropAfterCommit
 
 
 def fault_from_json(data: dict[str, Any]) -> Fault:
@@ -129,6 +150,8 @@ def fault_from_json(data: dict[str, Any]) -> Fault:
             headers=data.get("headers"),
             after_commit=bool(data.get("after_commit", False)),
         )
+    if kind == "rate_limit":
+        return RateLimit(float(data["seconds"]), retry_after=data.get("retry_after"))
     if kind == "html":
         return HtmlError(int(data.get("code", 502)), after_commit=bool(data.get("after_commit", False)))
     if kind == "latency":
@@ -164,6 +187,8 @@ class FaultRule:
     method: str | None = None
     path: PathPattern = None
     times: int | None = 1
+    # When a RateLimit's window began (monotonic): at the first request it met.
+    opened_at: float | None = field(default=None, compare=False, repr=False)
 
     def matches(self, method: str, path: str) -> bool:
         if self.method is not None and self.method.upper() != method.upper():
@@ -230,6 +255,14 @@ class FaultPlan:
             for rule in list(self._rules):
                 if not rule.matches(method, path):
                     continue
+                if isinstance(rule.fault, RateLimit):
+                    now = time.monotonic()
+                    rule.opened_at = now if rule.opened_at is None else rule.opened_at
+                    if now - rule.opened_at >= rule.fault.seconds:
+                        self._rules.remove(rule)  # the window is over
+                        continue
+                    taken.append(rule.fault.answer())
+                    break
                 taken.append(rule.fault)
                 if rule.times is not None:
                     rule.times -= 1
