@@ -614,7 +614,7 @@ def mask_plaintexts(plaintexts: list[str]) -> None:
 
     from airflow.sdk import log as sdk_log
 
-    from airflow_provider_openrouter._redaction import _KEY_RE as KEY_PATTERN
+    from airflow_provider_openrouter._redaction import KEY_PATTERN
 
     masker_of = getattr(sdk_log, "_secrets_masker", None)
     masker = masker_of() if callable(masker_of) else None

@@ -20,7 +20,7 @@ from typing import Any, Final
 MASK: Final = "***"
 # A prefix and at least eight more characters: a masked label such as "sk-or-v1-abc...123" shows only three
 # characters of the key and stays readable, while a whole key, or a key cut short, does not survive.
-_KEY_RE: Final = re.compile(r"sk-or-[A-Za-z0-9]+-[A-Za-z0-9_\-]{8,}")
+KEY_PATTERN: Final = re.compile(r"sk-or-[A-Za-z0-9]+-[A-Za-z0-9_\-]{8,}")
 _URL_CREDENTIALS_RE: Final = re.compile(r"(?i)\b([a-z][a-z0-9+.\-]*://)[^/\s@]+@")
 _QUOTE_MAX = 80
 # Shorter values are not worth remembering: masking them would blank out ordinary words.
@@ -39,7 +39,7 @@ def remember_secret(secret: str | None) -> None:
 
 def looks_like_key(text: str) -> bool:
     """Whether ``text`` holds something shaped like an OpenRouter key."""
-    return bool(_KEY_RE.search(text))
+    return bool(KEY_PATTERN.search(text))
 
 
 def redact(text: str, *secrets: str | None) -> str:
@@ -51,7 +51,7 @@ def redact(text: str, *secrets: str | None) -> str:
         for form in {secret, repr(secret)[1:-1]}:
             if form in text:
                 text = text.replace(form, MASK)
-    text = _KEY_RE.sub(MASK, text)
+    text = KEY_PATTERN.sub(MASK, text)
     return _URL_CREDENTIALS_RE.sub(lambda m: m.group(1) + MASK + "@", text)
 
 

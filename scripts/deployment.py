@@ -43,6 +43,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from airflow_provider_openrouter._defaults import DEFAULT_CONN_ID
+
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Mapping, Sequence
 
@@ -64,7 +66,7 @@ STATE_FILE = "deployment.json"
 # Marks a folder as a deployment's home, so that ``up`` never wipes a directory someone else made.
 HOME_MARKER = ".openrouter-deployment-home"
 CELERY_EXECUTOR = "airflow.providers.celery.executors.celery_executor.CeleryExecutor"
-CONN_ID = "openrouter_default"
+CONN_ID = DEFAULT_CONN_ID
 ADMIN_USER = "admin"
 WORKERS = 2
 WORKER_CONCURRENCY = 4
@@ -90,6 +92,30 @@ def free_port() -> int:
 
 class DeploymentError(RuntimeError):
     """A component did not start, or an API call failed."""
+
+
+def rest_call(
+    base_url: str, token: str, method: str, path: str, body: Any = None, *, timeout: float = 60
+) -> tuple[int, Any]:
+    """One call to Airflow's REST API with a bearer token: ``(status, decoded JSON or text)``, not raising on
+    4xx/5xx, so that callers can assert on refusals as well as on answers."""
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(
+        f"{base_url}{path}",
+        data=data,
+        method=method,
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as resp:
+            status, raw = resp.status, resp.read()
+    except urllib.error.HTTPError as exc:
+        status, raw = exc.code, exc.read()
+    text = raw.decode(errors="replace")
+    try:
+        return status, json.loads(text) if text else None
+    except ValueError:
+        return status, text
 
 
 @dataclass
@@ -631,23 +657,7 @@ class Deployment:
 
     def api(self, method: str, path: str, body: Any = None, *, timeout: float = 60) -> tuple[int, Any]:
         """Call the REST API as the admin user: ``(status, decoded JSON or text)``, not raising on 4xx/5xx."""
-        data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(
-            f"{self.url}{path}",
-            data=data,
-            method=method,
-            headers={"Authorization": f"Bearer {self.token()}", "Content-Type": "application/json"},
-        )
-        try:
-            with urllib.request.urlopen(request, timeout=timeout) as resp:
-                status, raw = resp.status, resp.read()
-        except urllib.error.HTTPError as exc:
-            status, raw = exc.code, exc.read()
-        text = raw.decode(errors="replace")
-        try:
-            return status, json.loads(text) if text else None
-        except ValueError:
-            return status, text
+        return rest_call(self.url, self.token(), method, path, body, timeout=timeout)
 
     def api_ok(self, method: str, path: str, body: Any = None) -> Any:
         status, result = self.api(method, path, body)

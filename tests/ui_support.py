@@ -21,6 +21,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from scripts.deployment import rest_call
 from tests.airflow_runner import AIRFLOW_BIN, ROOT, AirflowInstance
 
 if TYPE_CHECKING:
@@ -144,23 +145,7 @@ class ApiServer:
 
     def api(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
         """Call the REST API with a token: ``(status, decoded JSON or text)``, not raising on 4xx."""
-        data = None if body is None else json.dumps(body).encode()
-        req = urllib.request.Request(
-            f"{self.url}{path}",
-            data=data,
-            method=method,
-            headers={"Authorization": f"Bearer {self.token()}", "Content-Type": "application/json"},
-        )
-        try:
-            with urllib.request.urlopen(req, timeout=60) as resp:
-                status, raw = resp.status, resp.read()
-        except urllib.error.HTTPError as exc:
-            status, raw = exc.code, exc.read()
-        text = raw.decode(errors="replace")
-        try:
-            return status, json.loads(text)
-        except ValueError:
-            return status, text
+        return rest_call(self.url, self.token(), method, path, body)
 
 
 class Screenshots:

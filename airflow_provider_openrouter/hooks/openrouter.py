@@ -85,6 +85,12 @@ class OpenRouterHook(BaseHook):
     def __repr__(self) -> str:
         return f"{type(self).__name__}(openrouter_conn_id={self.openrouter_conn_id!r})"
 
+    @property
+    def rate_limit_pauses(self) -> int:
+        """How many times the calls made through this hook (every thread and coroutine together) paused for
+        a 429 so far."""
+        return self._gate.pauses
+
     def __getstate__(self) -> dict[str, Any]:
         # Connection pools (sockets, locks) neither copy nor pickle, and the parsed connection holds the key:
         # a copy looks the connection up and opens its own pool on first use.

@@ -631,8 +631,7 @@ class SyncApiKeysOperator(BaseOperator):
 
         by_name = {t["name"]: t for t in tenants}
         # The hook's rate gate is shared by every worker thread: a 429 any of them gets holds them all.
-        gate = self.hook._gate
-        pauses_before = gate.pauses
+        pauses_before = self.hook.rate_limit_pauses
         todo = [item for item in plan["actions"] if item["action"] not in ("unchanged", "keep")]
         progress = Progress(self.log, "Applying", len(todo))
         provisioner = self._provisioner = Provisioner(self.hook, lease=self.claim_lease, logger=self.log)
@@ -703,7 +702,11 @@ class SyncApiKeysOperator(BaseOperator):
                     )
         finally:
             self._provisioner = None
-        summary = {"counts": done, "failed": len(failures), "rate_limit_pauses": gate.pauses - pauses_before}
+        summary = {
+            "counts": done,
+            "failed": len(failures),
+            "rate_limit_pauses": self.hook.rate_limit_pauses - pauses_before,
+        }
         self.log.info(
             "Applied in %.1f s:\n%s",
             time.monotonic() - progress.started,
