@@ -20,13 +20,22 @@ what the winner left.
 
 The steps take an already-walked view of the keys (:func:`view_of`), so that a caller provisioning many names
 can share one walk of the account among them.
+
+Checking reads only what is new. A claim can only be beaten by keys created after the walk that found the
+name free: anything older, that walk saw. The API lists newest first and puts a new key on top (the walk of
+:class:`~airflow_provider_openrouter._endpoints.Listing` relies on that too), so the check walk stops at the
+first key that was on that walk's first page (its :class:`Horizon`), once it has seen this try's own claims:
+in a big account it reads a page or two instead of all of them. Should the list ever come out of order, or
+every key of that page be gone, the check reads to the end.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import itertools
 import logging
+import math
 import random
 import re
 import secrets
@@ -45,7 +54,7 @@ from airflow_provider_openrouter.exceptions import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Iterator, Sequence
+    from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 
     from airflow_provider_openrouter.hooks.openrouter import OpenRouterHook
     from airflow_provider_openrouter.models import ApiKey, CreatedApiKey
@@ -58,6 +67,9 @@ AMBIGUITY: Final = 2.0
 #: Default lease of a claim, and the grace after it before another run may delete it.
 DEFAULT_LEASE: Final = 120.0
 DEFAULT_GRACE: Final = 60.0
+#: Seconds by which ``created_at`` may run backwards down a list before it counts as out of order (whole
+#: seconds, clocks).
+ORDER_SLACK: Final = 2 * AMBIGUITY
 #: Rounds (create, check) one try makes before giving up on a name that others keep claiming.
 MAX_ROUNDS: Final = 8
 
@@ -139,6 +151,55 @@ def view_of(keys: Iterable[ApiKey], names: Iterable[str] | None = None) -> dict[
     return views
 
 
+class Horizon:
+    """The hashes of the keys on the first page of a walk: the newest keys when it began. A key created after
+    that is listed above every one of them that still exists."""
+
+    __slots__ = ("top",)
+
+    def __init__(self) -> None:
+        self.top: frozenset[str] = frozenset()
+
+    def watch(self, keys: Iterable[ApiKey]) -> Iterator[ApiKey]:
+        """``keys``, noting the first page's."""
+        from airflow_provider_openrouter._endpoints import PAGE_SIZE
+
+        keys = iter(keys)
+        first = list(itertools.islice(keys, PAGE_SIZE))
+        self.top = frozenset(key.hash for key in first)
+        yield from first
+        del first
+        yield from keys
+
+
+def recent(keys: Iterable[ApiKey], since: frozenset[str], expect: Collection[str] = ()) -> Iterator[ApiKey]:
+    """The keys of a walk (newest first) down to the first one in ``since`` (an earlier walk's
+    :class:`Horizon`): every key created after that walk began is among them.
+
+    Stops there only once every hash in ``expect`` (keys known to be newer: this try's claims) has come by and
+    the order has held so far: a key created well after one listed before it, or one without a
+    ``created_at``, means the list is not in the documented order, and then the whole walk is read.
+    """
+    keys = iter(keys)
+    missing = set(expect)
+    lowest = math.inf
+    for key in keys:
+        yield key
+        missing.discard(key.hash)
+        stamp = _epoch(key.created_at)
+        if stamp is None or stamp > lowest + ORDER_SLACK:
+            log.warning(
+                "GET /keys did not come newest first (key %s, created %s): reading every page.",
+                key.hash,
+                key.created_at,
+            )
+            yield from keys
+            return
+        lowest = min(lowest, stamp)
+        if key.hash in since and not missing:
+            return
+
+
 @dataclass(slots=True)
 class Outcome:
     """How a name was provisioned: ``created`` (delivered, renamed), or ``reused`` an existing key."""
@@ -192,12 +253,33 @@ class Provisioner:
 
     # -- views ---------------------------------------------------------------------------------------------
 
-    def walk(self, names: Iterable[str] | None, workspace_id: str | None) -> dict[str, NameView]:
+    def walk(
+        self,
+        names: Iterable[str] | None,
+        workspace_id: str | None,
+        *,
+        since: frozenset[str] | None = None,
+        expect: Collection[str] = (),
+    ) -> tuple[dict[str, NameView], frozenset[str] | None]:
+        """The views of ``names``, and the walk's horizon: from every key, or with ``since`` (an earlier
+        walk's horizon) only from those created after it (then the horizon returned is ``since``)."""
         keys = self.hook.list_keys(include_disabled=True, include_expired=True, workspace_id=workspace_id)
-        return view_of(keys, names)
+        if since is not None:
+            return view_of(recent(keys, since, expect), names), since
+        horizon = Horizon()
+        views = view_of(horizon.watch(keys), names)
+        return views, horizon.top
 
-    def _view(self, name: str, workspace_id: str | None) -> NameView:
-        return self.walk([name], workspace_id)[name]
+    def _view(
+        self,
+        name: str,
+        workspace_id: str | None,
+        *,
+        since: frozenset[str] | None = None,
+        expect: Collection[str] = (),
+    ) -> tuple[NameView, frozenset[str] | None]:
+        views, horizon = self.walk([name], workspace_id, since=since, expect=expect)
+        return views[name], horizon
 
     def _mine(self, claim: Claim) -> bool:
         return claim.token.startswith(self.token)
@@ -237,6 +319,7 @@ class Provisioner:
         *,
         workspace_id: str | None = None,
         view: NameView | None = None,
+        since: frozenset[str] | None = None,
         retire: Callable[[ApiKey], None] | None = None,
     ) -> Outcome:
         """Make sure one delivered key carries ``name``, following ``if_exists``.
@@ -244,14 +327,15 @@ class Provisioner:
         ``create(provisional_name)`` creates a key; ``deliver(created)`` hands its plaintext on (``created``
         already carries the real name) and returns where it went, raising if it could not. With
         ``if_exists="replace"``, ``retire(old)`` (when given) takes each old key out of the name instead of
-        deleting it, after the new key was delivered.
+        deleting it, after the new key was delivered. A ``view`` given comes from a walk made before, whose
+        horizon is ``since`` (``None``: the check reads every page).
         """
         backoff = 0.25
         waited_since: float | None = None
         for round_no in range(MAX_ROUNDS):
             self._check_cancelled()
             if view is None:
-                view = self._view(name, workspace_id)
+                view, since = self._view(name, workspace_id)
             rivals = self._tidy(view)
             finals = list(view.finals)
             if finals and if_exists == "fail":
@@ -281,6 +365,7 @@ class Provisioner:
                 create=create,
                 deliver=deliver,
                 workspace_id=workspace_id,
+                since=since,
                 retire=retire,
             )
             if outcome is not None:
@@ -305,6 +390,7 @@ class Provisioner:
         create: Callable[[str], CreatedApiKey],
         deliver: Callable[[CreatedApiKey], list[str]],
         workspace_id: str | None,
+        since: frozenset[str] | None,
         retire: Callable[[ApiKey], None] | None = None,
     ) -> Outcome | None:
         claimed = self._claim(name, round_no, create)
@@ -319,6 +405,7 @@ class Provisioner:
                 olds=olds,
                 deliver=deliver,
                 workspace_id=workspace_id,
+                since=since,
                 retire=retire,
             )
 
@@ -360,12 +447,13 @@ class Provisioner:
         olds: list[ApiKey],
         deliver: Callable[[CreatedApiKey], list[str]],
         workspace_id: str | None,
+        since: frozenset[str] | None = None,
         view: NameView | None = None,
         retire: Callable[[ApiKey], None] | None = None,
     ) -> Outcome | None:
         self._check_cancelled()
         if view is None:
-            view = self._view(name, workspace_id)
+            view = self._view(name, workspace_id, since=since, expect=[created.hash])[0]
         mine = created.api_key
         stamp = _epoch(mine.created_at)
         ahead = [
@@ -470,6 +558,7 @@ class Provisioner:
         requests: Sequence[Request],
         *,
         workspace_id: str | None = None,
+        since: frozenset[str] | None = None,
         workers: int = 8,
         mask: Callable[[list[str]], None] | None = None,
         report: Callable[[int, Outcome | BaseException], None] | None = None,
@@ -479,7 +568,8 @@ class Provisioner:
         Each name's claim is created (``workers`` at a time), the new plaintexts are registered with ``mask``
         in one go, one walk of the account decides every claim, and the winners are delivered and renamed.
         A name that meets anything but a clean first round (a rival, a lost answer, a withdrawal) goes
-        through :meth:`provision` on its own, so the guarantees are the same as one name at a time.
+        through :meth:`provision` on its own, so the guarantees are the same as one name at a time. The
+        requests' views come from one walk whose horizon is ``since`` (``None``: the check reads every page).
         Rate limits are the hook's (its gate holds every thread after a 429). The result has one entry per
         request, in order: its outcome, or the exception that ended it. With ``report``, each is handed to
         ``report(index, result)`` as soon as it is known instead (from the worker threads), and the result is
@@ -519,6 +609,7 @@ class Provisioner:
                     request.deliver,
                     workspace_id=workspace_id,
                     view=request.view,
+                    since=since,
                     retire=request.retire,
                 )
             except Exception as exc:
@@ -544,7 +635,9 @@ class Provisioner:
                 for (index, _), c in zip(fresh, claims, strict=True)
                 if isinstance(c, tuple)
             ]
-            views = self.walk(names, workspace_id) if names else {}
+            mine = [c[0].hash for c in claims if isinstance(c, tuple)]
+            views = self.walk(names, workspace_id, since=since, expect=mine)[0] if names else {}
+            del mine
 
             def finish(position: int) -> None:
                 (index, olds), claimed = fresh[position], claims[position]
@@ -663,13 +756,16 @@ def _epoch(stamp: str | None) -> float | None:
 
 __all__ = [
     "AMBIGUITY",
+    "ORDER_SLACK",
     "Claim",
     "ClaimHeldError",
+    "Horizon",
     "NameView",
     "Outcome",
     "Provisioner",
     "Request",
     "claim_name",
     "mask_plaintexts",
+    "recent",
     "view_of",
 ]

@@ -40,7 +40,7 @@ def main() -> None:
     import requests
     from airflow.sdk import log as sdk_log
 
-    from airflow_provider_openrouter._provisioning import Provisioner, Request, mask_plaintexts, view_of
+    from airflow_provider_openrouter._provisioning import Provisioner, Request, mask_plaintexts
     from airflow_provider_openrouter.testing._process import LocalOpenRouterProcess
 
     with LocalOpenRouterProcess() as fake:
@@ -82,13 +82,13 @@ def main() -> None:
             names = [f"{prefix}-{i}" for i in range(args.keys)]
             started = time.perf_counter()
             provisioner = Provisioner(hook)
-            views = view_of(hook.list_keys(include_disabled=True, include_expired=True), names)
+            views, since = provisioner.walk(names, None)
 
             def create(provisional: str) -> Any:
                 return hook.create_key(provisional, mask=False)  # masked in one go below
 
             requests_ = [Request(name, create, deliver_to_vault, view=views[name]) for name in names]
-            outcomes = provisioner.provision_many(requests_, workers=1, mask=mask_plaintexts)
+            outcomes = provisioner.provision_many(requests_, since=since, workers=1, mask=mask_plaintexts)
             failed = [o for o in outcomes if isinstance(o, BaseException)]
             if failed:
                 raise failed[0]

@@ -247,10 +247,15 @@ def _race_run(conn: str, workdir: str, barrier: Any, count: int) -> None:
         Path(workdir, f"error.{os.getpid()}").write_text(repr(exc))
 
 
-@pytest.mark.parametrize("kill_one", [False, True])
-def test_two_sync_runs_racing_leave_one_delivered_key_per_tenant(tmp_path: Path, kill_one: bool) -> None:
+# With other keys on the account, each run's check reads only the keys created since its plan.
+@pytest.mark.parametrize(("kill_one", "other_keys"), [(False, 0), (True, 0), (False, 250)])
+def test_two_sync_runs_racing_leave_one_delivered_key_per_tenant(
+    tmp_path: Path, kill_one: bool, other_keys: int
+) -> None:
     count = 60
     with LocalOpenRouterProcess() as fake:
+        for i in range(other_keys):
+            fake.control.add_key(name=f"other-{i:03d}")
         conn = fake.connection_json()
         barrier = FORK.Barrier(3)
         procs = [
@@ -279,7 +284,7 @@ def test_two_sync_runs_racing_leave_one_delivered_key_per_tenant(tmp_path: Path,
         for line in Path(tmp_path, "deliveries.log").read_text().splitlines():
             entry = json.loads(line)
             delivered.setdefault(entry["name"], set()).add(entry["hash"])
-    finals = [k for k in keys if "[" not in k["name"]]
+    finals = [k for k in keys if "[" not in k["name"] and k["name"].startswith(PREFIX)]
     assert sorted(k["name"] for k in finals) == [f"t-{i:03d}" for i in range(count)]  # no duplicate
     assert not [k for k in keys if "[" in k["name"]]  # nothing left undelivered
     for key in finals:

@@ -182,12 +182,15 @@ class Planner:
         # What the walk saw of each name to create or rotate, by workspace: the keys under it and its claims.
         # Applying right after the plan starts from these rather than walking the account again.
         self.views: dict[str | None, dict[str, NameView]] = {}
+        # Each workspace's walk's horizon: claims made after the plan are checked against the keys created
+        # since, not the whole account.
+        self.horizons: dict[str | None, frozenset[str] | None] = {}
         # Claims on the other names (a killed run's, most likely): applying deletes those past lease and
         # grace, so that a rerun leaves no undelivered key behind even where nothing is left to create.
         self.leftovers: dict[str | None, list[NameView]] = {}
 
     def plan(self) -> dict[str, Any]:
-        from airflow_provider_openrouter._provisioning import Claim, NameView
+        from airflow_provider_openrouter._provisioning import Claim, Horizon, NameView
 
         by_workspace: dict[str | None, list[dict[str, Any]]] = {}
         for tenant in self.tenants:
@@ -203,8 +206,9 @@ class Planner:
             retired: list[tuple[ApiKey, str, float]] = []
             views = self.views[workspace] = {}
             leftovers = self.leftovers[workspace] = []
-            for key in self.hook.list_keys(
-                include_disabled=True, include_expired=True, workspace_id=workspace
+            horizon = Horizon()
+            for key in horizon.watch(
+                self.hook.list_keys(include_disabled=True, include_expired=True, workspace_id=workspace)
             ):
                 if not key.name.startswith(self.prefix):
                     continue  # not ours
@@ -218,6 +222,7 @@ class Planner:
                     retired.append((key, match["name"], float(match["at"])))
                 else:
                     finals.setdefault(key.name, []).append(key)
+            self.horizons[workspace] = horizon.top
             for tenant in tenants:
                 name = tenant["name"]
                 keys = finals.pop(name, [])
@@ -508,6 +513,7 @@ class SyncApiKeysOperator(BaseOperator):
         self.plan = plan
         self._provisioner: Any = None
         self._planned_views: dict[str | None, dict[str, NameView]] | None = None
+        self._planned_horizons: dict[str | None, frozenset[str] | None] = {}
         self._leftovers: dict[str | None, list[NameView]] = {}
         self._deliver_lock = threading.Lock()
 
@@ -533,6 +539,7 @@ class SyncApiKeysOperator(BaseOperator):
         )
         plan = planner.plan()
         self._planned_views = planner.views
+        self._planned_horizons = planner.horizons
         self._leftovers = planner.leftovers
         self.log.info(
             "Plan for %d tenants under %r (%d owned keys, %.1f s):\n%s",
@@ -687,8 +694,9 @@ class SyncApiKeysOperator(BaseOperator):
                 # get collected), or, without that walk, from one walk now. Names without keys start empty.
                 if planned is not None and workspace in planned:
                     views = planned.pop(workspace)
+                    since = self._planned_horizons.get(workspace)
                 else:
-                    walked = provisioner.walk([item["tenant"] for item in items], workspace)
+                    walked, since = provisioner.walk([item["tenant"] for item in items], workspace)
                     views = {name: view for name, view in walked.items() if view.finals or view.claims}
                 for start in range(0, len(items), CHUNK):
                     self._create_chunk(
@@ -697,6 +705,7 @@ class SyncApiKeysOperator(BaseOperator):
                         by_name=by_name,
                         views=views,
                         workspace=workspace,
+                        since=since,
                         context=context,
                         record=record,
                     )
@@ -728,6 +737,7 @@ class SyncApiKeysOperator(BaseOperator):
         by_name: Mapping[str, dict[str, Any]],
         views: dict[str, Any],
         workspace: str | None,
+        since: frozenset[str] | None,
         context: Context,
         record: Callable[[str, BaseException | None, str], None],
     ) -> None:
@@ -750,7 +760,12 @@ class SyncApiKeysOperator(BaseOperator):
             record(item["action"], result if isinstance(result, BaseException) else None, item["tenant"])
 
         provisioner.provision_many(
-            requests, workspace_id=workspace, workers=self.max_workers, mask=mask_plaintexts, report=report
+            requests,
+            workspace_id=workspace,
+            since=since,
+            workers=self.max_workers,
+            mask=mask_plaintexts,
+            report=report,
         )
 
     def _request(
