@@ -109,6 +109,8 @@ def _string(value: Any, field: str, what: str) -> str:
 
 
 def _forbidden_character(text: str) -> str | None:
+    if text.isprintable():  # no Cc, Cs, Zl or Zp character is printable
+        return None
     for position, char in enumerate(text):
         if unicodedata.category(char) in _FORBIDDEN_CATEGORIES:
             return f"U+{ord(char):04X} at position {position}"

@@ -210,11 +210,13 @@ class OpenRouterHook(BaseHook):
         workspace_id: str | None = None,
     ) -> Iterator[ApiKey]:
         """Every key of a workspace (the connection's default unless given), fetched 100 at a time as the
-        caller iterates: memory holds one page, however many keys there are.
+        caller iterates: memory holds two pages, however many keys there are.
 
         The arguments are validated now; requests start with the iteration. Every key that exists for the
         whole walk is yielded exactly once, even while other writers create and delete keys (the walk notices
         the pages shifting and makes up for it); a key created or deleted during the walk may or may not be.
+        From the second page on, the next page is asked for while the caller works through the current one;
+        a caller that stops early has sent at most one request more than it read.
         """
         from airflow_provider_openrouter._endpoints import Listing
 
@@ -223,9 +225,26 @@ class OpenRouterHook(BaseHook):
         )
 
         def walk() -> Iterator[ApiKey]:
+            from concurrent.futures import Future, ThreadPoolExecutor
+
             listing.start(self._get_config().workspace_id)
-            while not listing.done:
-                yield from listing.take(self._run(listing.next_call()))
+            pool: ThreadPoolExecutor | None = None
+            ahead: Future[list[ApiKey]] | None = None
+            try:
+                while not listing.done:
+                    page = self._run(listing.next_call()) if ahead is None else ahead.result()
+                    fresh = listing.take(page)
+                    del page
+                    if pool is None:
+                        # A short walk (a check, a find) asks for nothing it does not read.
+                        pool = ThreadPoolExecutor(1, thread_name_prefix="openrouter-list")
+                        ahead = None
+                    elif not listing.done:
+                        ahead = pool.submit(self._run, listing.next_call())
+                    yield from fresh
+            finally:
+                if pool is not None:
+                    pool.shutdown(wait=False, cancel_futures=True)
 
         return walk()
 

@@ -121,25 +121,31 @@ def validate_tenants(rows: Any, name_prefix: str) -> list[dict[str, Any]]:
         if not isinstance(row, dict) and not hasattr(row, "keys"):
             problems.append(f"tenants[{index}]: must be a mapping (got {type(row).__name__})")
             continue
-        label = f"tenants[{index}]" + (f" ({row.get('name')!r})" if isinstance(row.get("name"), str) else "")
+
+        def label(row: Any = row, index: int = index) -> str:  # only when there is a problem to name
+            name = row.get("name")
+            return f"tenants[{index}]" + (f" ({name!r})" if isinstance(name, str) else "")
+
         if not _KNOWN_FIELDS.issuperset(row.keys()):
             unknown = sorted(str(k) for k in row if k not in _KNOWN_FIELDS)
-            problems.append(f"{label}: unknown field(s) {', '.join(unknown)}; known: {', '.join(ROW_FIELDS)}")
+            problems.append(
+                f"{label()}: unknown field(s) {', '.join(unknown)}; known: {', '.join(ROW_FIELDS)}"
+            )
         given: dict[str, Any] = {k: v.rendered_none(row[k]) for k in ROW_FIELDS if k in row}
         tenant: dict[str, Any] = {}
         for field, check in _ROW_CHECKS:
             try:
                 tenant[field] = check(given)
             except OpenRouterValidationError as exc:
-                problems.append(f"{label}.{field}: {exc.problem}")
+                problems.append(f"{label()}.{field}: {exc.problem}")
         name = tenant.get("name")
         if isinstance(name, str):
             if not name.startswith(name_prefix):
-                problems.append(f"{label}.name: must start with name_prefix {name_prefix!r}")
+                problems.append(f"{label()}.name: must start with name_prefix {name_prefix!r}")
             elif _RETIRED.match(name) or "[pending delivery" in name:
-                problems.append(f"{label}.name: must not end with a bracketed marker this operator uses")
+                problems.append(f"{label()}.name: must not end with a bracketed marker this operator uses")
             if name in seen:
-                problems.append(f"{label}.name: the same name as tenants[{seen[name]}]")
+                problems.append(f"{label()}.name: the same name as tenants[{seen[name]}]")
             seen.setdefault(name, index)
         tenant["_given"] = tuple(given)  # a tuple: a frozenset of two names takes four times the memory
         tenants.append(tenant)
@@ -190,6 +196,29 @@ class Planner:
         self.leftovers: dict[str | None, list[NameView]] = {}
 
     def plan(self) -> dict[str, Any]:
+        from concurrent.futures import ThreadPoolExecutor
+
+        # The digest is worked out while the walk waits for its pages.
+        with ThreadPoolExecutor(1, thread_name_prefix="sync-digest") as pool:
+            digest = pool.submit(self._digest)
+            plan = self._compare()
+            plan["tenants_digest"] = digest.result()
+        return plan
+
+    def _digest(self) -> str:
+        # The digest of the JSON list of rows, fed a thousand rows at a time: one string of a big table would
+        # double the plan's memory for a moment.
+        encoder = json.JSONEncoder(sort_keys=True, default=str)
+        hasher = hashlib.sha256(b"[")
+        for start in range(0, len(self.tenants), 1000):
+            rows_json = encoder.encode(
+                [{k: v for k, v in t.items() if k != "_given"} for t in self.tenants[start : start + 1000]]
+            )
+            hasher.update(((", " if start else "") + rows_json[1:-1]).encode())
+        hasher.update(b"]")
+        return hasher.hexdigest()[:16]
+
+    def _compare(self) -> dict[str, Any]:
         from airflow_provider_openrouter._provisioning import Claim, Horizon, NameView
 
         by_workspace: dict[str | None, list[dict[str, Any]]] = {}
@@ -242,21 +271,10 @@ class Planner:
                 if row is not None:
                     counts[row["action"]] += 1
                     rows.append(row)
-        # The digest of the JSON list of rows, fed a thousand rows at a time: one string of a big table would
-        # double the plan's memory for a moment.
-        encoder = json.JSONEncoder(sort_keys=True, default=str)
-        hasher = hashlib.sha256(b"[")
-        for start in range(0, len(self.tenants), 1000):
-            rows_json = encoder.encode(
-                [{k: v for k, v in t.items() if k != "_given"} for t in self.tenants[start : start + 1000]]
-            )
-            hasher.update(((", " if start else "") + rows_json[1:-1]).encode())
-        hasher.update(b"]")
-        digest = hasher.hexdigest()[:16]
         return {
             "name_prefix": self.prefix,
             "planned_at": dt.datetime.fromtimestamp(self.now, dt.timezone.utc).isoformat(timespec="seconds"),
-            "tenants_digest": digest,
+            "tenants_digest": "",
             "owned_keys": owned_total,
             "counts": counts,
             "actions": rows,
