@@ -54,7 +54,7 @@ from airflow_provider_openrouter.exceptions import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+    from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 
     from airflow_provider_openrouter.hooks.openrouter import OpenRouterHook
     from airflow_provider_openrouter.models import ApiKey, CreatedApiKey
@@ -131,11 +131,20 @@ class NameView:
     claims: list[Claim] = field(default_factory=list)
 
 
-def view_of(keys: Iterable[ApiKey], names: Iterable[str] | None = None) -> dict[str, NameView]:
-    """Group one walk of the account by name (only ``names`` when given): one walk serves many names."""
-    wanted = None if names is None else set(names)
+def view_of(
+    keys: Iterable[ApiKey],
+    names: Iterable[str] | None = None,
+    known: Mapping[str, ApiKey] | None = None,
+    also: Iterable[str] = (),
+) -> dict[str, NameView]:
+    """Group one walk of the account by name (only ``names`` when given, each with a view, and ``also``,
+    those with keys): one walk serves many names. A key in ``known`` (by hash: the claims a batch holds) is
+    kept as that object, not as a second copy."""
+    names = None if names is None else list(names)
+    wanted = None if names is None else {*names, *also}
     views: dict[str, NameView] = {}
-    for key in keys:
+    for walked in keys:
+        key = walked if known is None else known.get(walked.hash, walked)
         claim = Claim.parse(key)
         name = claim.name if claim is not None else key.name
         if wanted is not None and name not in wanted:
@@ -145,8 +154,8 @@ def view_of(keys: Iterable[ApiKey], names: Iterable[str] | None = None) -> dict[
             view.claims.append(claim)
         else:
             view.finals.append(key)
-    if wanted is not None:
-        for name in wanted:
+    if names is not None:
+        for name in names:
             views.setdefault(name, NameView(name))
     return views
 
@@ -200,6 +209,13 @@ def recent(keys: Iterable[ApiKey], since: frozenset[str], expect: Collection[str
             return
 
 
+def merge_views(view: NameView, seen: NameView) -> None:
+    """Add to ``view`` the keys a later walk saw of its name (created since the walk behind ``view``)."""
+    have = {key.hash for key in view.finals} | {claim.key.hash for claim in view.claims}
+    view.finals.extend(key for key in seen.finals if key.hash not in have)
+    view.claims.extend(claim for claim in seen.claims if claim.key.hash not in have)
+
+
 @dataclass(slots=True)
 class Outcome:
     """How a name was provisioned: ``created`` (delivered, renamed), or ``reused`` an existing key."""
@@ -250,6 +266,9 @@ class Provisioner:
         self.collected: list[str] = []
         # Hashes of claims whose plaintext reached its destinations (threads of a batch share the set).
         self._delivered: set[str] = set()
+        #: After :meth:`provision_many`: the horizon of its check, and what it saw of the ``later`` names.
+        self.horizon: frozenset[str] | None = None
+        self.later_views: dict[str, NameView] = {}
 
     # -- views ---------------------------------------------------------------------------------------------
 
@@ -260,14 +279,17 @@ class Provisioner:
         *,
         since: frozenset[str] | None = None,
         expect: Collection[str] = (),
-    ) -> tuple[dict[str, NameView], frozenset[str] | None]:
-        """The views of ``names``, and the walk's horizon: from every key, or with ``since`` (an earlier
-        walk's horizon) only from those created after it (then the horizon returned is ``since``)."""
+        known: Mapping[str, ApiKey] | None = None,
+        also: Iterable[str] = (),
+    ) -> tuple[dict[str, NameView], frozenset[str]]:
+        """The views of ``names`` (see :func:`view_of` for ``known`` and ``also``) and this walk's horizon:
+        from every key, or with ``since`` (an earlier walk's horizon) only from those created after that walk
+        began, ``expect`` (hashes) among them."""
         keys = self.hook.list_keys(include_disabled=True, include_expired=True, workspace_id=workspace_id)
         if since is not None:
-            return view_of(recent(keys, since, expect), names), since
+            keys = recent(keys, since, expect)
         horizon = Horizon()
-        views = view_of(horizon.watch(keys), names)
+        views = view_of(horizon.watch(keys), names, known, also)
         return views, horizon.top
 
     def _view(
@@ -437,6 +459,8 @@ class Provisioner:
             else:
                 self._withdraw(created.hash)
             raise
+        finally:
+            self._delivered.discard(created.hash)  # settled either way: a batch need not keep it
 
     def _settle(
         self,
@@ -559,6 +583,7 @@ class Provisioner:
         *,
         workspace_id: str | None = None,
         since: frozenset[str] | None = None,
+        later: Collection[str] = (),
         workers: int = 8,
         mask: Callable[[list[str]], None] | None = None,
         report: Callable[[int, Outcome | BaseException], None] | None = None,
@@ -570,6 +595,10 @@ class Provisioner:
         A name that meets anything but a clean first round (a rival, a lost answer, a withdrawal) goes
         through :meth:`provision` on its own, so the guarantees are the same as one name at a time. The
         requests' views come from one walk whose horizon is ``since`` (``None``: the check reads every page).
+        ``later``: names a following batch will provision. The check also notes what it sees of them
+        (:attr:`later_views`: keys created since the walk behind their views, to be added to those) and where
+        the next batch's check may stop (:attr:`horizon`), so that each check reads only the keys created
+        since the one before.
         Rate limits are the hook's (its gate holds every thread after a 429). The result has one entry per
         request, in order: its outcome, or the exception that ended it. With ``report``, each is handed to
         ``report(index, result)`` as soon as it is known instead (from the worker threads), and the result is
@@ -635,8 +664,15 @@ class Provisioner:
                 for (index, _), c in zip(fresh, claims, strict=True)
                 if isinstance(c, tuple)
             ]
-            mine = [c[0].hash for c in claims if isinstance(c, tuple)]
-            views = self.walk(names, workspace_id, since=since, expect=mine)[0] if names else {}
+            mine = {c[0].hash: c[0].api_key for c in claims if isinstance(c, tuple)}
+            views: dict[str, NameView] = {}
+            self.later_views = {}
+            self.horizon = None
+            if names:
+                views, self.horizon = self.walk(
+                    names, workspace_id, since=since, expect=mine, known=mine, also=later
+                )
+                self.later_views = {name: views.pop(name) for name in later if name in views}
             del mine
 
             def finish(position: int) -> None:
@@ -766,6 +802,7 @@ __all__ = [
     "Request",
     "claim_name",
     "mask_plaintexts",
+    "merge_views",
     "recent",
     "view_of",
 ]

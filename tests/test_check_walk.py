@@ -76,6 +76,26 @@ def test_a_sync_checks_each_chunk_against_the_keys_created_since_its_plan(fake: 
     assert finals == seen
 
 
+def test_each_chunks_check_reads_only_the_keys_created_since_the_last_check(fake: LocalOpenRouter) -> None:
+    from airflow_provider_openrouter.operators.sync import CHUNK
+
+    pages = full_walk_pages(fake)
+    seen: dict[str, str] = {}
+    count = 3 * CHUNK - 10
+    result = SyncApiKeysOperator(
+        task_id="sync",
+        tenants=[{"name": f"t-{i:04d}", "limit": 1} for i in range(count)],
+        name_prefix="t-",
+        deliver_to_callable=lambda key, ctx: seen.__setitem__(key.name, key.hash),
+    ).execute({})  # type: ignore[arg-type]
+    assert result["applied"]["counts"]["create"] == count
+    # Each of the three checks reads its chunk's claims and the first key of the check before (or of the
+    # plan): at most two pages, where checks reaching back to the plan would read 2, 3 and 4.
+    assert list_requests(fake) - pages <= 3 * 2
+    finals = {k["name"]: k["hash"] for k in fake.keys() if k["name"].startswith("t-")}  # noqa: SIM118
+    assert finals == seen
+
+
 def test_the_check_reads_every_page_once_the_horizon_is_gone(fake: LocalOpenRouter) -> None:
     # The plan's first page is 100 keys of departed tenants, which the apply deletes before it creates.
     for i in range(100):

@@ -224,7 +224,7 @@ def test_rotate_by_age(fake: LocalOpenRouter) -> None:
 FORK = multiprocessing.get_context("fork")
 
 
-def _race_run(conn: str, workdir: str, barrier: Any, count: int) -> None:
+def _race_run(conn: str, workdir: str, barrier: Any, count: int, reverse: bool = False) -> None:
     os.environ["AIRFLOW_CONN_OPENROUTER_DEFAULT"] = conn
     log = Path(workdir, "deliveries.log")
 
@@ -234,7 +234,7 @@ def _race_run(conn: str, workdir: str, barrier: Any, count: int) -> None:
 
     op = SyncApiKeysOperator(
         task_id="race",
-        tenants=[{"name": f"t-{i:03d}"} for i in range(count)],
+        tenants=[{"name": f"t-{i:03d}"} for i in (reversed(range(count)) if reverse else range(count))],
         name_prefix=PREFIX,
         deliver_to_callable=deliver,
         claim_lease=20,
@@ -247,20 +247,23 @@ def _race_run(conn: str, workdir: str, barrier: Any, count: int) -> None:
         Path(workdir, f"error.{os.getpid()}").write_text(repr(exc))
 
 
-# With other keys on the account, each run's check reads only the keys created since its plan.
-@pytest.mark.parametrize(("kill_one", "other_keys"), [(False, 0), (True, 0), (False, 250)])
+# With other keys on the account, each run's check reads only the keys created since its plan (or its last
+# chunk's check). With 250 tenants taken in opposite orders, one run's first chunk claims names of the other's
+# last chunk, which that run's earlier checks must have noticed.
+@pytest.mark.parametrize(
+    ("kill_one", "other_keys", "count"), [(False, 0, 60), (True, 0, 60), (False, 250, 60), (False, 250, 250)]
+)
 def test_two_sync_runs_racing_leave_one_delivered_key_per_tenant(
-    tmp_path: Path, kill_one: bool, other_keys: int
+    tmp_path: Path, kill_one: bool, other_keys: int, count: int
 ) -> None:
-    count = 60
     with LocalOpenRouterProcess() as fake:
         for i in range(other_keys):
             fake.control.add_key(name=f"other-{i:03d}")
         conn = fake.connection_json()
         barrier = FORK.Barrier(3)
         procs = [
-            FORK.Process(target=_race_run, args=(conn, str(tmp_path), barrier, count), daemon=True)
-            for _ in range(2)
+            FORK.Process(target=_race_run, args=(conn, str(tmp_path), barrier, count, run == 1), daemon=True)
+            for run in range(2)
         ]
         for proc in procs:
             proc.start()
@@ -273,7 +276,6 @@ def test_two_sync_runs_racing_leave_one_delivered_key_per_tenant(
         # A rerun (Airflow's retry) converges; a SIGKILLed run's claims are collected after lease and grace.
         if kill_one:
             time.sleep(31)
-        os.environ["AIRFLOW_CONN_OPENROUTER_DEFAULT"] = conn
         barrier = FORK.Barrier(2)
         rerun = FORK.Process(target=_race_run, args=(conn, str(tmp_path), barrier, count), daemon=True)
         rerun.start()

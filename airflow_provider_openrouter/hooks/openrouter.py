@@ -215,8 +215,9 @@ class OpenRouterHook(BaseHook):
         The arguments are validated now; requests start with the iteration. Every key that exists for the
         whole walk is yielded exactly once, even while other writers create and delete keys (the walk notices
         the pages shifting and makes up for it); a key created or deleted during the walk may or may not be.
-        From the second page on, the next page is asked for while the caller works through the current one;
-        a caller that stops early has sent at most one request more than it read.
+        From the third page on, the next page is asked for while the caller works through the current one: a
+        caller that stops within the first two pages sends nothing it does not read, and one that stops later
+        at most one request more.
         """
         from airflow_provider_openrouter._endpoints import Listing
 
@@ -230,17 +231,20 @@ class OpenRouterHook(BaseHook):
             listing.start(self._get_config().workspace_id)
             pool: ThreadPoolExecutor | None = None
             ahead: Future[list[ApiKey]] | None = None
+            pages = 0
             try:
                 while not listing.done:
                     page = self._run(listing.next_call()) if ahead is None else ahead.result()
                     fresh = listing.take(page)
                     del page
-                    if pool is None:
-                        # A short walk (a check, a find) asks for nothing it does not read.
-                        pool = ThreadPoolExecutor(1, thread_name_prefix="openrouter-list")
-                        ahead = None
-                    elif not listing.done:
+                    pages += 1
+                    # Short walks (a check after a claim, most finds) read a page or two: they ask for
+                    # nothing they do not read.
+                    if pages >= 3 and not listing.done:
+                        pool = pool or ThreadPoolExecutor(1, thread_name_prefix="openrouter-list")
                         ahead = pool.submit(self._run, listing.next_call())
+                    else:
+                        ahead = None
                     yield from fresh
             finally:
                 if pool is not None:

@@ -49,9 +49,9 @@ ROW_FIELDS: Final = (
     "deliver_to_variable",
     "rotate",
 )
-# Names created per walk of the account that checks their claims: more walks cost time, more names memory
-# (each name's key and claim are held until the chunk is done, about 4 KB).
-CHUNK: Final = 500
+# Names claimed per check: each name's key and claim are held until its chunk is done (about 2.5 KB); each
+# check reads the keys created since the one before, a page per chunk.
+CHUNK: Final = 100
 NEW_KEY: Final = ("create", "rotate")
 # An old key after rotation: still working until the overlap ends, then disabled, then deleted.
 _RETIRED = re.compile(r"^(?P<name>.+) \[retired (?P<at>\d{9,12})\]$")
@@ -652,7 +652,7 @@ class SyncApiKeysOperator(BaseOperator):
     ) -> dict[str, Any]:
         from concurrent.futures import ThreadPoolExecutor
 
-        from airflow_provider_openrouter._provisioning import Provisioner
+        from airflow_provider_openrouter._provisioning import Provisioner, merge_views
 
         by_name = {t["name"]: t for t in tenants}
         # The hook's rate gate is shared by every worker thread: a 429 any of them gets holds them all.
@@ -724,9 +724,18 @@ class SyncApiKeysOperator(BaseOperator):
                         views=views,
                         workspace=workspace,
                         since=since,
+                        later=[item["tenant"] for item in items[start + CHUNK :]],
                         context=context,
                         record=record,
                     )
+                    # The next chunk's check stops where this one's began, knowing what this one saw of it.
+                    if provisioner.horizon is not None:
+                        since = provisioner.horizon
+                        for name, seen in provisioner.later_views.items():
+                            if name in views:
+                                merge_views(views[name], seen)
+                            else:
+                                views[name] = seen
         finally:
             self._provisioner = None
         summary = {
@@ -756,6 +765,7 @@ class SyncApiKeysOperator(BaseOperator):
         views: dict[str, Any],
         workspace: str | None,
         since: frozenset[str] | None,
+        later: list[str],
         context: Context,
         record: Callable[[str, BaseException | None, str], None],
     ) -> None:
@@ -781,6 +791,7 @@ class SyncApiKeysOperator(BaseOperator):
             requests,
             workspace_id=workspace,
             since=since,
+            later=later,
             workers=self.max_workers,
             mask=mask_plaintexts,
             report=report,
