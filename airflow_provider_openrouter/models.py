@@ -142,7 +142,27 @@ class ApiKey(_JsonMixin):
     @classmethod
     def from_api(cls, data: Mapping[str, Any]) -> ApiKey:
         """Build from a Key object of the API (``KeyError`` / ``TypeError`` / ``ValueError`` if malformed)."""
-        return _build_api_key(cls, _read_api_key(data, data.get))
+        return _build_api_key(cls, data, data.get)
+
+
+_READERS: Final = {
+    "str": "str(data[{n!r}])",
+    "str | None": "None if (v := get({n!r})) is None else str(v)",
+    "float | None": "None if (v := get({n!r})) is None else float(v)",
+    "float": "0.0 if (v := get({n!r})) is None else float(v)",
+    "bool": "bool(get({n!r}, False))",
+}
+
+
+def _field_readers(cls: type[Any]) -> list[str]:
+    """Each field's expression reading it from an API object, in field order, made from its type."""
+    parts = []
+    for f in dataclasses.fields(cls):
+        kind = str(f.type)
+        if kind == "str" and f.default is not dataclasses.MISSING:
+            kind = "str | None"
+        parts.append(_READERS[kind].format(n=f.name))
+    return parts
 
 
 def _reader(cls: type[Any]) -> Callable[[Mapping[str, Any], Callable[..., Any]], tuple[Any, ...]]:
@@ -151,45 +171,32 @@ def _reader(cls: type[Any]) -> Callable[[Mapping[str, Any], Callable[..., Any]],
     Compiled once from the field list rather than looping over it per key: reading 10,000 keys of a long
     listing stays as fast as a hand-written tuple.
     """
-    readers = {
-        "str": "str(data[{n!r}])",
-        "str | None": "None if (v := get({n!r})) is None else str(v)",
-        "float | None": "None if (v := get({n!r})) is None else float(v)",
-        "float": "0.0 if (v := get({n!r})) is None else float(v)",
-        "bool": "bool(get({n!r}, False))",
-    }
-    parts = []
-    for f in dataclasses.fields(cls):
-        kind = str(f.type)
-        if kind == "str" and f.default is not dataclasses.MISSING:
-            kind = "str | None"
-        parts.append(readers[kind].format(n=f.name))
     reader: Callable[[Mapping[str, Any], Callable[..., Any]], tuple[Any, ...]] = eval(
-        f"lambda data, get: ({', '.join(parts)},)", {}
+        f"lambda data, get: ({', '.join(_field_readers(cls))},)", {}
     )
     return reader
 
 
-def _slot_builder(cls: type[_T]) -> Callable[[type[_T], tuple[Any, ...]], _T]:
-    """A constructor for a frozen slotted dataclass taking every field's value, in field order.
+def _slot_builder(cls: type[_T]) -> Callable[[type[_T], Mapping[str, Any], Callable[..., Any]], _T]:
+    """A constructor for a frozen slotted dataclass reading every field from an API object into its slot.
 
-    It fills the slots directly. The generated ``__init__`` of a frozen dataclass goes through
-    ``object.__setattr__`` once per field, which makes it about ten times slower than a plain class's: for
-    the 10,000 keys of a long listing, that was the largest client-side cost after JSON decoding.
+    It fills the slots directly, one generated line per field. The generated ``__init__`` of a frozen
+    dataclass goes through ``object.__setattr__`` once per field, which makes it about ten times slower than a
+    plain class's: for the 10,000 keys of a long listing, that was the largest client-side cost after JSON
+    decoding.
     """
-    setters = [getattr(cls, f.name).__set__ for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
-    new = object.__new__
-
-    def build(target: type[_T], values: tuple[Any, ...]) -> _T:
-        obj = new(target)
-        for setter, value in zip(setters, values, strict=True):
-            setter(obj, value)
-        return obj
-
+    fields = dataclasses.fields(cls)  # type: ignore[arg-type]
+    scope: dict[str, Any] = {"new": object.__new__}
+    lines = ["def build(target, data, get):", "    obj = new(target)"]
+    for index, (f, expression) in enumerate(zip(fields, _field_readers(cls), strict=True)):
+        scope[f"set{index}"] = getattr(cls, f.name).__set__
+        lines.append(f"    set{index}(obj, {expression})")
+    lines.append("    return obj")
+    exec("\n".join(lines), scope)
+    build: Callable[[type[_T], Mapping[str, Any], Callable[..., Any]], _T] = scope["build"]
     return build
 
 
-_read_api_key = _reader(ApiKey)
 _build_api_key = _slot_builder(ApiKey)
 
 #: The writable key fields, in :class:`ApiKey`'s order.

@@ -123,6 +123,25 @@ def test_prune_delete_and_duplicates_are_explicit(fake: LocalOpenRouter) -> None
     assert by_name(fake)["t-dup"]["hash"] == newest.hash
 
 
+def test_a_plan_sends_one_list_request_per_page_and_nothing_else(fake: LocalOpenRouter) -> None:
+    for i in range(250):
+        fake.add_key(name=f"t-{i:03d}", limit=i)
+    fake.add_key(name="t-dup", limit=1)
+    fake.add_key(name="t-dup", limit=1)  # the newest, listed first: needs nothing until its twin comes by
+    fake.clear_requests()
+    tenants = [{"name": f"t-{i:03d}", "limit": i} for i in range(250)]
+    plan = sync(tenants, dry_run=True)
+    assert plan["counts"]["unchanged"] == 250
+    assert {(r.method, r.path.rsplit("/", 1)[-1]) for r in fake.requests} == {("GET", "keys")}
+    assert len(fake.requests) == 3  # 252 keys: pages at offsets 0, 99 and 198
+    # A duplicate of a key that needed nothing is read back (one request) and settled like any other.
+    fake.clear_requests()
+    plan = sync([*tenants, {"name": "t-dup", "limit": 1}], dry_run=True)
+    assert plan["counts"]["unchanged"] == 251
+    assert [a["action"] for a in plan["actions"]] == ["keep"]
+    assert [r.method for r in fake.requests].count("GET") == 4
+
+
 def test_prune_keep_is_default(fake: LocalOpenRouter) -> None:
     fake.add_key(name="t-old")
     plan = sync([], dry_run=True)

@@ -107,6 +107,9 @@ _ROW_CHECKS: Final[tuple[tuple[str, Callable[[dict[str, Any]], Any]], ...]] = (
     ("rotate", lambda g: bool(_optional_bool(g, "rotate"))),
 )
 _KNOWN_FIELDS: Final = frozenset(ROW_FIELDS)
+# What each optional field's check makes of a row without it: most rows name a few fields, and the others
+# need no check.
+_ABSENT: Final[dict[str, Any]] = {field: check({}) for field, check in _ROW_CHECKS if field != "name"}
 
 
 def validate_tenants(rows: Any, name_prefix: str) -> list[dict[str, Any]]:
@@ -134,6 +137,9 @@ def validate_tenants(rows: Any, name_prefix: str) -> list[dict[str, Any]]:
         given: dict[str, Any] = {k: v.rendered_none(row[k]) for k in ROW_FIELDS if k in row}
         tenant: dict[str, Any] = {}
         for field, check in _ROW_CHECKS:
+            if field not in given and field in _ABSENT:
+                tenant[field] = _ABSENT[field]
+                continue
             try:
                 tenant[field] = check(given)
             except OpenRouterValidationError as exc:
@@ -230,7 +236,12 @@ class Planner:
         counts = dict.fromkeys(ACTIONS, 0)
         owned_total = 0
         for workspace, tenants in by_workspace.items():
+            wanted = {tenant["name"]: tenant for tenant in tenants}
             finals: dict[str, list[ApiKey]] = {}
+            # Tenants whose one key so far needs nothing (most of them, most days), by name: its hash. Their
+            # keys are let go as the walk passes them, so a big account's keys do not pile up in memory (nor
+            # make the garbage collector sweep the whole process while they do).
+            quiet: dict[str, str] = {}
             claims: dict[str, list[Claim]] = {}
             retired: list[tuple[ApiKey, str, float]] = []
             views = self.views[workspace] = {}
@@ -239,21 +250,37 @@ class Planner:
             for key in horizon.watch(
                 self.hook.list_keys(include_disabled=True, include_expired=True, workspace_id=workspace)
             ):
-                if not key.name.startswith(self.prefix):
+                name = key.name
+                if not name.startswith(self.prefix):
                     continue  # not ours
-                claim = Claim.parse(key)
+                marked = name.endswith("]")  # claims and retired keys end with their marker
+                claim = Claim.parse(key) if marked else None
                 if claim is not None:  # the provisioning sequence settles it
                     claims.setdefault(claim.name, []).append(claim)
                     continue
                 owned_total += 1
-                match = _RETIRED.match(key.name)
+                match = _RETIRED.match(name) if marked else None
                 if match:
                     retired.append((key, match["name"], float(match["at"])))
+                    continue
+                if name in quiet:
+                    # A second key under the name: the first one is read back (a request per such name) so
+                    # that the duplicates are settled like any others.
+                    first = self._read_back(quiet.pop(name))
+                    finals[name] = [first, key] if first is not None else [key]
+                elif name not in finals and name in wanted and self._needs_nothing(wanted[name], key):
+                    quiet[name] = key.hash
                 else:
-                    finals.setdefault(key.name, []).append(key)
+                    finals.setdefault(name, []).append(key)
             self.horizons[workspace] = horizon.top
             for tenant in tenants:
                 name = tenant["name"]
+                if quiet.pop(name, None) is not None:
+                    counts["unchanged"] += 1
+                    held = claims.pop(name, [])
+                    if held:
+                        leftovers.append(NameView(name, claims=held))
+                    continue
                 keys = finals.pop(name, [])
                 planned = self._tenant(tenant, keys, workspace, counts)
                 held = claims.pop(name, [])
@@ -299,9 +326,7 @@ class Planner:
             self._prune(extra, workspace, counts, f"duplicate of {key.hash} (the newest is kept)")
             for extra in extras
         ]
-        if tenant["rotate"] or (
-            self.rotate_older_than is not None and self.now - _epoch(key.created_at) > self.rotate_older_than
-        ):
+        if self._rotates(tenant, key):
             counts["rotate"] += 1
             reason = "asked for" if tenant["rotate"] else f"older than {self.rotate_older_than:.0f} s"
             out.append(
@@ -320,6 +345,22 @@ class Planner:
         if changes:
             out.append({**base, "action": "update", "key_hash": key.hash, "changes": changes, "reason": ""})
         return out
+
+    def _rotates(self, tenant: dict[str, Any], key: ApiKey) -> bool:
+        return bool(tenant["rotate"]) or (
+            self.rotate_older_than is not None and self.now - _epoch(key.created_at) > self.rotate_older_than
+        )
+
+    def _needs_nothing(self, tenant: dict[str, Any], key: ApiKey) -> bool:
+        return not self._rotates(tenant, key) and not self._drift(tenant, key)
+
+    def _read_back(self, key_hash: str) -> ApiKey | None:
+        from airflow_provider_openrouter.exceptions import NotFoundError
+
+        try:
+            return self.hook.get_key(key_hash)
+        except NotFoundError:
+            return None
 
     @staticmethod
     def _wanted(tenant: dict[str, Any]) -> dict[str, Any]:
