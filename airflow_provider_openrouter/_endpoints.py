@@ -216,16 +216,20 @@ class Listing:
             self._anchor = page[-1].hash
             self.offset += len(page) - 1
         lookup = self._lookup
-        if lookup is not None:
-            fresh = [key for key in fresh if _ident(key.hash) not in lookup]
+        if lookup is not None:  # started over: what was reported before comes round again
+            kept = []
+            for key in fresh:
+                ident = _ident(key.hash)
+                if ident not in lookup:
+                    lookup.add(ident)
+                    kept.append(key)
+            return kept
         for key in fresh:
             ident = _ident(key.hash)
             if isinstance(ident, bytes):
                 self._reported += ident
             else:
                 self._odd.add(ident)
-            if lookup is not None:
-                lookup.add(ident)
         return fresh
 
     def _lost_anchor(self) -> None:
@@ -244,6 +248,7 @@ class Listing:
             reported = self._reported
             self._lookup = {bytes(reported[i : i + 32]) for i in range(0, len(reported), 32)}
             self._lookup.update(self._odd)
+            self._reported, self._odd = bytearray(), set()
         self._anchor = None
         self._backed_off = False
         self.offset = 0

@@ -142,6 +142,21 @@ def test_a_walk_reports_every_lasting_key_once_while_others_create_and_delete(
     assert lasting <= set(reported), f"{len(lasting - set(reported))} lasting key(s) skipped"
 
 
+def test_a_walk_that_starts_over_reports_no_key_twice(hook: OpenRouterHook, fake: LocalOpenRouter) -> None:
+    # The last key of the first page anchors the second; deleted, it is found neither there nor a page back,
+    # so the walk starts over from the top and must skip the hundred keys it reported already.
+    keys = [fake.add_key(f"tenant-{i:03d}").hash for i in range(250)]
+    reported: list[str] = []
+    for key in hook.list_keys():
+        reported.append(key.hash)
+        if len(reported) == 100:
+            OpenRouterHook().delete_key(key.hash)
+    offsets = [r.query.get("offset", "0") for r in fake.requests if r.method == "GET"]
+    assert offsets.count("0") == 3  # the first page, the page back, the start over
+    assert len(reported) == len(set(reported)), "a key was reported twice"
+    assert set(keys) == set(reported)
+
+
 def test_list_keys_is_lazy(hook: OpenRouterHook, fake: LocalOpenRouter) -> None:
     for i in range(150):
         fake.add_key(f"tenant-{i:03d}")
