@@ -7,36 +7,110 @@ PYTHON ?= python3
 VENV ?= .venv
 AIRFLOW_VERSION ?= 3.3.2
 EXTRAS ?= test,docs,deployment
-# Extra requirements of one Airflow line (see install-3.2).
-PINS ?=
-# The lowest supported Airflow line and the latest 3.2, each in a virtualenv of its own.
+# The lowest supported Airflow line, on the lowest supported Python, and the latest 3.2, each in a virtualenv
+# of its own.
 LOWEST_AIRFLOW_VERSION ?= 3.1.8
+LOWEST_PYTHON_VERSION ?= 3.10
 LOWEST_VENV ?= .venv-3.1
 MIDDLE_AIRFLOW_VERSION ?= 3.2.2
 MIDDLE_VENV ?= .venv-3.2
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(AIRFLOW_VERSION)
 
-.PHONY: install install-3.1 install-3.2 run up down services test lint typecheck pytest test-deployment \
-	test-fast-3.1 test-deployment-3.1 test-airflow-3.1 test-airflow-3.2 lane-fast lane-deployment docs bench \
-	chromium clean
+# The interpreter for a Python version: pythonX.Y on PATH (pyenv's shims need PYENV_VERSION to pick it).
+find-python = $(shell PYENV_VERSION=$(1) python$(1) -c 'import sys; print(sys.executable)' 2>/dev/null)
+LOWEST_PYTHON ?= $(call find-python,$(LOWEST_PYTHON_VERSION))
 
-$(STAMP): pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet "apache-airflow==$(AIRFLOW_VERSION)" -e ".[$(EXTRAS)]" $(PINS)
+# Every venv installs from a constraints file committed in constraints/, one per Airflow line and Python: an
+# unpinned install takes whatever was released last, and a new release of any dependency can break a line
+# (cryptography 51 broke Airflow 3.1's Fernet). `make constraints` regenerates them; `make test-latest` tries
+# the newest releases instead.
+PY_MINOR := $(shell $(PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null)
+CONSTRAINTS ?= constraints/airflow-$(AIRFLOW_VERSION)-python$(PY_MINOR).txt
+# Caps used when a constraints file is generated, where the newest release breaks a line; the files carry them.
+# Airflow 3.1.8 fails with cryptography 51 ("'MultiFernet' object has no attribute 'is_encrypted'").
+LOWEST_PINS := "cryptography<51"
+# Airflow 3.2.2 does not cap FastAPI; FastAPI 0.137+ (and cadwyn 8+, which needs it) break its execution API
+# (`airflow dags test` fails on a discriminated union). Airflow 3.3 caps FastAPI below 0.137 itself.
+MIDDLE_PINS := "fastapi<0.137" "cadwyn<8"
+# The Pythons the newest line has constraints for (make run and make up use it on whatever Python 3 is there).
+NEWEST_PYTHON_VERSIONS ?= 3.10 3.11 3.12 3.13
+
+.PHONY: install install-3.1 install-3.2 run up down services test quick lint typecheck pytest test-deployment \
+	test-fast-3.1 test-deployment-3.1 test-airflow-3.1 test-airflow-3.2 lane-fast lane-deployment docs bench \
+	chromium clean constraints constraints-line test-latest latest-line
+
+# A venv is made afresh from its constraints file, then checked against it (scripts/constraints.py).
+$(STAMP): pyproject.toml $(wildcard $(CONSTRAINTS))
+	@test -n "$(PY_MINOR)" || { echo "no Python at '$(PYTHON)': install Python $(if $(findstring $(LOWEST_VENV),$(VENV)),$(LOWEST_PYTHON_VERSION),3.10 or newer)"; exit 1; }
+	@test -f $(CONSTRAINTS) || { echo "$(CONSTRAINTS) is missing: 'make constraints' writes the files of the lines CI tests"; exit 1; }
+	@echo "installing $(VENV): Airflow $(AIRFLOW_VERSION) on Python $(PY_MINOR) from $(CONSTRAINTS)"
+	@start=$$(date +%s) && rm -rf $(VENV) && $(PYTHON) -m venv $(VENV) \
+		&& $(BIN)/pip install --quiet --upgrade -c $(CONSTRAINTS) pip \
+		&& $(BIN)/pip install --quiet -c $(CONSTRAINTS) "apache-airflow==$(AIRFLOW_VERSION)" -e ".[$(EXTRAS)]" \
+		&& $(BIN)/python scripts/constraints.py check $(CONSTRAINTS) \
+		&& echo "installed $(VENV) in $$(( $$(date +%s) - start )) s"
 	touch $(STAMP)
 
 install: $(STAMP)
 
 install-3.1:
-	$(MAKE) install VENV=$(LOWEST_VENV) AIRFLOW_VERSION=$(LOWEST_AIRFLOW_VERSION) EXTRAS=test,deployment
+	$(MAKE) install VENV=$(LOWEST_VENV) PYTHON=$(LOWEST_PYTHON) AIRFLOW_VERSION=$(LOWEST_AIRFLOW_VERSION) \
+		EXTRAS=test,deployment
 
-# Airflow 3.2.2 does not cap FastAPI; FastAPI 0.137+ (and cadwyn 8+, which needs it) break its execution API
-# (`airflow dags test` fails on a discriminated union). Airflow 3.3 caps FastAPI below 0.137 itself.
 install-3.2:
-	$(MAKE) install VENV=$(MIDDLE_VENV) AIRFLOW_VERSION=$(MIDDLE_AIRFLOW_VERSION) EXTRAS=test,deployment \
-		PINS='"fastapi<0.137" "cadwyn<8"'
+	$(MAKE) install VENV=$(MIDDLE_VENV) AIRFLOW_VERSION=$(MIDDLE_AIRFLOW_VERSION) EXTRAS=test,deployment
+
+# Regenerates every constraints file from what the package index offers now: a fresh venv per file, with the
+# caps above. Then run `make clean test` and commit the files that pass.
+constraints:
+	$(MAKE) -j2 --output-sync=target \
+		$(foreach v,$(NEWEST_PYTHON_VERSIONS),constraints-newest-$(v)) constraints-middle constraints-lowest
+
+constraints-newest-%:
+	$(MAKE) constraints-line PYTHON=$(call find-python,$*) EXTRAS=test,docs,deployment
+
+constraints-middle:
+	$(MAKE) constraints-line AIRFLOW_VERSION=$(MIDDLE_AIRFLOW_VERSION) EXTRAS=test,deployment \
+		PINS='$(MIDDLE_PINS)' NOTE='Capped: $(MIDDLE_PINS) (see the Makefile).'
+
+constraints-lowest:
+	$(MAKE) constraints-line AIRFLOW_VERSION=$(LOWEST_AIRFLOW_VERSION) PYTHON=$(LOWEST_PYTHON) \
+		EXTRAS=test,deployment PINS='$(LOWEST_PINS)' NOTE='Capped: $(LOWEST_PINS) (see the Makefile).'
+
+CONSTRAINTS_VENV = .venv-constraints-$(AIRFLOW_VERSION)-$(PY_MINOR)
+constraints-line:
+	@test -n "$(PY_MINOR)" || { echo "no Python at '$(PYTHON)'"; exit 1; }
+	rm -rf $(CONSTRAINTS_VENV)
+	$(PYTHON) -m venv $(CONSTRAINTS_VENV)
+	$(CONSTRAINTS_VENV)/bin/pip install --quiet --upgrade pip
+	$(CONSTRAINTS_VENV)/bin/pip install --quiet "apache-airflow==$(AIRFLOW_VERSION)" -e ".[$(EXTRAS)]" $(PINS)
+	$(CONSTRAINTS_VENV)/bin/python scripts/constraints.py freeze $(CONSTRAINTS) \
+		--note 'apache-airflow==$(AIRFLOW_VERSION) with the extras [$(EXTRAS)] of this provider. $(NOTE)'
+	rm -rf $(CONSTRAINTS_VENV)
+
+# The freshness check, never part of `make test`: each line CI tests, installed with the newest releases of
+# everything (no constraints, no caps) in a venv of its own. It prints how that differs from the committed
+# file and runs the fast tests there; it fails when any line breaks, which is the news it exists to bring.
+LATEST_TESTS ?= -m "not deployment and not airflow_db and not browser" --deselect tests/test_constraints.py
+test-latest:
+	@status=0; \
+	$(MAKE) latest-line AIRFLOW_VERSION=$(AIRFLOW_VERSION) EXTRAS=test,docs,deployment || status=1; \
+	$(MAKE) latest-line AIRFLOW_VERSION=$(MIDDLE_AIRFLOW_VERSION) EXTRAS=test,deployment || status=1; \
+	$(MAKE) latest-line AIRFLOW_VERSION=$(LOWEST_AIRFLOW_VERSION) PYTHON=$(LOWEST_PYTHON) EXTRAS=test,deployment \
+		|| status=1; \
+	exit $$status
+
+LATEST_VENV = .venv-latest-$(AIRFLOW_VERSION)
+latest-line:
+	rm -rf $(LATEST_VENV)
+	$(PYTHON) -m venv $(LATEST_VENV)
+	$(LATEST_VENV)/bin/pip install --quiet --upgrade pip
+	$(LATEST_VENV)/bin/pip install --quiet "apache-airflow==$(AIRFLOW_VERSION)" -e ".[$(EXTRAS)]"
+	-$(LATEST_VENV)/bin/python scripts/constraints.py check $(CONSTRAINTS)
+	$(LATEST_VENV)/bin/pytest -p no:cacheprovider $(LATEST_TESTS) $(PYTEST_ARGS) \
+		&& echo "Airflow $(AIRFLOW_VERSION) on Python $(PY_MINOR) with the newest releases: fast tests pass" \
+		|| { echo "Airflow $(AIRFLOW_VERSION) on Python $(PY_MINOR) with the newest releases: BROKEN (see above)"; exit 1; }
 
 # The deployment's services come from Debian: PostgreSQL (metadata database) and Redis (Celery broker).
 services:
@@ -67,6 +141,15 @@ lint: install
 
 typecheck: install
 	$(BIN)/mypy
+
+# A contributor's loop on the newest line: lint, types and the tests that need no metadata database, browser,
+# deployment or chaos processes. Nothing is installed outside .venv.
+QUICK_TESTS ?= -m "not deployment and not airflow_db and not browser" --ignore=tests/test_chaos.py
+quick: install
+	$(BIN)/ruff check airflow_provider_openrouter tests example_dags benchmarks scripts docs
+	$(BIN)/ruff format --check airflow_provider_openrouter tests example_dags benchmarks scripts docs
+	$(BIN)/mypy
+	$(BIN)/pytest -p no:cacheprovider -q $(QUICK_TESTS) $(PYTEST_ARGS)
 
 # The fast tests: everything that does not need the deployment (browser tests included).
 FAST_TESTS ?= -m "not deployment"
@@ -132,4 +215,5 @@ bench: install services
 	$(BIN)/python benchmarks/run_all.py
 
 clean:
-	rm -rf $(VENV) $(LOWEST_VENV) $(MIDDLE_VENV) docs/_build artifacts .airflow-home .deployment
+	rm -rf $(VENV) $(LOWEST_VENV) $(MIDDLE_VENV) .venv-latest-* .venv-constraints-* docs/_build artifacts \
+		.airflow-home .deployment
