@@ -37,6 +37,7 @@ from starlette.exceptions import HTTPException
 from airflow_provider_openrouter._usage import money
 from airflow_provider_openrouter.exceptions import OpenRouterValidationError
 from airflow_provider_openrouter.hooks.openrouter import OpenRouterHook
+from airflow_provider_openrouter.plugins import PAGE_NAME
 from airflow_provider_openrouter.plugins._keys_view import (
     CACHE_SECONDS,
     FILTERS,
@@ -51,7 +52,6 @@ from airflow_provider_openrouter.plugins._keys_view import (
     describe_problem,
     select,
 )
-from airflow_provider_openrouter.plugins.keys_page import PAGE_NAME
 
 if TYPE_CHECKING:
     from airflow.api_fastapi.auth.managers.models.base_user import BaseUser

@@ -16,8 +16,9 @@ from typing import Any, Final
 
 from airflow.plugins_manager import AirflowPlugin
 
+from airflow_provider_openrouter.plugins import PAGE_NAME
+
 URL_PREFIX: Final = "/openrouter"
-PAGE_NAME: Final = "OpenRouter keys"
 # A key, drawn small enough to sit in the navigation beside Airflow's own icons.
 _ICON: Final = (
     "data:image/svg+xml;utf8,"
