@@ -142,62 +142,55 @@ class ApiKey(_JsonMixin):
     @classmethod
     def from_api(cls, data: Mapping[str, Any]) -> ApiKey:
         """Build from a Key object of the API (``KeyError`` / ``TypeError`` / ``ValueError`` if malformed)."""
-        return _build_api_key(cls, data, data.get)
+        return _from_api(cls, data)
 
 
-_READERS: Final = {
-    "str": "str(data[{n!r}])",
-    "str | None": "None if (v := get({n!r})) is None else str(v)",
-    "float | None": "None if (v := get({n!r})) is None else float(v)",
-    "float": "0.0 if (v := get({n!r})) is None else float(v)",
-    "bool": "bool(get({n!r}, False))",
+def _read_str(data: Mapping[str, Any], name: str) -> str:
+    return str(data[name])
+
+
+def _read_optional_str(data: Mapping[str, Any], name: str) -> str | None:
+    value = data.get(name)
+    return None if value is None else str(value)
+
+
+def _read_optional_float(data: Mapping[str, Any], name: str) -> float | None:
+    value = data.get(name)
+    return None if value is None else float(value)
+
+
+def _read_float(data: Mapping[str, Any], name: str) -> float:
+    # A usage figure the answer leaves out (older deployments lack the BYOK ones) is no usage.
+    value = data.get(name)
+    return 0.0 if value is None else float(value)
+
+
+def _read_bool(data: Mapping[str, Any], name: str) -> bool:
+    return bool(data.get(name, False))
+
+
+_READERS: Final[dict[str, Callable[[Mapping[str, Any], str], Any]]] = {
+    "str": _read_str,
+    "str | None": _read_optional_str,
+    "float | None": _read_optional_float,
+    "float": _read_float,
+    "bool": _read_bool,
 }
 
 
-def _field_readers(cls: type[Any]) -> list[str]:
-    """Each field's expression reading it from an API object, in field order, made from its type."""
-    parts = []
-    for f in dataclasses.fields(cls):
+def _from_api(cls: type[_T], data: Mapping[str, Any]) -> _T:
+    """An instance of ``cls`` read from an API object, each field by the reader its declared type names.
+
+    A field with a default is optional in the answer, whatever its type says.
+    """
+    values = {}
+    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
         kind = str(f.type)
         if kind == "str" and f.default is not dataclasses.MISSING:
             kind = "str | None"
-        parts.append(_READERS[kind].format(n=f.name))
-    return parts
+        values[f.name] = _READERS[kind](data, f.name)
+    return cls(**values)
 
-
-def _reader(cls: type[Any]) -> Callable[[Mapping[str, Any], Callable[..., Any]], tuple[Any, ...]]:
-    """One function reading every field of ``cls`` from an API object, in field order, made from the types.
-
-    Compiled once from the field list rather than looping over it per key: reading 10,000 keys of a long
-    listing stays as fast as a hand-written tuple.
-    """
-    reader: Callable[[Mapping[str, Any], Callable[..., Any]], tuple[Any, ...]] = eval(
-        f"lambda data, get: ({', '.join(_field_readers(cls))},)", {}
-    )
-    return reader
-
-
-def _slot_builder(cls: type[_T]) -> Callable[[type[_T], Mapping[str, Any], Callable[..., Any]], _T]:
-    """A constructor for a frozen slotted dataclass reading every field from an API object into its slot.
-
-    It fills the slots directly, one generated line per field. The generated ``__init__`` of a frozen
-    dataclass goes through ``object.__setattr__`` once per field, which makes it about ten times slower than a
-    plain class's: for the 10,000 keys of a long listing, that was the largest client-side cost after JSON
-    decoding.
-    """
-    fields = dataclasses.fields(cls)  # type: ignore[arg-type]
-    scope: dict[str, Any] = {"new": object.__new__}
-    lines = ["def build(target, data, get):", "    obj = new(target)"]
-    for index, (f, expression) in enumerate(zip(fields, _field_readers(cls), strict=True)):
-        scope[f"set{index}"] = getattr(cls, f.name).__set__
-        lines.append(f"    set{index}(obj, {expression})")
-    lines.append("    return obj")
-    exec("\n".join(lines), scope)
-    build: Callable[[type[_T], Mapping[str, Any], Callable[..., Any]], _T] = scope["build"]
-    return build
-
-
-_build_api_key = _slot_builder(ApiKey)
 
 #: The writable key fields, in :class:`ApiKey`'s order.
 KEY_FIELDS: Final[dict[str, KeyField]] = {
@@ -262,10 +255,7 @@ class CurrentKey(_JsonMixin):
         if "is_management_key" not in data:
             # The deprecated name still answers on older deployments.
             data = {**data, "is_management_key": data.get("is_provisioning_key", False)}
-        return cls(*_read_current_key(data, data.get))
-
-
-_read_current_key = _reader(CurrentKey)
+        return _from_api(cls, data)
 
 
 @dataclass(frozen=True, slots=True)

@@ -315,7 +315,17 @@ class OpenRouterHook(BaseHook):
         (:class:`~airflow_provider_openrouter.operators.sync.SyncApiKeysOperator` does), since each mask
         registration costs a round trip to the task supervisor.
         """
-        given = _given({k: v for k, v in locals().items() if k != "mask"})  # first: the arguments only
+        given = _given(
+            {
+                "name": name,
+                "limit": limit,
+                "limit_reset": limit_reset,
+                "include_byok_in_limit": include_byok_in_limit,
+                "expires_at": expires_at,
+                "workspace_id": workspace_id,
+                "creator_user_id": creator_user_id,
+            }
+        )
         from airflow_provider_openrouter._endpoints import create_key_call
 
         created = self._run(create_key_call(given, self._get_config().workspace_id))
@@ -363,7 +373,16 @@ class OpenRouterHook(BaseHook):
         and ``""`` is refused. The values follow :meth:`create_key`'s rules; ``workspace_id`` (a UUID) moves
         the key to that workspace.
         """
-        given = _given(locals())  # first: the arguments only
+        given = _given(
+            {
+                "name": name,
+                "disabled": disabled,
+                "limit": limit,
+                "limit_reset": limit_reset,
+                "include_byok_in_limit": include_byok_in_limit,
+                "workspace_id": workspace_id,
+            }
+        )
         from airflow_provider_openrouter._endpoints import update_key_call
 
         return self._run(update_key_call(key_hash, given))
@@ -455,15 +474,15 @@ def _new_gate() -> RateGate:
 
 
 def _given(arguments: dict[str, Any]) -> dict[str, Any]:
-    """A write method's key fields as given: its arguments without ``self`` and the key's hash.
+    """A write method's key fields as given, each of them one declared on
+    :class:`~airflow_provider_openrouter.models.ApiKey` (the async twins take them as keywords).
 
-    The methods' signatures are the typed surface of the fields declared on
-    :class:`~airflow_provider_openrouter.models.ApiKey` (a test holds them to it); what a field may hold and
-    where it goes is decided from that declaration, so the bodies name no field.
+    The methods' signatures are the typed surface of those fields (a test holds them to it); what a field may
+    hold and where it goes is decided from that declaration.
     """
     from airflow_provider_openrouter.models import KEY_FIELDS
 
-    fields = {name: value for name, value in arguments.items() if name not in ("self", "key_hash")}
+    fields = dict(arguments)
     unknown = sorted(set(fields) - set(KEY_FIELDS))
     if unknown:
         raise TypeError(f"unexpected keyword argument {unknown[0]!r}")
