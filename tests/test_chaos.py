@@ -35,7 +35,7 @@ import requests  # noqa: F401
 import airflow_provider_openrouter._provisioning
 import airflow_provider_openrouter.hooks.openrouter
 import airflow_provider_openrouter.operators.api_key  # noqa: F401
-from airflow_provider_openrouter.testing import DropAfterCommit, Latency, Status, Trickle
+from airflow_provider_openrouter.testing import HARD, DropAfterCommit, Latency, Status, Trickle
 from airflow_provider_openrouter.testing._process import LocalOpenRouterProcess
 
 if TYPE_CHECKING:
@@ -180,7 +180,10 @@ def results(workdir: Path) -> list[dict[str, Any]]:
 
 @pytest.fixture(scope="module")
 def fake() -> Iterator[LocalOpenRouterProcess]:
-    with LocalOpenRouterProcess() as process:
+    # OPENROUTER_CHAOS_REALISM=hard runs the same trials against the hard local OpenRouter (list ordered by
+    # created_at with shuffled ties, list lag, commit gap, name limit, trimmed stamps).
+    realism = {"": None, "default": None, "hard": HARD}[os.environ.get("OPENROUTER_CHAOS_REALISM", "")]
+    with LocalOpenRouterProcess(realism=realism) as process:
         yield process
 
 

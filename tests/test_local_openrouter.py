@@ -616,12 +616,13 @@ def test_clock_runs_on_unless_frozen(fake: LocalOpenRouter) -> None:
 
 
 def test_created_and_updated_at_follow_the_clock(fake: LocalOpenRouter, api: Api) -> None:
-    fake.set_clock(dt.datetime(2032, 2, 3, 4, 5, 6, tzinfo=UTC), frozen=True)
+    fake.set_clock(dt.datetime(2032, 2, 3, 4, 5, 6, 363244, tzinfo=UTC), frozen=True)
     key = create(api)["data"]
-    assert key["created_at"] == "2032-02-03T04:05:06Z"
-    fake.advance_clock(60)
+    # The form of OpenRouter's guide: microseconds and +00:00, six digits even when they are zeros.
+    assert key["created_at"] == "2032-02-03T04:05:06.363244+00:00"
+    fake.advance_clock(59.636756)
     assert api.ok("PATCH", f"/keys/{key['hash']}", json={"name": "n"})["data"]["updated_at"] == (
-        "2032-02-03T04:06:06Z"
+        "2032-02-03T04:06:06.000000+00:00"
     )
 
 

@@ -8,7 +8,8 @@
         fake.inject(Status(429, retry_after=1), method="GET", path="/keys")
         ...  # point a connection at fake.base_url with fake.management_key
 
-What a test needs is exported here: the fake, its faults, the records it keeps, and the client of a fake
+What a test needs is exported here: the fake, its faults, how hard it is (:class:`Realism`, :data:`HARD`),
+the records it keeps, and the client of a fake
 served by ``python -m airflow_provider_openrouter.testing`` in another process. The pytest fixtures are in
 :mod:`airflow_provider_openrouter.testing.pytest_plugin`, enabled by a test suite that asks for them.
 
@@ -17,7 +18,7 @@ Standard library only: importing it does not import Airflow.
 
 from __future__ import annotations
 
-from airflow_provider_openrouter.testing._api import RecordedRequest
+from airflow_provider_openrouter.testing._backend import RecordedRequest
 from airflow_provider_openrouter.testing._local import LocalOpenRouter
 from airflow_provider_openrouter.testing.control import LocalOpenRouterControl, LocalOpenRouterControlError
 from airflow_provider_openrouter.testing.faults import (
@@ -31,8 +32,10 @@ from airflow_provider_openrouter.testing.faults import (
     Status,
     Trickle,
 )
+from airflow_provider_openrouter.testing.realism import HARD, Realism
 
 __all__ = [
+    "HARD",
     "DropAfterCommit",
     "DropBeforeCommit",
     "Fault",
@@ -43,6 +46,7 @@ __all__ = [
     "LocalOpenRouterControl",
     "LocalOpenRouterControlError",
     "RateLimit",
+    "Realism",
     "RecordedRequest",
     "Status",
     "Trickle",

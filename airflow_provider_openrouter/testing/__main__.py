@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import signal
 import sys
 import threading
@@ -10,10 +11,23 @@ from typing import TYPE_CHECKING
 
 from airflow_provider_openrouter._defaults import DEFAULT_CONN_ID
 from airflow_provider_openrouter.testing._local import LocalOpenRouter
+from airflow_provider_openrouter.testing.realism import HARD, Realism
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
     from types import FrameType
+
+
+def realism_of(args: argparse.Namespace) -> Realism:
+    """The realism the flags ask for: ``--hard`` or the default, then each knob given."""
+    changes = {
+        name: value
+        for name in ("list_order", "shuffle_ties", "commit_gap", "list_lag", "trim_stamp_zeros")
+        if (value := getattr(args, name)) is not None
+    }
+    if args.name_max_length is not None:
+        changes["name_max_length"] = args.name_max_length or None
+    return dataclasses.replace(HARD if args.hard else Realism(), **changes)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -33,6 +47,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="USD that every usable key spends per second, up to its limit (default 0: none)",
     )
     parser.add_argument("--conn-id", default=DEFAULT_CONN_ID, help="connection id for the printed variable")
+    knobs = parser.add_argument_group("realism", "how hard the fake is; each flag overrides --hard's value")
+    knobs.add_argument("--hard", action="store_true", help="start from the hard settings (realism.HARD)")
+    knobs.add_argument("--list-order", choices=("insertion", "created_at"), help="order of GET /keys")
+    knobs.add_argument(
+        "--shuffle-ties",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="equal created_at stamps in a new order on each request",
+    )
+    knobs.add_argument("--commit-gap", type=float, help="seconds between a create's stamp and its commit")
+    knobs.add_argument("--list-lag", type=float, help="up to this many seconds before a write reaches lists")
+    knobs.add_argument("--name-max-length", type=int, help="longest accepted name (0: no limit)")
+    knobs.add_argument(
+        "--trim-stamp-zeros",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="stamps without the trailing zeros of their fraction of a second",
+    )
     args = parser.parse_args(argv)
 
     fake = LocalOpenRouter(
@@ -40,6 +72,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         port=args.port,
         management_key=args.management_key,
         spend_per_second=args.spend_per_second,
+        realism=realism_of(args),
     )
     fake.start()
     stop = threading.Event()

@@ -8,15 +8,13 @@ The endpoints are the rows of ``_ROUTES``; the rules they enforce live in the st
 
 from __future__ import annotations
 
-import collections
 import json
 import re
-import threading
 import time
 import traceback
-from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from airflow_provider_openrouter.testing._backend import RecordedRequest
 from airflow_provider_openrouter.testing._http import DROP, Response, json_response
 from airflow_provider_openrouter.testing._state import ApiError, check_workspace_id, hash_of, iso
 from airflow_provider_openrouter.testing.faults import (
@@ -34,8 +32,8 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import TypeAlias
 
+    from airflow_provider_openrouter.testing._backend import Backend
     from airflow_provider_openrouter.testing._http import Request
-    from airflow_provider_openrouter.testing._server import Backend
     from airflow_provider_openrouter.testing._state import KeyRecord, OpenRouterState
 
     Endpoint: TypeAlias = Callable[[OpenRouterState, "Call"], tuple[int, Any]]
@@ -47,55 +45,6 @@ _HTML_PAGE = (
     "<center><h1>{code} {reason}</h1></center>\r\n<hr><center>cloudflare</center>\r\n"
     "</body>\r\n</html>\r\n"
 )
-
-
-# -- the request log -----------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class RecordedRequest:
-    """One API request as the local OpenRouter saw it. Never holds the ``Authorization`` header.
-
-    ``status`` is ``None`` when a fault dropped the connection instead of answering; ``fault`` names the fault
-    that decided the answer, if any; ``key_hash`` is the hash of the bearer key the request carried.
-    """
-
-    method: str
-    path: str
-    query: dict[str, str]
-    body: Any
-    headers: dict[str, str]
-    status: int | None
-    fault: str | None
-    key_hash: str | None
-    at: str
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> RecordedRequest:
-        return cls(**data)
-
-
-class RequestLog:
-    """The API requests served, oldest first, bounded so that a long benchmark does not grow memory."""
-
-    def __init__(self, maxlen: int) -> None:
-        self._lock = threading.Lock()
-        self._items: collections.deque[RecordedRequest] = collections.deque(maxlen=maxlen)
-
-    def append(self, item: RecordedRequest) -> None:
-        with self._lock:
-            self._items.append(item)
-
-    def items(self) -> list[RecordedRequest]:
-        with self._lock:
-            return list(self._items)
-
-    def clear(self) -> None:
-        with self._lock:
-            self._items.clear()
 
 
 def _redacted_body(body: Any) -> Any:

@@ -15,14 +15,15 @@ from typing import TYPE_CHECKING, Any
 
 from airflow_provider_openrouter.testing._api import object_body
 from airflow_provider_openrouter.testing._http import json_response
-from airflow_provider_openrouter.testing._state import ApiError, iso, parse_instant
+from airflow_provider_openrouter.testing._state import ApiError, parse_instant, stamp
 from airflow_provider_openrouter.testing.faults import FaultRule
+from airflow_provider_openrouter.testing.realism import Realism
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from airflow_provider_openrouter.testing._backend import Backend
     from airflow_provider_openrouter.testing._http import Request, Response
-    from airflow_provider_openrouter.testing._server import Backend
 
 CONTROL_PREFIX = "/_local"
 _KEY_PATH = re.compile(r"/keys/([^/]+)(/usage)?")
@@ -52,7 +53,7 @@ def _info(backend: Backend, request: Request) -> tuple[int, Any]:
     return 200, {
         "base_url": backend.base_url,
         "management_key": state.management_key,
-        "now": iso(state.now()),
+        "now": stamp(state.now()),
         "spend_per_second": state.spend_per_second,
     }
 
@@ -72,7 +73,7 @@ def _add_key(backend: Backend, request: Request) -> tuple[int, Any]:
 
 
 def _clock(backend: Backend, request: Request) -> tuple[int, Any]:
-    return 200, {"now": iso(backend.state.now())}
+    return 200, {"now": stamp(backend.state.now())}
 
 
 def _set_clock(backend: Backend, request: Request) -> tuple[int, Any]:
@@ -81,7 +82,7 @@ def _set_clock(backend: Backend, request: Request) -> tuple[int, Any]:
         now = state.set_clock(parse_instant(str(body["set"])), frozen=bool(body.get("frozen", False)))
     else:
         now = state.advance_clock(dt.timedelta(seconds=float(body.get("advance_seconds", 0))))
-    return 200, {"now": iso(now)}
+    return 200, {"now": stamp(now)}
 
 
 def _faults(backend: Backend, request: Request) -> tuple[int, Any]:
@@ -121,6 +122,27 @@ def _set_spend(backend: Backend, request: Request) -> tuple[int, Any]:
     return 200, {"per_second": backend.state.spend_per_second}
 
 
+def _realism(backend: Backend, request: Request) -> tuple[int, Any]:
+    return 200, {"data": backend.state.realism.to_json()}
+
+
+def _set_realism(backend: Backend, request: Request) -> tuple[int, Any]:
+    backend.state.set_realism(Realism.from_json(_body(request)))
+    return 200, {"data": backend.state.realism.to_json()}
+
+
+def _seed_keys(backend: Backend, request: Request) -> tuple[int, Any]:
+    body = _body(request)
+    count = body["count"]
+    if isinstance(count, bool) or not isinstance(count, int):
+        raise ValueError("count must be an integer")
+    return 201, {"seeded": backend.state.seed_keys(count, str(body.get("prefix", "filler-")))}
+
+
+def _listed(backend: Backend, request: Request) -> tuple[int, Any]:
+    return 200, {"data": backend.state.listed_hashes()}
+
+
 _ROUTES: dict[tuple[str, str], Callable[[Backend, Request], tuple[int, Any]]] = {
     ("GET", "/info"): _info,
     ("GET", "/keys"): _keys,
@@ -135,6 +157,10 @@ _ROUTES: dict[tuple[str, str], Callable[[Backend, Request], tuple[int, Any]]] = 
     ("GET", "/issued-plaintexts"): _issued_plaintexts,
     ("GET", "/spend"): _spend,
     ("PUT", "/spend"): _set_spend,
+    ("GET", "/realism"): _realism,
+    ("PUT", "/realism"): _set_realism,
+    ("POST", "/seed"): _seed_keys,
+    ("GET", "/listed"): _listed,
 }
 
 

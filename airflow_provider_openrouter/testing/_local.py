@@ -9,8 +9,8 @@ from urllib.parse import quote, urlencode
 
 from airflow_provider_openrouter._defaults import DEFAULT_CONN_ID
 from airflow_provider_openrouter.models import ApiKey, CreatedApiKey
-from airflow_provider_openrouter.testing._api import RecordedRequest, RequestLog
-from airflow_provider_openrouter.testing._server import Backend, serve
+from airflow_provider_openrouter.testing._backend import Backend, RecordedRequest, RequestLog
+from airflow_provider_openrouter.testing._server import serve
 from airflow_provider_openrouter.testing._state import DEFAULT_CREATOR, DEFAULT_WORKSPACE_ID, OpenRouterState
 from airflow_provider_openrouter.testing.faults import API_PREFIX, Fault, FaultPlan, FaultRule
 
@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from typing_extensions import Self
 
     from airflow_provider_openrouter.testing._http import HttpServer
+    from airflow_provider_openrouter.testing.realism import Realism
 
 
 class _Addressed(Protocol):
@@ -122,6 +123,21 @@ class StateHelpers:
         """Insert the key :meth:`add_key` describes: its API object and its plaintext."""
         raise NotImplementedError
 
+    def seed_keys(self, count: int, *, prefix: str = "filler-") -> int:
+        """Insert ``count`` filler keys named ``<prefix><index>`` (zero-padded, from 0), listed at once and
+        stamped a microsecond apart just before now: an account of many pages, in one call. Returns ``count``.
+        """
+        raise NotImplementedError
+
+    @property
+    def realism(self) -> Realism:
+        """The realism knobs in force."""
+        raise NotImplementedError
+
+    def set_realism(self, realism: Realism) -> None:
+        """Change the realism knobs from now on (writes already on their way to the list keep their lag)."""
+        raise NotImplementedError
+
 
 class LocalOpenRouter(ServedFake, StateHelpers):
     """A stateful fake of OpenRouter's key-management API, served over real HTTP on loopback.
@@ -134,6 +150,8 @@ class LocalOpenRouter(ServedFake, StateHelpers):
 
     ``port=0`` picks a free port. ``spend_per_second`` makes every usable regular key spend that many USD per
     (wall-clock) second, up to its limit, so that usage moves on its own as it does for a live account.
+    ``realism`` makes it harder (list order and lag, commit gap, name limit): see
+    :class:`~airflow_provider_openrouter.testing.Realism` and ``HARD``.
     """
 
     def __init__(
@@ -145,9 +163,13 @@ class LocalOpenRouter(ServedFake, StateHelpers):
         spend_per_second: float = 0.0,
         total_credits: float = 100.0,
         request_log_size: int = 100_000,
+        realism: Realism | None = None,
     ) -> None:
         self._state = OpenRouterState(
-            management_key=management_key, total_credits=total_credits, spend_per_second=spend_per_second
+            management_key=management_key,
+            total_credits=total_credits,
+            spend_per_second=spend_per_second,
+            realism=realism,
         )
         self._faults = FaultPlan()
         self._log = RequestLog(request_log_size)
@@ -210,6 +232,16 @@ class LocalOpenRouter(ServedFake, StateHelpers):
     def _insert_key(self, options: dict[str, Any]) -> tuple[dict[str, Any], str]:
         return self._state.add_key(**options)
 
+    def seed_keys(self, count: int, *, prefix: str = "filler-") -> int:
+        return self._state.seed_keys(count, prefix)
+
+    @property
+    def realism(self) -> Realism:
+        return self._state.realism
+
+    def set_realism(self, realism: Realism) -> None:
+        self._state.set_realism(realism)
+
     def add_usage(self, key_hash: str, usd: float, *, byok: bool = False) -> dict[str, Any]:
         """Record spend on a key: lifetime usage and the current day, week and month all grow by ``usd``."""
         return self._state.add_usage(key_hash, usd, byok=byok)
@@ -257,6 +289,16 @@ class LocalOpenRouter(ServedFake, StateHelpers):
     def get_key_state(self, key_hash: str) -> dict[str, Any]:
         """One key as the API's Key object + ``management``; ``KeyError`` if there is none."""
         return self._state.key_state(key_hash)
+
+    @property
+    def awaiting_commit(self) -> int:
+        """How many creates have arrived (and been stamped) but not committed yet: see ``commit_gap``."""
+        return self._state.awaiting_commit
+
+    def listed_hashes(self) -> list[str]:
+        """The hashes ``GET /keys`` would show now, across workspaces, disabled and expired ones too: the keys
+        whose create, and not yet whose delete, has reached the list."""
+        return self._state.listed_hashes()
 
     def has_key(self, key_hash: str) -> bool:
         try:

@@ -7,6 +7,7 @@ import sys
 
 from airflow_provider_openrouter.testing._local import ServedFake
 from airflow_provider_openrouter.testing.control import LocalOpenRouterControl
+from airflow_provider_openrouter.testing.realism import Realism
 
 
 class LocalOpenRouterProcess(ServedFake):
@@ -19,7 +20,8 @@ class LocalOpenRouterProcess(ServedFake):
             fake.control.add_usage(key_hash, 1.5)   # the LocalOpenRouter helpers, over HTTP
 
     A benchmark measures its client better this way: a server in the same process competes with the client
-    for the interpreter lock.
+    for the interpreter lock. ``realism`` is the child's :class:`~airflow_provider_openrouter.testing.Realism`
+    (``fake.control.set_realism`` changes it later).
     """
 
     def __init__(
@@ -30,12 +32,14 @@ class LocalOpenRouterProcess(ServedFake):
         spend_per_second: float = 0.0,
         env: dict[str, str] | None = None,
         startup_timeout: float = 30.0,
+        realism: Realism | None = None,
     ) -> None:
         self._args = [sys.executable, "-m", "airflow_provider_openrouter.testing", "--port", str(port)]
         if management_key is not None:
             self._args += ["--management-key", management_key]
         if spend_per_second:
             self._args += ["--spend-per-second", str(spend_per_second)]
+        self._args += _realism_flags(realism or Realism())
         self._env = env
         self._startup_timeout = startup_timeout
         self._proc: subprocess.Popen[str] | None = None
@@ -87,3 +91,19 @@ class LocalOpenRouterProcess(ServedFake):
     def control(self) -> LocalOpenRouterControl:
         """The test helpers (usage, clock, faults, request log, ...) over the control endpoints."""
         return LocalOpenRouterControl(self.base_url)
+
+
+def _realism_flags(realism: Realism) -> list[str]:
+    """The command-line flags that give the child ``realism``, every knob spelled out."""
+    return [
+        "--list-order",
+        realism.list_order,
+        "--shuffle-ties" if realism.shuffle_ties else "--no-shuffle-ties",
+        "--commit-gap",
+        repr(realism.commit_gap),
+        "--list-lag",
+        repr(realism.list_lag),
+        "--name-max-length",
+        str(realism.name_max_length or 0),
+        "--trim-stamp-zeros" if realism.trim_stamp_zeros else "--no-trim-stamp-zeros",
+    ]

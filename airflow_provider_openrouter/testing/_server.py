@@ -1,12 +1,12 @@
-"""The local OpenRouter's server: what its layers share, and which layer answers which URL.
+"""The local OpenRouter's server: which layer answers which URL.
 
 ::
 
     HTTP (_http) --Request--> serve()'s dispatch --/_local/...--> _controls.answer --+
-                                                 --anything else--> _api.answer -----+--> Backend
-                                                                                         state (_state)
-                                                                                         faults (faults)
-                                                                                         request log (_api)
+                                                 --anything else--> _api.answer -----+--> Backend (_backend)
+                                                                                        state (_state)
+                                                                                        faults (faults)
+                                                                                        request log (_backend)
 """
 
 from __future__ import annotations
@@ -18,20 +18,8 @@ from airflow_provider_openrouter.testing._http import HttpServer, json_response
 from airflow_provider_openrouter.testing._state import ApiError
 
 if TYPE_CHECKING:
-    from airflow_provider_openrouter.testing._api import RequestLog
+    from airflow_provider_openrouter.testing._backend import Backend
     from airflow_provider_openrouter.testing._http import Request, Response
-    from airflow_provider_openrouter.testing._state import OpenRouterState
-    from airflow_provider_openrouter.testing.faults import FaultPlan
-
-
-class Backend:
-    """What the API and control layers act on: the state, the armed faults and the request log."""
-
-    def __init__(self, state: OpenRouterState, faults: FaultPlan, log: RequestLog) -> None:
-        self.state = state
-        self.faults = faults
-        self.log = log
-        self.base_url = ""
 
 
 def _malformed(message: str) -> Response:

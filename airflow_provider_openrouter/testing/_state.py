@@ -6,9 +6,13 @@ Everything here is plain data guarded by one lock; the HTTP layer only translate
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
+import heapq
+import itertools
 import math
+import random
 import re
 import secrets
 import threading
@@ -17,8 +21,10 @@ import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
+from airflow_provider_openrouter.testing.realism import Realism
+
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Iterator, Mapping
 
 DEFAULT_WORKSPACE_ID: Final = "0df9e665-d932-5740-b2c7-b52af166bc11"
 PAGE_SIZE: Final = 100
@@ -70,9 +76,22 @@ def mask(plaintext: str) -> str:
 
 
 def iso(moment: dt.datetime | None) -> str | None:
+    """Whole seconds with ``Z``: the form of ``expires_at``, which the API takes with seconds."""
     if moment is None:
         return None
     return moment.astimezone(_UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def stamp(moment: dt.datetime | None, *, trim: bool = False) -> str | None:
+    """A stamp the API makes (``created_at``, ``updated_at``, ``last_used_at``): microseconds and ``+00:00``,
+    as OpenRouter's guide shows ``"2025-02-19T20:52:27.363244+00:00"``. ``trim`` drops the fraction's trailing
+    zeros (and the fraction when it is zero), as PostgreSQL writes a timestamp in JSON."""
+    if moment is None:
+        return None
+    text = moment.astimezone(_UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")
+    if trim:
+        text = text.rstrip("0").rstrip(".")
+    return text + "+00:00"
 
 
 def parse_instant(value: str) -> dt.datetime:
@@ -180,8 +199,8 @@ class KeyRecord:
             "byok_usage_monthly": self.byok.monthly,
         }
 
-    def to_api(self) -> dict[str, Any]:
-        """The Key object of the API (list, get, create, update)."""
+    def to_api(self, *, trim: bool = False) -> dict[str, Any]:
+        """The Key object of the API (list, get, create, update); ``trim`` as :func:`stamp`'s."""
         return {
             "hash": self.hash,
             "name": self.name,
@@ -192,13 +211,13 @@ class KeyRecord:
             "limit_reset": self.limit_reset,
             "include_byok_in_limit": self.include_byok_in_limit,
             **self.usage_fields(),
-            "created_at": iso(self.created_at),
-            "updated_at": iso(self.updated_at),
+            "created_at": stamp(self.created_at, trim=trim),
+            "updated_at": stamp(self.updated_at, trim=trim),
             "creator_user_id": self.creator_user_id,
             "workspace_id": self.workspace_id,
             "expires_at": iso(self.expires_at),
             "external_user": self.external_user,
-            "last_used_at": iso(self.last_used_at),
+            "last_used_at": stamp(self.last_used_at, trim=trim),
         }
 
     def to_current(self) -> dict[str, Any]:
@@ -251,11 +270,13 @@ def _bad(message: str) -> ApiError:
     return ApiError(400, message)
 
 
-def _check_name(value: Any) -> str:
+def _check_name(value: Any, max_length: int | None) -> str:
     if not isinstance(value, str):
         raise _bad("name: expected a string")
     if not value:
         raise _bad("name: must contain at least 1 character")
+    if max_length is not None and len(value) > max_length:
+        raise _bad(f"name: must contain at most {max_length} characters")
     return value
 
 
@@ -313,7 +334,13 @@ def _check_expires_at(value: Any, now: dt.datetime) -> dt.datetime | None:
 
 
 class OpenRouterState:
-    """The fake account: keys, clock, spend. Thread-safe; every public method takes the lock."""
+    """The fake account: keys, clock, spend. Thread-safe; every public method takes the lock.
+
+    ``_keys`` holds the committed keys, which every read by hash sees. ``_listed`` is what ``GET /keys`` sees:
+    the same keys in the order they reached it, behind by the list lag of :class:`Realism`. A write that has
+    not reached it waits in ``_pending`` with a copy of the key as it was written, so that later writes to the
+    live key do not show through early.
+    """
 
     def __init__(
         self,
@@ -321,9 +348,22 @@ class OpenRouterState:
         management_key: str | None = None,
         total_credits: float = 100.0,
         spend_per_second: float = 0.0,
+        realism: Realism | None = None,
     ) -> None:
         self.lock = threading.RLock()
+        # Wakes creates waiting for their commit when the clock or the realism changes.
+        self._changed = threading.Condition(self.lock)
+        self._realism = realism or Realism()
+        self._rng = random.Random()
         self._keys: dict[str, KeyRecord] = {}
+        self._listed: dict[str, KeyRecord] = {}
+        self._listed_version = 0
+        self._by_stamp: tuple[int, list[KeyRecord]] = (-1, [])
+        # (visible at, sequence, hash, the key as written or None for a delete), earliest first.
+        self._pending: list[tuple[dt.datetime, int, str, KeyRecord | None]] = []
+        self._pending_until: dict[str, dt.datetime] = {}
+        self._sequence = itertools.count()
+        self._awaiting_commit = 0
         self._issued: list[str] = []
         self._offset = dt.timedelta(0)
         self._frozen: dt.datetime | None = None
@@ -334,6 +374,18 @@ class OpenRouterState:
         self._account_usage = 0.0
         self.management_key = management_key or new_plaintext()
         self._insert(self.management_key, name="Local management key", management=True)
+
+    # -- realism -------------------------------------------------------------------------------------------
+
+    @property
+    def realism(self) -> Realism:
+        return self._realism
+
+    def set_realism(self, realism: Realism) -> None:
+        """Change the knobs from now on; writes already on their way to the list keep their lag."""
+        with self.lock:
+            self._realism = realism
+            self._changed.notify_all()
 
     # -- clock ---------------------------------------------------------------------------------------------
 
@@ -350,6 +402,7 @@ class OpenRouterState:
                 self._frozen += delta
             else:
                 self._offset += delta
+            self._changed.notify_all()
             return self.now()
 
     def set_clock(self, moment: dt.datetime, *, frozen: bool = False) -> dt.datetime:
@@ -363,6 +416,7 @@ class OpenRouterState:
             else:
                 self._frozen = None
                 self._offset = moment - dt.datetime.now(_UTC)
+            self._changed.notify_all()
             return self.now()
 
     # -- spend ---------------------------------------------------------------------------------------------
@@ -430,13 +484,14 @@ class OpenRouterState:
 
     # -- keys ----------------------------------------------------------------------------------------------
 
-    def _insert(self, plaintext: str, **fields: Any) -> KeyRecord:
-        """Store a new key; ``fields`` are :class:`KeyRecord`'s (``management`` defaults to ``False``)."""
+    def _insert(self, plaintext: str, *, listed: bool = True, **fields: Any) -> KeyRecord:
+        """Store a new key; ``fields`` are :class:`KeyRecord`'s (``management`` defaults to ``False``,
+        ``created_at`` to now). ``listed``: the list shows it at once (else :meth:`_publish` it)."""
         now = self.now()
         rec = KeyRecord(
             hash=hash_of(plaintext),
             label=mask(plaintext),
-            created_at=now,
+            created_at=fields.pop("created_at", now),
             **{
                 "management": False,
                 **fields,
@@ -446,7 +501,119 @@ class OpenRouterState:
         self._roll(rec, now)
         self._keys[rec.hash] = rec
         self._issued.append(plaintext)
+        if listed:
+            self._list(rec.hash, rec)
         return rec
+
+    def seed_keys(self, count: int, prefix: str = "filler-") -> int:
+        """Insert ``count`` keys named ``<prefix><index>`` (index zero-padded, from 0), listed at once and
+        stamped a microsecond apart just before now, the last one newest: an account of many pages."""
+        if count < 0:
+            raise ValueError("count must be >= 0")
+        width = len(str(max(count - 1, 0)))
+        with self.lock:
+            self._accrue()
+            now = self.now()
+            for index in range(count):
+                self._insert(
+                    new_plaintext(),
+                    name=f"{prefix}{index:0{width}d}",
+                    created_at=now - dt.timedelta(microseconds=count - index),
+                )
+            return count
+
+    # -- what the list sees ------------------------------------------------------------------------------
+
+    def _list(self, key_hash: str, rec: KeyRecord | None) -> None:
+        """Make the list show ``rec`` for ``key_hash`` (``None``: not at all); a key keeps its place."""
+        if rec is None:
+            self._listed.pop(key_hash, None)
+        else:
+            self._listed[key_hash] = rec
+        self._listed_version += 1
+
+    def _catch_up(self, now: dt.datetime) -> None:
+        """Let every write whose lag has passed reach the list, in the order they become visible."""
+        pending = self._pending
+        while pending and pending[0][0] <= now:
+            visible, _, key_hash, rec = heapq.heappop(pending)
+            self._list(key_hash, rec)
+            if self._pending_until.get(key_hash, visible) <= visible:
+                self._pending_until.pop(key_hash, None)
+
+    def _publish(self, key_hash: str, rec: KeyRecord | None) -> None:
+        """Send a committed write (``rec`` as written, ``None`` for a delete) towards the list."""
+        now = self.now()
+        self._catch_up(now)
+        lag = self._realism.list_lag
+        visible = now + dt.timedelta(seconds=self._rng.uniform(0.0, lag)) if lag > 0 else now
+        # The writes to one key reach the list in their order: a rename never comes back undone.
+        earlier = self._pending_until.get(key_hash)
+        if earlier is not None and earlier > visible:
+            visible = earlier
+        if visible <= now:
+            self._list(key_hash, rec)
+            return
+        snapshot = None if rec is None else dataclasses.replace(rec)
+        heapq.heappush(self._pending, (visible, next(self._sequence), key_hash, snapshot))
+        self._pending_until[key_hash] = visible
+
+    def _detach(self, rec: KeyRecord) -> None:
+        """Before a key changes in place, the list keeps a copy of it as it was, until the change arrives."""
+        if self._listed.get(rec.hash) is rec:
+            self._listed[rec.hash] = dataclasses.replace(rec)
+
+    def _by_created_at(self) -> list[KeyRecord]:
+        """The listed keys, newest ``created_at`` first, equal stamps in a fixed arbitrary order (by hash)."""
+        version, ordered = self._by_stamp
+        if version != self._listed_version:
+            ordered = sorted(self._listed.values(), key=lambda rec: (rec.created_at, rec.hash), reverse=True)
+            self._by_stamp = (self._listed_version, ordered)
+        return ordered
+
+    def _listing(self) -> Iterator[KeyRecord]:
+        """The listed keys in :attr:`Realism.list_order`, equal stamps as :attr:`Realism.shuffle_ties`."""
+        realism = self._realism
+        if realism.list_order == "insertion":
+            yield from reversed(self._listed.values())
+            return
+        ordered = self._by_created_at()
+        if not realism.shuffle_ties:
+            yield from ordered
+            return
+        index = 0
+        while index < len(ordered):
+            end = index + 1
+            while end < len(ordered) and ordered[end].created_at == ordered[index].created_at:
+                end += 1
+            if end - index == 1:
+                yield ordered[index]
+            else:
+                tied = ordered[index:end]
+                self._rng.shuffle(tied)
+                yield from tied
+            index = end
+
+    def _await_commit(self, arrived: dt.datetime) -> None:
+        """Hold a create between its arrival and its commit, ``commit_gap`` seconds of the fake's clock later;
+        the lock is free meanwhile, so other requests go on (and do not see the key)."""
+        gap = self._realism.commit_gap
+        if gap <= 0:
+            return
+        commit = arrived + dt.timedelta(seconds=gap)
+        self._awaiting_commit += 1
+        try:
+            while (now := self.now()) < commit:
+                # A frozen clock moves only when a test moves it, which wakes this; else sleep until commit.
+                self._changed.wait(0.1 if self._frozen is not None else (commit - now).total_seconds())
+        finally:
+            self._awaiting_commit -= 1
+
+    @property
+    def awaiting_commit(self) -> int:
+        """How many creates have arrived and not committed yet."""
+        with self.lock:
+            return self._awaiting_commit
 
     def add_key(self, name: str, **options: Any) -> tuple[dict[str, Any], str]:
         """Insert a key directly, bypassing the API's validation (so tests can build any state).
@@ -494,6 +661,12 @@ class OpenRouterState:
             rec = self._held(key_hash)
             self._roll(rec, self.now())
             return rec.to_state()
+
+    def listed_hashes(self) -> list[str]:
+        """The hashes ``GET /keys`` would show now (every workspace, disabled and expired too), unordered."""
+        with self.lock:
+            self._catch_up(self.now())
+            return [h for h, rec in self._listed.items() if not rec.management]
 
     def all_keys(self, *, include_management: bool = False) -> list[dict[str, Any]]:
         with self.lock:
@@ -549,10 +722,12 @@ class OpenRouterState:
         workspace = workspace_id or DEFAULT_WORKSPACE_ID
         with self.lock:
             now = self.now()
+            self._catch_up(now)
+            trim = self._realism.trim_stamp_zeros
             page: list[dict[str, Any]] = []
             seen = 0
-            # Newest first, as the API's "the most recent 100 API keys" (a rename keeps a key's place).
-            for rec in reversed(self._keys.values()):
+            # Newest first, as the API's "the most recent 100 API keys".
+            for rec in self._listing():
                 if rec.management or rec.workspace_id != workspace:
                     continue
                 if rec.disabled and not include_disabled:
@@ -561,7 +736,7 @@ class OpenRouterState:
                     continue
                 if seen >= offset:
                     self._roll(rec, now)
-                    page.append(rec.to_api())
+                    page.append(rec.to_api(trim=trim))
                     if len(page) == PAGE_SIZE:
                         break
                 seen += 1
@@ -570,7 +745,7 @@ class OpenRouterState:
     def create_key(self, body: Mapping[str, Any]) -> tuple[dict[str, Any], str]:
         if "name" not in body:
             raise _bad("name: required")
-        name = _check_name(body["name"])
+        name = _check_name(body["name"], self._realism.name_max_length)
         limit = _check_limit(body.get("limit"))
         limit_reset = _check_limit_reset(body.get("limit_reset"))
         include_byok = _check_bool("include_byok_in_limit", body.get("include_byok_in_limit", False))
@@ -589,10 +764,14 @@ class OpenRouterState:
             external_user = external["user"]
         with self.lock:
             self._accrue()
-            expires_at = _check_expires_at(body.get("expires_at"), self.now())
+            arrived = self.now()
+            expires_at = _check_expires_at(body.get("expires_at"), arrived)
+            self._await_commit(arrived)
             plaintext = new_plaintext()
             rec = self._insert(
                 plaintext,
+                listed=False,
+                created_at=arrived,
                 name=name,
                 limit=limit,
                 limit_reset=limit_reset,
@@ -602,13 +781,14 @@ class OpenRouterState:
                 creator_user_id=creator,
                 external_user=external_user,
             )
-            return rec.to_api(), plaintext
+            self._publish(rec.hash, rec)
+            return rec.to_api(trim=self._realism.trim_stamp_zeros), plaintext
 
     def get_key(self, key_hash: str) -> dict[str, Any]:
         with self.lock:
             rec = self._record(key_hash)
             self._roll(rec, self.now())
-            return rec.to_api()
+            return rec.to_api(trim=self._realism.trim_stamp_zeros)
 
     def update_key(self, key_hash: str, body: Mapping[str, Any]) -> dict[str, Any]:
         if "expires_at" in body:
@@ -618,7 +798,7 @@ class OpenRouterState:
             raise _bad("No update fields provided")
         changes: dict[str, Any] = {}
         if "name" in body:
-            changes["name"] = _check_name(body["name"])
+            changes["name"] = _check_name(body["name"], self._realism.name_max_length)
         if "disabled" in body:
             changes["disabled"] = _check_bool("disabled", body["disabled"])
         if "limit" in body:
@@ -635,15 +815,18 @@ class OpenRouterState:
             rec = self._record(key_hash)
             now = self.now()
             self._roll(rec, now)
+            self._detach(rec)
             for name, value in changes.items():
                 setattr(rec, name, value)
             rec.updated_at = now
-            return rec.to_api()
+            self._publish(key_hash, rec)
+            return rec.to_api(trim=self._realism.trim_stamp_zeros)
 
     def delete_key(self, key_hash: str) -> None:
         with self.lock:
             self._record(key_hash)
             del self._keys[key_hash]
+            self._publish(key_hash, None)
 
     def credits(self) -> dict[str, float]:
         with self.lock:

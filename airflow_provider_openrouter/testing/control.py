@@ -9,11 +9,12 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-from airflow_provider_openrouter.testing._api import RecordedRequest
+from airflow_provider_openrouter.testing._backend import RecordedRequest
 from airflow_provider_openrouter.testing._controls import CONTROL_PREFIX
 from airflow_provider_openrouter.testing._local import StateHelpers
 from airflow_provider_openrouter.testing._state import iso
 from airflow_provider_openrouter.testing.faults import API_PREFIX, FaultRule
+from airflow_provider_openrouter.testing.realism import Realism
 
 # The fake is on loopback: proxy settings from the environment must not reroute control calls.
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -92,6 +93,18 @@ class LocalOpenRouterControl(StateHelpers):
     def set_spend_per_second(self, usd: float) -> None:
         self._call("PUT", "/spend", {"per_second": usd})
 
+    def seed_keys(self, count: int, *, prefix: str = "filler-") -> int:
+        return int(self._call("POST", "/seed", {"count": count, "prefix": prefix})["seeded"])
+
+    # -- realism -------------------------------------------------------------------------------------------
+
+    @property
+    def realism(self) -> Realism:
+        return Realism.from_json(self._call("GET", "/realism")["data"])
+
+    def set_realism(self, realism: Realism) -> None:
+        self._call("PUT", "/realism", realism.to_json())
+
     # -- clock ---------------------------------------------------------------------------------------------
 
     @property
@@ -111,6 +124,9 @@ class LocalOpenRouterControl(StateHelpers):
         query = "?include_management=true" if include_management else ""
         result: list[dict[str, Any]] = self._call("GET", "/keys" + query)["data"]
         return result
+
+    def listed_hashes(self) -> list[str]:
+        return list(self._call("GET", "/listed")["data"])
 
     def get_key_state(self, key_hash: str) -> dict[str, Any]:
         try:
