@@ -32,7 +32,10 @@ def get_provider_info() -> dict[str, Any]:
         "operators": [
             {
                 "integration-name": "OpenRouter",
-                "python-modules": ["airflow_provider_openrouter.operators.api_key"],
+                "python-modules": [
+                    "airflow_provider_openrouter.operators.api_key",
+                    "airflow_provider_openrouter.operators.sync",
+                ],
             }
         ],
         "sensors": [

@@ -3,12 +3,21 @@
 The table is a CSV shipped beside this file. The plan task logs the plan as a table and returns it; the
 approval step shows it to the approver (Airflow's human-in-the-loop ApprovalOperator); the apply task
 applies exactly that plan, refusing if the account changed since in a way that matters. Limits in the table
-are set again each day, so editing the CSV (or computing it per month) is how limits are reset on schedule.
+are set again each day, so editing the CSV (or computing it per month) is how limits are changed on schedule
+(OpenRouter resets usage itself: that is the keys' ``limit_reset``).
+
+A plan nobody answers is rejected when the approval times out: the apply task is skipped and the account is
+left as it was. The timeout is ``OPENROUTER_SYNC_APPROVAL_TIMEOUT_SECONDS`` in the environment of the process
+that parses this file (default 12 hours, within the day before the next run). From Airflow 3.3 the scheduler
+applies it, so a run of ``airflow dags test`` (no scheduler) waits for an answer: give it in the UI or through
+the REST API (``PATCH .../taskInstances/approve/-1/hitlDetails``, ``{"chosen_options": ["Approve"]}``).
 """
 
 from __future__ import annotations
 
 import csv
+import datetime as dt
+import os
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +27,9 @@ from airflow.sdk import DAG, task
 from airflow_provider_openrouter.operators.sync import PLAN_MARKDOWN_XCOM_KEY, SyncApiKeysOperator
 
 TABLE = Path(__file__).parent / "data" / "tenants.csv"
+APPROVAL_TIMEOUT = dt.timedelta(
+    seconds=float(os.environ.get("OPENROUTER_SYNC_APPROVAL_TIMEOUT_SECONDS", "43200"))
+)
 
 
 def store_in_vault(created: Any, context: Any) -> None:
@@ -60,9 +72,12 @@ with DAG(
         plan >> apply
     else:
         # The approver sees the plan as a table (Markdown, rendered in the Required Actions page); rejecting
-        # skips the apply task.
+        # skips the apply task. Unanswered by the timeout, the plan is rejected: a sync nobody looked at
+        # changes nothing, and the run ends instead of waiting for ever.
         approve = ApprovalOperator(
             task_id="approve",
+            response_timeout=APPROVAL_TIMEOUT,
+            defaults="Reject",
             # run_after, not ds: a run triggered without a logical date (the CLI's and the REST API's default)
             # has no ds.
             subject="Apply the OpenRouter tenant sync of {{ dag_run.run_after.strftime('%Y-%m-%d') }}?",

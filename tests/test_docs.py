@@ -2,7 +2,10 @@
 
 - Every ``literalinclude`` in ``docs/`` points at a file that exists and at markers that are there, in order.
 - Each operator's and the sensor's docstring points at its how-to, and the how-to defines that label.
-- Every module the provider declares has an API reference page.
+- Every module the provider declares has an API reference page, and every public name of the package is in
+  the API reference (what its directives describe, with autodoc's rules for ``automodule``).
+- The changelog has dated versions and the official providers' sections.
+- Every example DAG is on the examples page.
 - The examples on the testing page (between the ``[START docs_…]`` / ``[END docs_…]`` markers below) run here,
   against a local OpenRouter, like any other test.
 
@@ -11,12 +14,17 @@ The Sphinx build itself (warnings as errors) is ``make docs``, part of ``make te
 
 from __future__ import annotations
 
+import importlib
+import inspect
+import itertools
+import pkgutil
 import re
 import textwrap
 from pathlib import Path
 
 import pytest
 
+import airflow_provider_openrouter
 from airflow_provider_openrouter.exceptions import NotFoundError
 from airflow_provider_openrouter.get_provider_info import CONN_FIELDS, get_provider_info
 from airflow_provider_openrouter.hooks.openrouter import OpenRouterHook
@@ -27,6 +35,7 @@ from airflow_provider_openrouter.operators.api_key import (
 )
 from airflow_provider_openrouter.sensors.key_usage import OpenRouterKeyUsageSensor
 from airflow_provider_openrouter.testing import DropAfterCommit, LocalOpenRouter, Status
+from tests.example_dag_runs import discovered_dag_ids
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
@@ -163,6 +172,139 @@ def test_every_declared_module_has_an_api_page() -> None:
         re.findall(r"^\.\. automodule:: (\S+)", "\n".join(p.read_text() for p in RST_FILES), re.MULTILINE)
     )
     assert modules <= documented, f"modules without an API page: {sorted(modules - documented)}"
+
+
+# Public modules that are not API: Airflow's entry point for the provider info, and the plugin Airflow loads
+# (the page it adds is described on docs/keys_page.rst).
+NOT_API = {"airflow_provider_openrouter.get_provider_info", "airflow_provider_openrouter.plugins.keys_page"}
+TESTING = "airflow_provider_openrouter.testing"
+
+
+def public_names() -> dict[str, object]:
+    """``{"module.name": object}`` for every public name of the package.
+
+    A module's public names are its ``__all__``; without one, the classes and functions it defines whose names
+    do not start with an underscore. The local OpenRouter's package declares its API in its own ``__all__``
+    and the pytest plugin: its other modules are what that API is built from.
+    """
+    found: dict[str, object] = {}
+    for info in pkgutil.walk_packages(airflow_provider_openrouter.__path__, "airflow_provider_openrouter."):
+        name = info.name
+        if any(part.startswith("_") for part in name.split(".")) or name in NOT_API:
+            continue
+        if name.startswith(TESTING + ".") and name != f"{TESTING}.pytest_plugin":
+            continue
+        module = importlib.import_module(name)
+        names = getattr(module, "__all__", None)
+        if names is None:
+            names = [
+                attr
+                for attr, value in vars(module).items()
+                if not attr.startswith("_")
+                and (inspect.isclass(value) or inspect.isfunction(value))
+                and value.__module__ == name
+            ]
+        found.update({f"{name}.{attr}": getattr(module, attr) for attr in names})
+    return found
+
+
+def _documented_by_autodoc(module_name: str, options: dict[str, str]) -> set[str]:
+    """What ``.. automodule::`` documents with this project's autodoc settings (``members`` by default, no
+    ``undoc-members``): the module's ``__all__`` (or the classes and functions it defines) that carry a
+    docstring, and data with a ``#:`` comment in the module's source; ``:members:`` and ``:exclude-members:``
+    as given. Worked out here rather than by Sphinx, which only the docs build's environment has."""
+    module = importlib.import_module(module_name)
+    listed = [name.strip() for name in options.get("members", "").split(",") if name.strip()]
+    if not listed:
+        listed = list(getattr(module, "__all__", None) or [])
+    if not listed:
+        listed = [
+            name
+            for name, value in vars(module).items()
+            if (inspect.isclass(value) or inspect.isfunction(value)) and value.__module__ == module_name
+        ]
+    excluded = {name.strip() for name in options.get("exclude-members", "").split(",")}
+    source = inspect.getsource(module)
+    found = set()
+    for name in listed:
+        if name.startswith("_") or name in excluded:
+            continue
+        value = getattr(module, name)
+        if inspect.isclass(value) or inspect.isfunction(value):
+            documented = bool(inspect.getdoc(value))
+        else:
+            documented = (
+                re.search(rf"^#:.*\n(?:#:.*\n)*{re.escape(name)}\b", source, re.MULTILINE) is not None
+            )
+        if documented:
+            found.add(f"{module_name}.{name}")
+    return found
+
+
+def _documented() -> set[str]:
+    """Every Python object the API reference (docs/api/) describes, by full name."""
+    found: set[str] = set()
+    for rst in sorted((DOCS / "api").glob("*.rst")):
+        lines = rst.read_text().splitlines()
+        for number, line in enumerate(lines):
+            match = _DIRECTIVE.match(line)
+            if not match or not match["name"].startswith(("py:", "auto")):
+                continue
+            options = {}
+            for following in lines[number + 1 :]:
+                option = _OPTION.match(following)
+                if not option:
+                    break
+                options[option["name"]] = option["value"].strip()
+            target = match["arg"].strip()
+            if match["name"] == "automodule":
+                found |= _documented_by_autodoc(target, options)
+            elif match["name"].startswith("py:") and "module" in options:
+                found.add(f"{options['module']}.{target.split('(')[0].strip()}")
+            else:
+                found.add(target.split("(")[0].strip())
+    return found
+
+
+def test_every_public_name_is_in_the_api_reference() -> None:
+    documented = _documented()
+    names = public_names()
+    assert "airflow_provider_openrouter.operators.sync.SyncApiKeysOperator" in names
+    missing = []
+    for full_name, value in names.items():
+        # A name re-exported from where it is defined is documented under either.
+        canonical = f"{getattr(value, '__module__', '')}.{getattr(value, '__qualname__', '')}"
+        if full_name not in documented and canonical not in documented:
+            missing.append(full_name)
+    assert missing == [], f"public names missing from the API reference (docs/api/): {missing}"
+
+
+def test_every_example_dag_is_on_the_examples_page() -> None:
+    page = (DOCS / "examples.rst").read_text()
+    dag_ids = discovered_dag_ids()
+    assert "example_openrouter_sync_tenants" in dag_ids
+    missing = sorted(dag_id for dag_id in dag_ids if f"``{dag_id}``" not in page)
+    assert missing == [], f"example DAGs missing from docs/examples.rst: {missing}"
+
+
+CHANGELOG_SECTIONS = {"Breaking changes", "Features", "Bug Fixes", "Misc", "Doc-only"}
+
+
+def test_changelog_has_dated_versions_and_the_providers_sections() -> None:
+    lines = (DOCS / "changelog.rst").read_text().splitlines()
+    headings = [
+        (title, underline[0])
+        for title, underline in itertools.pairwise(lines)
+        if title.strip() and underline and len(set(underline)) == 1 and len(underline) == len(title)
+    ]
+    versions = [title for title, mark in headings if mark == "."]
+    sections = {title for title, mark in headings if mark == "~"}
+    assert versions[0] == "Unreleased" or re.fullmatch(r"\d+\.\d+\.\d+ \(\d{4}-\d{2}-\d{2}\)", versions[0])
+    for version in versions[1:]:
+        assert re.fullmatch(r"\d+\.\d+\.\d+ \(\d{4}-\d{2}-\d{2}\)", version), version
+    assert any(v.startswith(f"{airflow_provider_openrouter.__version__} (") for v in versions)
+    assert sections
+    assert sections <= CHANGELOG_SECTIONS, sections - CHANGELOG_SECTIONS
 
 
 # -- examples shown on docs/testing.rst --------------------------------------------------------------------

@@ -10,7 +10,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import runpy
 import stat
+import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -19,10 +23,11 @@ import pytest
 from cryptography.fernet import Fernet
 
 from airflow_provider_openrouter.links import key_url
+from tests.airflow_runner import ROOT
 from tests.example_dag_runs import AIRFLOW_PARKS_HITL_TASKS, dags_test_answering
+from tests.hitl_timeout_sweep import RESOLVED
 
 if TYPE_CHECKING:
-    import subprocess
     from collections.abc import Iterator
     from pathlib import Path
 
@@ -320,3 +325,91 @@ def test_no_plaintext_in_logs_xcom_rendered_fields_or_output(account: Account, s
     for where, text in places.items():
         for plaintext in plaintexts:
             assert plaintext not in text, f"a plaintext key appears in {where}"
+
+
+def _sync_approval() -> Any:
+    # Parsed in this process, where OPENROUTER_SYNC_APPROVAL_TIMEOUT_SECONDS is unset: the defaults apply.
+    dag = runpy.run_path(str(ROOT / "example_dags" / f"{SYNC}.py"))["dag"]
+    return dag.task_dict["approve"]
+
+
+def test_the_sync_approval_ends_by_default_in_a_rejection() -> None:
+    approve = _sync_approval()
+    # Unanswered for 12 hours (less than the day until the next run), the plan is rejected.
+    assert approve.response_timeout.total_seconds() == 12 * 3600
+    assert approve.defaults == ["Reject"]
+
+
+@dataclass
+class UnansweredSync:
+    run: Run
+    chosen: list[str]  # what the approval's timeout chose
+    keys: list[dict[str, Any]] = field(repr=False)
+
+
+@pytest.fixture(scope="module")
+def unanswered_sync(airflow_instance: AirflowInstance) -> UnansweredSync | None:
+    """The sync example on an account of its own (an empty one: the plan creates every tenant's key), its
+    approval left unanswered, with the timeout set short through the environment variable the example reads.
+
+    ``None`` before Airflow 3.3: there ``dags test`` cannot run the approval's trigger (see
+    ``dags_test_answering``), and the triggerer of a deployment applies the timeout instead.
+    """
+    from airflow_provider_openrouter.testing import LocalOpenRouter
+
+    if not AIRFLOW_PARKS_HITL_TASKS:
+        return None
+    with LocalOpenRouter() as fake:
+        extra_env = {**fake.airflow_env(), "OPENROUTER_SYNC_APPROVAL_TIMEOUT_SECONDS": "1"}
+        # The scheduler's share of the wait: its timeout sweep, in a process of its own (no scheduler runs).
+        sweeper = subprocess.Popen(
+            [sys.executable, "-m", "tests.hitl_timeout_sweep", SYNC, "approve", "--timeout", "300"],
+            cwd=ROOT,
+            env={**os.environ, **airflow_instance.env, **extra_env},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            # Seconds once the sweep resolves the approval; the timeout is for a sweep that never does.
+            proc = airflow_instance.dags_test(SYNC, extra_env=extra_env, check=False, timeout=300)
+        finally:
+            if sweeper.poll() is None:
+                sweeper.kill()
+        out, err = sweeper.communicate()
+        run = Run(SYNC, proc, fake.requests)
+        keys = fake.keys()
+    assert sweeper.returncode == 0, err[-4000:] + run.output[-6000:]
+    [chosen] = [line.removeprefix(RESOLVED + " ") for line in out.splitlines() if line.startswith(RESOLVED)]
+    return UnansweredSync(run, json.loads(chosen), keys)
+
+
+def test_an_unanswered_sync_approval_times_out_and_applies_nothing(
+    airflow_instance: AirflowInstance, unanswered_sync: UnansweredSync | None
+) -> None:
+    if unanswered_sync is None:
+        # Before 3.3 the same operator settings reach the trigger that applies the timeout.
+        assert _sync_approval().defaults == ["Reject"]
+        return
+    run = unanswered_sync.run
+    assert run.proc.returncode == 0, run.output[-6000:]
+    [(run_id,)] = airflow_instance.query(
+        "SELECT run_id FROM dag_run WHERE dag_id = ? ORDER BY id DESC LIMIT 1", (SYNC,)
+    )
+    # The plan read the (empty) account and found a key to create for every tenant...
+    [(plan,)] = airflow_instance.query(
+        "SELECT value FROM xcom WHERE dag_id = ? AND run_id = ? AND task_id = 'plan' "
+        "AND key = 'return_value'",
+        (SYNC, run_id),
+    )
+    assert json.loads(str(plan))["counts"]["create"] == 4
+    # ...and with nobody answering, the timeout rejected it: nothing was written.
+    assert unanswered_sync.chosen == ["Reject"]
+    assert [r.method for r in run.requests if r.method != "GET"] == []
+    assert unanswered_sync.keys == []
+    states = dict(
+        airflow_instance.query(
+            "SELECT task_id, state FROM task_instance WHERE dag_id = ? AND run_id = ?", (SYNC, run_id)
+        )
+    )
+    assert states == {"tenants_table": "success", "plan": "success", "approve": "success", "apply": "skipped"}
