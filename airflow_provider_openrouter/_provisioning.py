@@ -8,25 +8,28 @@ when that try holds it (its lease)::
 
 Only a claim that wins is delivered, and only a delivered claim is renamed to the real name. So a key under
 the real name has always reached its destinations, and a key whose plaintext went nowhere is recognisable by
-its name; once its lease (plus a grace) has passed, any run that touches the name deletes it.
+its name. A claim past its lease and a grace is *collectable*: its owner can no longer deliver it (delivery
+must end within the lease) nor rename it (the rename starts before the lease ends and one call ends within
+the grace), so any run that reads it again by hash and finds it still under its provisional name deletes it.
 
-Winning. Right after its key is created, a try lists the name again. It wins when it sees no other live
-claim created before or less than :data:`AMBIGUITY` seconds after its own (``created_at`` has whole seconds
-and clocks differ, so two claims that close together cannot be ordered) and no delivered key it did not
-already know. Of two claims, the one created later sees the earlier (the list is read after its create), so
-two tries cannot both win; when both see each other, both withdraw and try again after a random wait.
-Losing claims are deleted at once; a try that loses waits for the winner and then applies ``if_exists`` to
-what the winner left.
+Winning. Right after its key is created, a try lists the name again, once the list shows its claim (a list
+that trails the writes may not show a rival's either). It wins when it sees no other claim, not yet
+collectable, created before or less than :data:`AMBIGUITY` seconds after its own (clocks differ, stamps may
+have whole seconds), and no delivered key it did not already know. Of two claims, the one created later
+sees the earlier (its list is read after its own create and shows it), so two tries cannot both win; when
+both see each other, both withdraw and try again after a random wait. A try that meets another's claim waits
+for it, reading it by hash, until it is renamed, deleted or collectable, for at most its lease and grace
+(:class:`ClaimHeldError`), and then applies ``if_exists`` to what the name holds.
 
 The steps take an already-walked view of the keys (:func:`view_of`), so that a caller provisioning many names
 can share one walk of the account among them.
 
 Checking reads only what is new. A claim can only be beaten by keys created after the walk that found the
-name free: anything older, that walk saw. The API lists newest first and puts a new key on top (the walk of
-:class:`~airflow_provider_openrouter._endpoints.Listing` relies on that too), so the check walk stops at the
-first key that was on that walk's first page (its :class:`Horizon`), once it has seen this try's own claims:
-in a big account it reads a page or two instead of all of them. Should the list ever come out of order, or
-every key of that page be gone, the check reads to the end.
+name free: anything older, that walk saw. The API lists newest first by ``created_at``, so the check walk
+reads down to the first key of that walk's first page (its :class:`Horizon`) and on through the keys stamped
+within :data:`ORDER_SLACK` of it (ties, clocks, a create stamped on arrival but listed on commit), once it has
+seen this try's own claims: in a big account it reads a page or two instead of all of them. Should the list
+ever come out of order, or every key of that page be gone, the check reads to the end.
 """
 
 from __future__ import annotations
@@ -46,8 +49,10 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 from airflow_provider_openrouter.exceptions import (
     ApiKeyExistsError,
     KeyNameNotUniqueError,
+    NotFoundError,
     OpenRouterError,
     OpenRouterTransportError,
+    OpenRouterValidationError,
     PlaintextDeliveryError,
     ServerError,
     UnreadableResponseError,
@@ -67,10 +72,12 @@ AMBIGUITY: Final = 2.0
 #: Default lease of a claim, and the grace after it before another run may delete it.
 DEFAULT_LEASE: Final = 120.0
 DEFAULT_GRACE: Final = 60.0
-#: Seconds by which ``created_at`` may run backwards down a list before it counts as out of order (whole
-#: seconds, clocks).
+#: Seconds by which ``created_at`` may run backwards down a list before it counts as out of order, and by
+#: which a key created after a walk began may be stamped before that walk's newest key (whole seconds,
+#: clocks, a create stamped when it arrives but listed only when it commits).
 ORDER_SLACK: Final = 2 * AMBIGUITY
-#: Rounds (create, check) one try makes before giving up on a name that others keep claiming.
+#: Rounds (create, check) one try makes before giving up on a name that others keep claiming at the same
+#: moment. Waiting for another try's claim costs no round.
 MAX_ROUNDS: Final = 8
 
 _CLAIM = re.compile(r"^(?P<name>.+) \[pending delivery (?P<token>[0-9a-f]{10}) until (?P<until>\d{9,12})\]$")
@@ -182,20 +189,29 @@ class Horizon:
 
 
 def recent(keys: Iterable[ApiKey], since: frozenset[str], expect: Collection[str] = ()) -> Iterator[ApiKey]:
-    """The keys of a walk (newest first) down to the first one in ``since`` (an earlier walk's
+    """The keys of a walk (newest first) down to those an earlier walk already saw (``since``: its
     :class:`Horizon`): every key created after that walk began is among them.
 
-    Stops there only once every hash in ``expect`` (keys known to be newer: this try's claims) has come by and
+    That walk began after the keys of its first page were created, so a key created since carries a
+    ``created_at`` no earlier than theirs, give or take :data:`ORDER_SLACK` (clocks, whole-second stamps, a
+    create stamped when it arrives but listed only when it commits). The list is ordered by ``created_at``
+    with ties in any order, so this walk goes past the first key of ``since`` it meets, down to a key older
+    than that one by more than the slack: a newer key tied with it, or listed just below it, is still read.
+
+    It stops only once every hash in ``expect`` (keys known to be newer: this try's claims) has come by and
     the order has held so far: a key created well after one listed before it, or one without a
     ``created_at``, means the list is not in the documented order, and then the whole walk is read.
     """
     keys = iter(keys)
     missing = set(expect)
     lowest = math.inf
+    floor: float | None = None  # no key created after the earlier walk began is stamped below this
     for key in keys:
+        stamp = _epoch(key.created_at)
+        if floor is not None and not missing and stamp is not None and stamp < floor:
+            return
         yield key
         missing.discard(key.hash)
-        stamp = _epoch(key.created_at)
         if stamp is None or stamp > lowest + ORDER_SLACK:
             log.warning(
                 "GET /keys did not come newest first (key %s, created %s): reading every page.",
@@ -205,8 +221,8 @@ def recent(keys: Iterable[ApiKey], since: frozenset[str], expect: Collection[str
             yield from keys
             return
         lowest = min(lowest, stamp)
-        if key.hash in since and not missing:
-            return
+        if floor is None and key.hash in since:
+            floor = stamp - ORDER_SLACK
 
 
 def merge_views(view: NameView, seen: NameView) -> None:
@@ -234,11 +250,23 @@ class Cancelled(BaseException):
 class Provisioner:
     """The create-and-recover sequence for one try; safe against other tries doing the same at once.
 
-    :param hook: the hook to call OpenRouter with.
+    One function per transition of a name (see :doc:`/guarantees`): :meth:`provision` looks at the name
+    (:meth:`_view`, then :meth:`_tidy`, which collects claims past lease and grace through :meth:`_collect`),
+    waits out another try's claim (:meth:`_await`), or claims it (:meth:`_claim`), checks that claim
+    (:meth:`_check`), then delivers and renames it or withdraws it (:meth:`_settle`, :meth:`_withdraw`).
+
+    :param hook: the hook to call OpenRouter with (anything with its ``list_keys``, ``get_key``,
+        ``update_key`` and ``delete_key``).
     :param lease: seconds a claim is held: delivery must be done within half of it.
-    :param grace: seconds after a lease before another run may delete the claim (default: half the lease, at
-        most a minute). It must exceed the time one rename call can take (the connection's call deadline).
-    :param wait: longest time to wait for another try's claim to be settled before giving up.
+    :param grace: seconds after a lease before another run may delete the claim. Default: half the lease,
+        at most a minute, and never less than ``call_budget``. A grace shorter than ``call_budget`` is
+        refused: the rename after a delivery may take that long, and a peer must not delete the claim
+        while it is on its way.
+    :param wait: longest time to wait for another try's claim to be settled before giving up with
+        :class:`ClaimHeldError` (default: lease and grace, so that a claim made with the same lease is
+        always outlasted).
+    :param call_budget: the most one API call may take, all its attempts and waits included (default: what
+        the hook's connection allows, when the hook says; ``None``: unknown).
     """
 
     def __init__(
@@ -248,17 +276,32 @@ class Provisioner:
         lease: float = DEFAULT_LEASE,
         grace: float | None = None,
         wait: float | None = None,
+        call_budget: float | None = None,
         logger: logging.Logger | Any = None,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] | None = None,
         sleep: Callable[[float], None] = time.sleep,
         rng: random.Random | None = None,
     ) -> None:
         self.hook = hook
         self.lease = lease
-        self.grace = min(DEFAULT_GRACE, lease / 2) if grace is None else grace
+        self.call_budget = call_budget if call_budget is not None else _call_budget_of(hook)
+        budget = self.call_budget or 0.0
+        if grace is None:
+            grace = max(min(DEFAULT_GRACE, lease / 2), budget)
+        elif grace < budget:
+            raise OpenRouterValidationError(
+                "grace",
+                f"{grace:g} s is shorter than one API call may take with this connection ({budget:g} s: "
+                "timeout × (max_retries + 1) + max_retry_wait × max_retries), so another run could delete "
+                "a delivered key while its rename is on its way; lengthen the grace or shorten the "
+                "connection's timeout, retries or retry wait",
+            )
+        self.grace = grace
         self.wait = lease + self.grace if wait is None else wait
         self.log = logger or log
-        self.clock = clock
+        # Looked up now rather than bound when the module loads: a process may have its clock replaced
+        # after import (a test's clock skew).
+        self.clock = clock or time.time
         self.sleep = sleep
         self.rng = rng or random.Random()
         self.token = secrets.token_hex(4)  # this try's; each claim adds a round digit
@@ -307,25 +350,45 @@ class Provisioner:
         return claim.token.startswith(self.token)
 
     def _tidy(self, view: NameView) -> list[Claim]:
-        """Delete this try's own leftovers and claims past lease and grace; the others' live claims."""
+        """Collect this try's own leftovers and the claims past lease and grace; return the others' claims.
+
+        A claim collected from an older view may have been delivered and renamed since: :meth:`_collect`
+        reads it again first, and a claim now carrying the real name joins the view's delivered keys."""
         now = self.clock()
         rivals = []
         for claim in view.claims:
             if self._mine(claim) or claim.collectable(now, self.grace):
-                if self._delete(claim.key.hash):
-                    self.collected.append(claim.key.hash)
-                    self.log.warning(
-                        "Deleted key %r (hash %s): %s, and its plaintext reached no destination.",
-                        claim.key.name,
-                        claim.key.hash,
-                        "this try's earlier request left it behind"
-                        if self._mine(claim)
-                        else "its lease has run out",
-                    )
+                renamed = self._collect(claim)
+                if renamed is not None and renamed.name == view.name:
+                    view.finals.append(renamed)
             else:
                 rivals.append(claim)
         view.claims = rivals
         return rivals
+
+    def _collect(self, claim: Claim) -> ApiKey | None:
+        """Delete a claim nobody can deliver any more: this try's leftover, or one past lease and grace.
+
+        Another try's claim is read again first: its owner renames it only after delivering it, and finishes
+        that rename within the grace, so a claim still carrying its provisional name after lease and grace
+        is abandoned for good, whereas one renamed since is a delivered key. That key is returned (``None``
+        when the claim was deleted or is gone)."""
+        if not self._mine(claim):
+            try:
+                current = self.hook.get_key(claim.key.hash)
+            except NotFoundError:
+                return None
+            if current.name != claim.key.name:
+                return current
+        if self._delete(claim.key.hash):
+            self.collected.append(claim.key.hash)
+            self.log.warning(
+                "Deleted key %r (hash %s): %s, and its plaintext reached no destination.",
+                claim.key.name,
+                claim.key.hash,
+                "this try's earlier request left it behind" if self._mine(claim) else "its lease has run out",
+            )
+        return None
 
     def _delete(self, key_hash: str) -> bool:
         return self.hook.delete_key(key_hash, missing_ok=True)
@@ -351,10 +414,14 @@ class Provisioner:
         ``if_exists="replace"``, ``retire(old)`` (when given) takes each old key out of the name instead of
         deleting it, after the new key was delivered. A ``view`` given comes from a walk made before, whose
         horizon is ``since`` (``None``: the check reads every page).
+
+        Waiting for another try's claim costs no round: only rounds that end in a withdrawal count towards
+        :data:`MAX_ROUNDS`.
         """
         backoff = 0.25
-        waited_since: float | None = None
-        for round_no in range(MAX_ROUNDS):
+        waiting_since: float | None = None
+        round_no = 0
+        while True:
             self._check_cancelled()
             if view is None:
                 view, since = self._view(name, workspace_id)
@@ -367,19 +434,15 @@ class Provisioner:
                     raise KeyNameNotUniqueError(name, [key.hash for key in finals])
                 return Outcome("reused", finals[0], collected=list(self.collected))
             if rivals:
-                # Another try is creating this name right now: let it finish (or its lease run out).
-                waited_since = waited_since or self.clock()
-                until = max(claim.until for claim in rivals) + self.grace
-                if self.clock() - waited_since > self.wait:
-                    raise ClaimHeldError(name, [claim.key.hash for claim in rivals], until)
-                self.log.info(
-                    "Another task holds a claim on %r (%s): waiting for it.",
-                    name,
-                    ", ".join(claim.key.hash for claim in rivals),
-                )
-                self.sleep(self.rng.uniform(0.2, 0.6))
+                waiting_since = self.clock() if waiting_since is None else waiting_since
+                self._await(name, rivals, give_up=waiting_since + self.wait)
                 view = None
                 continue
+            if round_no >= MAX_ROUNDS:
+                raise OpenRouterError(
+                    f"Creating key {name!r}: other tasks kept claiming the name at the same moment for "
+                    f"{MAX_ROUNDS} rounds; nothing was left behind. A retry settles it."
+                )
             outcome = self._round(
                 name,
                 round_no,
@@ -395,13 +458,48 @@ class Provisioner:
                 return outcome
             # Withdrew in favour of another claim: look again after a random wait, so that tries that saw
             # each other do not meet again.
+            round_no += 1
             self.sleep(self.rng.uniform(0, backoff))
             backoff = min(backoff * 2, 4.0)
             view = None
-        raise OpenRouterError(
-            f"Creating key {name!r}: other tasks kept claiming the name at the same moment for {MAX_ROUNDS} "
-            "rounds; nothing was left behind. A retry settles it."
+
+    def _await(self, name: str, rivals: list[Claim], *, give_up: float) -> None:
+        """Wait until another try's claims are settled: renamed (delivered), deleted (withdrawn), or past
+        lease and grace (then the next look collects them). Each claim is read by its hash, so waiting
+        costs a small request per claim and pause rather than a walk of the account. Past ``give_up``:
+        :class:`ClaimHeldError`."""
+        self.log.info(
+            "Another task holds a claim on %r (%s): waiting for it.",
+            name,
+            ", ".join(claim.key.hash for claim in rivals),
         )
+        pending = list(rivals)
+        pause = 0.25
+        while True:
+            self._check_cancelled()
+            now = self.clock()
+            due = min(claim.until for claim in pending) + self.grace
+            if now > due:
+                return
+            if now >= give_up:
+                raise ClaimHeldError(
+                    name, [claim.key.hash for claim in pending], max(c.until for c in pending) + self.grace
+                )
+            # Just past the moment the first claim becomes collectable, or at give_up: no sooner needed.
+            self.sleep(min(pause * self.rng.uniform(1.0, 1.5), max(0.0, min(due, give_up) - now) + 0.01))
+            pause = min(pause * 2, 2.0)
+            still = []
+            for claim in pending:
+                try:
+                    current = self.hook.get_key(claim.key.hash)
+                except NotFoundError:
+                    continue
+                if current.name != claim.key.name:
+                    return  # delivered (or renamed by a person): the next look says what the name holds
+                still.append(claim)
+            if not still:
+                return
+            pending = still
 
     def _round(
         self,
@@ -462,6 +560,40 @@ class Provisioner:
         finally:
             self._delivered.discard(created.hash)  # settled either way: a batch need not keep it
 
+    def _check(
+        self,
+        name: str,
+        created: CreatedApiKey,
+        *,
+        until: float,
+        workspace_id: str | None,
+        since: frozenset[str] | None,
+        view: NameView | None,
+    ) -> NameView | None:
+        """The name as listed after this try's claim was made, once the list shows that claim; ``None`` when
+        it never does in time, or the claim is gone.
+
+        A list that does not show the claim yet trails the writes (OpenRouter promises nothing either way),
+        and may be missing a rival's claim made just before too: deciding on it could let two tries win.
+        So the list is read again until it shows the claim. The create's answer already said it exists; a
+        claim the list leaves out and a read by hash does not find was deleted by someone."""
+        pause = 0.1
+        while True:
+            if view is None:
+                view = self._view(name, workspace_id, since=since, expect=[created.hash])[0]
+            if any(claim.key.hash == created.hash for claim in view.claims):
+                return view
+            try:
+                self.hook.get_key(created.hash)
+            except NotFoundError:
+                return None
+            if self.clock() + pause > until - self.lease / 2:
+                return None
+            self.log.info("The list does not show the claim on %r yet: reading it again.", name)
+            self.sleep(pause)
+            pause = min(pause * 2, 2.0)
+            view = None
+
     def _settle(
         self,
         name: str,
@@ -475,26 +607,41 @@ class Provisioner:
         view: NameView | None = None,
         retire: Callable[[ApiKey], None] | None = None,
     ) -> Outcome | None:
+        """Decide this try's claim: withdraw it (``None``), or deliver it, rename it, retire the old keys."""
         self._check_cancelled()
-        if view is None:
-            view = self._view(name, workspace_id, since=since, expect=[created.hash])[0]
         mine = created.api_key
+        seen = self._check(name, created, until=until, workspace_id=workspace_id, since=since, view=view)
+        if seen is None:
+            self.log.info(
+                "The list did not show the claim on %r in time, or it is gone: withdrawing it.", name
+            )
+            self._withdraw(mine.hash)
+            return None
+        [listed] = [claim.key for claim in seen.claims if claim.key.hash == mine.hash]
+        if listed.disabled:
+            self._withdraw(mine.hash)
+            raise OpenRouterError(
+                f"The new key for {name!r} (hash {mine.hash}) was disabled by someone before it was "
+                "delivered: it was deleted, and nothing was delivered. Rerun the task to create it again."
+            )
+        now = self.clock()
         stamp = _epoch(mine.created_at)
+        # A claim inside its grace may still be renamed by its owner, so it counts until it is collectable.
         ahead = [
             claim
-            for claim in view.claims
+            for claim in seen.claims
             if claim.key.hash != mine.hash
             and not self._mine(claim)
-            and claim.live(self.clock())
+            and not claim.collectable(now, self.grace)
             and (stamp is None or (_epoch(claim.key.created_at) or 0.0) < stamp + AMBIGUITY)
         ]
         known = {key.hash for key in olds}
-        newcomers = [key for key in view.finals if key.hash not in known]
-        if ahead or newcomers or all(claim.key.hash != mine.hash for claim in view.claims):
+        newcomers = [key for key in seen.finals if key.hash not in known]
+        if ahead or newcomers:
             self.log.info(
                 "Another task claimed %r at the same moment (%s): withdrawing this try's claim.",
                 name,
-                ", ".join(key.hash for key in [*(c.key for c in ahead), *newcomers]) or "its claim is gone",
+                ", ".join(key.hash for key in [*(c.key for c in ahead), *newcomers]),
             )
             self._withdraw(mine.hash)
             return None
@@ -514,21 +661,10 @@ class Provisioner:
                 delivered_to=delivered,
             )
         self._delivered.add(mine.hash)
-        replaced: list[str] = []
-        failed: OpenRouterError | None = None
-        for old in olds:
-            try:
-                if retire is not None:
-                    retire(old)
-                else:
-                    self._delete(old.hash)
-            except OpenRouterError as exc:
-                failed = exc
-                break
-            replaced.append(old.hash)
-            if retire is None:
-                self.log.info("Deleted the old key %r (hash %s).", old.name, old.hash)
+        # The rename comes first: it started before the lease ran out and one call ends within the grace,
+        # so it lands before any run may collect the claim, however slow retiring the old keys is.
         key = self._rename(mine.hash, name)
+        replaced, failed = self._retire_olds(olds, retire=retire)
         if failed is not None:
             left = [old.hash for old in olds if old.hash not in replaced]
             raise OpenRouterError(
@@ -538,6 +674,24 @@ class Provisioner:
                 "rerunning with if_exists='replace' rotates again and removes both old keys."
             ) from failed
         return Outcome("replaced" if replaced else "created", key, delivered, replaced)
+
+    def _retire_olds(
+        self, olds: list[ApiKey], *, retire: Callable[[ApiKey], None] | None
+    ) -> tuple[list[str], OpenRouterError | None]:
+        """Take the old keys out of the name (``replace``) once the new key carries it; stop at a failure."""
+        replaced: list[str] = []
+        for old in olds:
+            try:
+                if retire is not None:
+                    retire(old)
+                else:
+                    self._delete(old.hash)
+            except OpenRouterError as exc:
+                return replaced, exc
+            replaced.append(old.hash)
+            if retire is None:
+                self.log.info("Deleted the old key %r (hash %s).", old.name, old.hash)
+        return replaced, None
 
     def _rename(self, key_hash: str, name: str) -> ApiKey:
         try:
@@ -669,9 +823,18 @@ class Provisioner:
             self.later_views = {}
             self.horizon = None
             if names:
-                views, self.horizon = self.walk(
-                    names, workspace_id, since=since, expect=mine, known=mine, also=later
-                )
+                try:
+                    views, self.horizon = self.walk(
+                        names, workspace_id, since=since, expect=mine, known=mine, also=later
+                    )
+                except BaseException as exc:
+                    # Nothing was decided, so nothing was delivered: every claim of the chunk goes.
+                    for position, claimed in enumerate(claims):
+                        if isinstance(claimed, tuple):
+                            self._withdraw(claimed[0].hash)
+                            claims[position] = exc if isinstance(exc, Exception) else None
+                    if not isinstance(exc, Exception):
+                        raise
                 self.later_views = {name: views.pop(name) for name in later if name in views}
             del mine
 
@@ -695,6 +858,7 @@ class Provisioner:
                                 olds=olds,
                                 deliver=request.deliver,
                                 workspace_id=workspace_id,
+                                since=since,
                                 view=view,
                                 retire=request.retire,
                             )
@@ -702,14 +866,18 @@ class Provisioner:
                         done(index, exc)
                         return
                 if outcome is None:
-                    # Withdrawn or lost: the careful path, which looks again before each round.
+                    # Withdrawn or lost: the careful path, which looks again before each round, once every
+                    # claim of the chunk is settled. A worker waiting here for another run's claim would hold
+                    # up this run's own winning claims, and that run may be waiting for them in turn.
                     request.view = None
-                    done(index, single(index))
+                    retry.append(index)
                 else:
                     done(index, outcome)
 
+            retry: list[int] = []
             list(pool.map(finish, range(len(fresh))))
-            for index, result in zip(slow, pool.map(single, slow), strict=True):
+            careful = [*retry, *slow]
+            for index, result in zip(careful, pool.map(single, careful), strict=True):
                 done(index, result)
         return [r if r is not None else OpenRouterError("not provisioned") for r in results]
 
@@ -776,18 +944,33 @@ def mask_plaintexts(plaintexts: list[str]) -> None:
             comms.send(MaskSecret(value=list[Any](plaintexts), name=None))
 
 
+def _call_budget_of(hook: Any) -> float | None:
+    """The most one call through ``hook`` may take (its connection's timeout, retries and waits), or
+    ``None`` for a hook-like object that does not say."""
+    config_of = getattr(hook, "_get_config", None)
+    if not callable(config_of):
+        return None
+    from airflow_provider_openrouter._retry import policy_for
+
+    return policy_for(config_of(), None).budget
+
+
 def _epoch(stamp: str | None) -> float | None:
+    """Seconds since the epoch of an API timestamp, or ``None`` when there is none or it cannot be read.
+
+    ``pendulum`` reads every ISO 8601 form OpenRouter is known to send (``Z``, ``+00:00``, fractions of any
+    length, such as ``27.36324``), which ``datetime.fromisoformat`` does only from Python 3.11.
+    """
     if not stamp:
         return None
-    import datetime as dt
+    import pendulum
 
     try:
-        moment = dt.datetime.fromisoformat(stamp.replace("Z", "+00:00"))
-    except ValueError:
+        moment = pendulum.parse(stamp, tz="UTC")
+    except (ValueError, TypeError):  # pendulum's ParserError is a ValueError
         return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=dt.timezone.utc)
-    return moment.timestamp()
+    timestamp = getattr(moment, "timestamp", None)
+    return float(timestamp()) if callable(timestamp) else None
 
 
 __all__ = [

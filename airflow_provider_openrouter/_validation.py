@@ -18,7 +18,7 @@ The rules, stated once (the docs quote them):
   connection form saves an untouched field as ``""``, so there an empty extra means "use the default".
 - **Names** (of keys, for create and rename alike, and ``key_name``): a string that is not blank, at most
   :data:`NAME_MAX_LENGTH` characters, without control characters or line breaks, and not shaped like an API
-  key.
+  key. A name the operators create a key under must also not carry :data:`CLAIM_MARKER`.
 - **Amounts** (``limit`` and the sensor's USD thresholds): a finite number from 0 to :data:`LIMIT_MAX_USD`.
 - **Workspace ids**: any spelling Python's :class:`uuid.UUID` reads (braces, ``urn:uuid:``, 32 hex digits,
   upper case), sent in the canonical lower-case, hyphenated form OpenRouter lists keys under.
@@ -48,6 +48,9 @@ SENSOR_MODES: Final[tuple[str, ...]] = ("poke", "reschedule")
 #: Longest key name accepted. OpenRouter publishes no maximum; names are labels shown in its dashboard, and a
 #: longer one is a bug (a whole document rendered into a template), not a name.
 NAME_MAX_LENGTH: Final = 255
+#: What the provisioning sequence writes into the name of a key it created but has not delivered yet
+#: (``<name> [pending delivery <token> until <epoch>]``): no name a user asks for may carry it.
+CLAIM_MARKER: Final = "[pending delivery"
 #: Largest spending limit or USD threshold accepted: far above any account's credit, so a larger number is a
 #: typo (an extra exponent), and well inside what a JSON number carries to the cent.
 LIMIT_MAX_USD: Final = 1_000_000_000.0
@@ -140,6 +143,20 @@ def validate_name(value: Any, *, field: str = "name") -> str:
     return check_text(
         _string(value, field, "a string"), field=field, max_length=NAME_MAX_LENGTH, what="a key's name"
     )
+
+
+def validate_provisioned_name(value: Any, *, field: str = "name") -> str:
+    """The name of a key the operators create and deliver: a key's name (:func:`validate_name`) that does
+    not carry :data:`CLAIM_MARKER`. Keys named so are provisional: the provisioning sequence treats one as a
+    claim nobody delivered, and deletes it once its lease has passed."""
+    name = validate_name(value, field=field)
+    if CLAIM_MARKER in name:
+        fail(
+            field,
+            f"must not contain {CLAIM_MARKER!r}: that marks a provisional key not yet delivered, and such "
+            "keys are deleted once their lease has passed",
+        )
+    return name
 
 
 def validate_creator_user_id(value: Any, *, field: str = "creator_user_id") -> str | None:

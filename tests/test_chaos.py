@@ -8,6 +8,12 @@ connections dropped after the change, trickling answers. Killed and failed tries
 retries them (a new process, a higher ``try_number``, after a delay), then the task runs once more (the
 "next run"). Then the account and the destinations are counted.
 
+The local OpenRouter is the hard one (:data:`~airflow_provider_openrouter.testing.HARD`): lists ordered by
+``created_at`` with ties in any order, a write reaching lists only after a lag, a create stamped before it
+commits, trimmed microsecond stamps. The account holds a few pages of other keys, every task try's clock is
+off by up to a second either way, and a retry may come before a killed try's claim could be collected.
+``OPENROUTER_CHAOS_REALISM=default`` runs the same trials against the kind local OpenRouter.
+
 A "Variable" here is a file written by ``deliver_to_callable`` (the execution API that writes real Variables
 needs a running Airflow; the real-Airflow tests do that). Seeds are printed; ``CHAOS_SEED=<n>`` replays one.
 """
@@ -35,7 +41,7 @@ import requests  # noqa: F401
 import airflow_provider_openrouter._provisioning
 import airflow_provider_openrouter.hooks.openrouter
 import airflow_provider_openrouter.operators.api_key  # noqa: F401
-from airflow_provider_openrouter.testing import HARD, DropAfterCommit, Latency, Status, Trickle
+from airflow_provider_openrouter.testing import HARD, DropAfterCommit, Latency, Status, Trickle, clock_skew
 from airflow_provider_openrouter.testing._process import LocalOpenRouterProcess
 
 if TYPE_CHECKING:
@@ -47,6 +53,10 @@ LEASE = 3.0  # claim_lease of every create; collectable after LEASE * 1.5
 TIMEOUT = 0.5  # the connection's timeout; max_retries 2, max_retry_wait 0.2: a call lasts at most 1.9 s
 PENDING = re.compile(r"^(?P<name>.+) \[pending delivery [0-9a-f]{10} until \d+\]$")
 FORK = multiprocessing.get_context("fork")
+# Other keys on the account, so that every walk and every check reads several pages.
+FILLER_KEYS = 250
+# How far a task try's clock may be off, either way.
+MAX_SKEW = 1.0
 
 
 def sha256(text: str) -> str:
@@ -75,11 +85,13 @@ class Try:
     try_number: int = 1
     kill: str | None = None  # sigkill / sigterm / timeout
     kill_after: float = 0.0
+    skew: float = 0.0  # seconds this try's clock is off
 
 
 def _run_try(spec: Try, conn: str, workdir: str, barrier: Any) -> None:
     """The body of a task-try process: what Airflow's task runner does around ``execute``."""
     os.environ["AIRFLOW_CONN_OPENROUTER_DEFAULT"] = conn
+    clock_skew.install(spec.skew)
     from airflow.sdk.execution_time.timeout import timeout
 
     from airflow_provider_openrouter.operators.api_key import (
@@ -180,10 +192,9 @@ def results(workdir: Path) -> list[dict[str, Any]]:
 
 @pytest.fixture(scope="module")
 def fake() -> Iterator[LocalOpenRouterProcess]:
-    # OPENROUTER_CHAOS_REALISM=hard runs the same trials against the hard local OpenRouter (list ordered by
-    # created_at with shuffled ties, list lag, commit gap, name limit, trimmed stamps).
-    realism = {"": None, "default": None, "hard": HARD}[os.environ.get("OPENROUTER_CHAOS_REALISM", "")]
+    realism = {"hard": HARD, "default": None}[os.environ.get("OPENROUTER_CHAOS_REALISM", "hard")]
     with LocalOpenRouterProcess(realism=realism) as process:
+        process.control.seed_keys(FILLER_KEYS, prefix="other-tenant-")
         yield process
 
 
@@ -266,12 +277,23 @@ def retry_until_green(
         todo = [task for task in latest if task not in green and task not in failed_for_good]
         if not todo:
             return
-        time.sleep(LEASE * 1.5 + 0.5)  # retry_delay: long enough for an abandoned claim to be collectable
+        # retry_delay: often shorter than a killed try's claim needs to become collectable (the retry must
+        # wait for it), sometimes longer.
+        time.sleep(rng.choice([0.3, 1.0, LEASE * 1.5 + 0.5]))
         again = []
         for task in todo:
             latest[task] += 1
             base = spec_of[task]
-            again.append(Try(base.task, base.name, base.kind, base.if_exists, try_number=latest[task]))
+            again.append(
+                Try(
+                    base.task,
+                    base.name,
+                    base.kind,
+                    base.if_exists,
+                    try_number=latest[task],
+                    skew=rng.uniform(-MAX_SKEW, MAX_SKEW),
+                )
+            )
         counts.tries += len(again)
         run_tries(again, conn, workdir, rng)
 
@@ -345,7 +367,10 @@ def create_wave(
             run_tries([seeded], conn, workdir, rng)
         for worker in range(rng.randint(2, 5)):
             kill, after = kill_plan(rng)
-            tries.append(Try(f"{name}-w{worker}", name, "create", if_exists, kill=kill, kill_after=after))
+            skew = rng.uniform(-MAX_SKEW, MAX_SKEW)
+            tries.append(
+                Try(f"{name}-w{worker}", name, "create", if_exists, kill=kill, kill_after=after, skew=skew)
+            )
     counts.tasks += len(tries)
     counts.tries += len(tries)
     counts.killed += sum(1 for t in tries if t.kill)

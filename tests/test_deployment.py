@@ -171,7 +171,8 @@ def test_worker_killed_during_a_create_is_retried(deployment: Deployment) -> Non
     try:
         deployment.stop_component(victim, signal.SIGKILL)
         assert not deployment.components[victim].running()
-        state = deployment.wait_run(dag_id, run_id, timeout=400)
+        # Heartbeat timeout, retry delay, then the retry waits out the claim's lease and grace (~310 s).
+        state = deployment.wait_run(dag_id, run_id, timeout=600)
     finally:
         deployment.start_component(victim)
     [ti] = deployment.task_instances(dag_id, run_id)

@@ -278,7 +278,9 @@ def test_two_sync_runs_racing_leave_one_delivered_key_per_tenant(
     with LocalOpenRouterProcess() as fake:
         for i in range(other_keys):
             fake.control.add_key(name=f"other-{i:03d}")
-        conn = fake.connection_json()
+        # Calls of at most 10 s (3 attempts of 3 s, two waits of 0.5 s): the grace after a lease of 20 s
+        # stays 10 s, as it must cover one call.
+        conn = fake.connection_json(timeout=3, max_retries=2, max_retry_wait=0.5)
         barrier = FORK.Barrier(3)
         procs = [
             FORK.Process(target=_race_run, args=(conn, str(tmp_path), barrier, count, run == 1), daemon=True)

@@ -174,9 +174,9 @@ class CreateApiKeyOperator(_KeyOperator):
     create the same name at once, the first claim wins before anyone delivers; the others withdraw theirs
     and then apply ``if_exists`` to the winner's key (``reuse`` reuses it, ``fail`` fails). So a key under
     ``name`` has always been delivered, and a task killed at any moment leaves at most a provisional key
-    whose plaintext went nowhere; a run after its ``claim_lease`` (and a grace of half as long, at most a
-    minute) deletes it. An answer lost after OpenRouter acted (a dropped connection, a timeout, a 5xx) leaves
-    no duplicate either.
+    whose plaintext went nowhere; a run after its ``claim_lease`` and a grace deletes it (a retry that
+    comes sooner waits for that). An answer lost after OpenRouter acted (a dropped connection, a timeout, a
+    5xx) leaves no duplicate either.
     What this holds under which failures, and what the API cannot let any client promise:
     :doc:`/guarantees`.
 
@@ -217,9 +217,10 @@ class CreateApiKeyOperator(_KeyOperator):
     :param push_plaintext_to_xcom: Also push the plaintext to the XCom ``openrouter_api_key``. Off by default;
         logs a warning when on.
     :param claim_lease: Seconds (or a ``timedelta``) a task holds its provisional key; after it and a grace
-        of half as long again (at most a minute), another run may delete the key as abandoned. Delivery must
-        finish within half of it. Default 120 s; give more when ``deliver_to_callable`` may take longer than a
-        minute.
+        (half as long again, at most a minute, but never shorter than one call of the connection may take:
+        ``timeout × (max_retries + 1) + max_retry_wait × max_retries``), another run may delete the key as
+        abandoned. Delivery must finish within half of it. Default 120 s; give more when
+        ``deliver_to_callable`` may take longer than a minute.
     :param openrouter_conn_id: The OpenRouter connection (its password is the management key): a connection
         id of letters, digits, ``_``, ``.`` and ``-``.
 
@@ -295,6 +296,8 @@ class CreateApiKeyOperator(_KeyOperator):
         literal = {field: getattr(self, field) for field in _CREATE_FIELDS}
         literal = {field: value for field, value in literal.items() if _validation.is_literal(value)}
         self._create_args(literal, now=_DAWN_OF_TIME, partial=True)
+        if "name" in literal:
+            _validation.validate_provisioned_name(literal["name"])
 
     @staticmethod
     def _create_args(
@@ -310,6 +313,7 @@ class CreateApiKeyOperator(_KeyOperator):
         from airflow_provider_openrouter._provisioning import Provisioner
 
         args = self._create_args({field: getattr(self, field) for field in _CREATE_FIELDS})
+        _validation.validate_provisioned_name(args["name"])
         variable = _validation.validate_variable_name(self.deliver_to_variable)
         provisioner = self._provisioner = Provisioner(self.hook, lease=self.claim_lease, logger=self.log)
 

@@ -96,7 +96,7 @@ def _optional_bool(given: dict[str, Any], field: str) -> bool | None:
 # One check per field of a row, each run on its own so that every problem is reported. Built once: a plan of
 # 10,000 tenants runs them 90,000 times.
 _ROW_CHECKS: Final[tuple[tuple[str, Callable[[dict[str, Any]], Any]], ...]] = (
-    ("name", lambda g: _validation.validate_name(g.get("name"), field="name")),
+    ("name", lambda g: _validation.validate_provisioned_name(g.get("name"), field="name")),
     ("limit", lambda g: _validation.validate_limit(g.get("limit"))),
     ("limit_reset", lambda g: _validation.validate_limit_reset(g.get("limit_reset"))),
     ("include_byok_in_limit", lambda g: _optional_bool(g, "include_byok_in_limit")),
@@ -148,7 +148,7 @@ def validate_tenants(rows: Any, name_prefix: str) -> list[dict[str, Any]]:
         if isinstance(name, str):
             if not name.startswith(name_prefix):
                 problems.append(f"{label()}.name: must start with name_prefix {name_prefix!r}")
-            elif _RETIRED.match(name) or "[pending delivery" in name:
+            elif _RETIRED.match(name):
                 problems.append(f"{label()}.name: must not end with a bracketed marker this operator uses")
             if name in seen:
                 problems.append(f"{label()}.name: the same name as tenants[{seen[name]}]")

@@ -54,7 +54,8 @@ with DAG(dag_id="deploy_provision_mapped", **COMMON):
     )
 
 # A create that Airflow retries when its worker dies. A killed try leaves its claim (a provisional key) for
-# claim_lease and a grace of half as long: the retries outlast that, as the operator documents.
+# claim_lease plus a grace as long as one call may take with the connection (300 s with the default one): the
+# retry waits that out, reading the claim by hash, then collects it and creates, as the operator documents.
 with DAG(dag_id="deploy_provision_killed", **COMMON):
     CreateApiKeyOperator(
         task_id="create",

@@ -1,0 +1,1 @@
+"""Deterministic simulation of the provisioning protocol: model, scheduler, workers, tests."""
