@@ -48,6 +48,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 
 from airflow_provider_openrouter.exceptions import (
     ApiKeyExistsError,
+    ClaimHeldError,
     KeyNameNotUniqueError,
     NotFoundError,
     OpenRouterError,
@@ -84,21 +85,6 @@ _CLAIM = re.compile(r"^(?P<name>.+) \[pending delivery (?P<token>[0-9a-f]{10}) u
 _UNKNOWN_OUTCOME = (OpenRouterTransportError, ServerError, UnreadableResponseError)
 
 log = logging.getLogger(__name__)
-
-
-class ClaimHeldError(OpenRouterError):
-    """Another try holds a claim on the name (it is creating and delivering that key) past this try's wait."""
-
-    def __init__(self, name: str, holders: list[str], until: float) -> None:
-        self.name = name
-        self.holders = holders
-        self.until = until
-        moment = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(until))
-        super().__init__(
-            f"Another task is creating the key {name!r} right now (claim {', '.join(holders)}, held until "
-            f"{moment} at the latest): not creating a second one. A retry after that time finds the key, "
-            "or, if that task died, removes its claim."
-        )
 
 
 def claim_name(name: str, token: str, until: float) -> str:
@@ -894,56 +880,6 @@ class Request:
     retire: Callable[[ApiKey], None] | None = None
 
 
-def mask_plaintexts(plaintexts: list[str]) -> None:
-    """Register many new plaintexts with Airflow's secrets masker for the price of one.
-
-    The masker keeps one regular expression of every secret masked so far and recompiles all of it whenever
-    one is added: per key, about 0.65 KB kept and 6 KB while compiling, and O(n²) time when keys are masked
-    one by one. OpenRouter's plaintexts all have one shape (``sk-or-v1-`` and 64 hex digits), and the
-    provider already treats anything of that shape as a secret (its ``_redaction`` module), so the masker is
-    given that shape once: every plaintext that the shape covers completely is masked by it,
-    whatever their number, and any other (a key of another form) is added as itself. The supervisor is told
-    of every plaintext in one message. Where the masker does not look as expected (another Airflow version),
-    each secret goes through ``mask_secret``: slower, never unmasked.
-    """
-    import re as _re
-    from contextlib import suppress
-
-    from airflow.sdk import log as sdk_log
-
-    from airflow_provider_openrouter._redaction import KEY_PATTERN
-
-    masker_of = getattr(sdk_log, "_secrets_masker", None)
-    masker = masker_of() if callable(masker_of) else None
-    patterns = getattr(masker, "patterns", None)
-    adaptations = getattr(masker, "_adaptations", None)
-    if not isinstance(patterns, set) or not hasattr(masker, "replacer") or not callable(adaptations):
-        for secret in plaintexts:
-            sdk_log.mask_secret(secret)
-        return
-    minimum = int(getattr(masker, "min_length_to_mask", 0) or 0)
-    shape = KEY_PATTERN.pattern
-    added = False
-    for secret in plaintexts:
-        for form in adaptations(secret):
-            if not form or len(form) < minimum:
-                continue
-            # The shape matches greedily, so a form it matches whole is replaced whole wherever it appears.
-            pattern = shape if KEY_PATTERN.fullmatch(form) else _re.escape(form)
-            if pattern not in patterns:
-                patterns.add(pattern)
-                added = True
-    if added:
-        masker.replacer = _re.compile("|".join(patterns))  # type: ignore[union-attr]
-    with suppress(Exception):
-        from airflow.sdk.execution_time import task_runner
-        from airflow.sdk.execution_time.comms import MaskSecret
-
-        comms = getattr(task_runner, "SUPERVISOR_COMMS", None)
-        if comms is not None:
-            comms.send(MaskSecret(value=list[Any](plaintexts), name=None))
-
-
 def _call_budget_of(hook: Any) -> float | None:
     """The most one call through ``hook`` may take (its connection's timeout, retries and waits), or
     ``None`` for a hook-like object that does not say."""
@@ -956,21 +892,11 @@ def _call_budget_of(hook: Any) -> float | None:
 
 
 def _epoch(stamp: str | None) -> float | None:
-    """Seconds since the epoch of an API timestamp, or ``None`` when there is none or it cannot be read.
+    """Seconds since the epoch of an API timestamp, or ``None`` when there is none or it cannot be read."""
+    from airflow_provider_openrouter._validation import parse_instant
 
-    ``pendulum`` reads every ISO 8601 form OpenRouter is known to send (``Z``, ``+00:00``, fractions of any
-    length, such as ``27.36324``), which ``datetime.fromisoformat`` does only from Python 3.11.
-    """
-    if not stamp:
-        return None
-    import pendulum
-
-    try:
-        moment = pendulum.parse(stamp, tz="UTC")
-    except (ValueError, TypeError):  # pendulum's ParserError is a ValueError
-        return None
-    timestamp = getattr(moment, "timestamp", None)
-    return float(timestamp()) if callable(timestamp) else None
+    moment = parse_instant(stamp) if stamp else None
+    return None if moment is None else moment.timestamp()
 
 
 __all__ = [
@@ -984,7 +910,6 @@ __all__ = [
     "Provisioner",
     "Request",
     "claim_name",
-    "mask_plaintexts",
     "merge_views",
     "recent",
     "view_of",

@@ -394,12 +394,25 @@ def _from_iso(text: str) -> dt.datetime:
 
 
 def parse_instant(value: str) -> dt.datetime | None:
-    """An instant OpenRouter reported, read leniently (no offset means UTC); ``None`` when unreadable."""
+    """An instant OpenRouter reported, read leniently (no offset means UTC); ``None`` when unreadable.
+
+    The one reader of OpenRouter's timestamps. ``pendulum`` reads every ISO 8601 form the API is known to
+    send (``Z``, ``+00:00``, fractions of any length such as ``27.36324``), which ``datetime.fromisoformat``
+    does only from Python 3.11.
+    """
+    import pendulum
+
     try:
-        moment = _from_iso(value)
-    except ValueError:
+        moment = pendulum.parse(value.strip(), tz="UTC")
+    except (ValueError, TypeError):  # pendulum's ParserError is a ValueError
         return None
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=_UTC)
+    if not isinstance(moment, dt.datetime):  # a time or a duration is no instant
+        return None
+    utc = moment.in_timezone("UTC")
+    # A plain datetime, as every other instant of the provider is (pendulum's prints and compares otherwise).
+    return dt.datetime(
+        utc.year, utc.month, utc.day, utc.hour, utc.minute, utc.second, utc.microsecond, tzinfo=_UTC
+    )
 
 
 def validate_instant(value: Any, *, field: str) -> dt.datetime:

@@ -9,6 +9,8 @@
      ├─ ApiKeyExistsError                a create with if_exists="fail" found the name taken
      ├─ ApiKeyNotFoundError              no key has the hash or name an operator targets
      ├─ PlaintextDeliveryError           a new key's plaintext could not be delivered (says what became of it)
+     ├─ ClaimHeldError                   another task is still creating the key under that name
+     ├─ SyncRefusedError                 a sync would change more than allowed, or the account moved on
      ├─ OpenRouterKeyUnavailableError    a watched key is disabled, expired or deleted (fails without retry)
      ├─ OpenRouterTransportError         no usable HTTP answer: connect failure, timeout, dropped connection
      └─ OpenRouterAPIError               OpenRouter answered with an error status
@@ -123,6 +125,25 @@ class PlaintextDeliveryError(OpenRouterError):
         self.key_deleted = key_deleted
         self.delivered_to = delivered_to
         super().__init__(message)
+
+
+class ClaimHeldError(OpenRouterError):
+    """Another try holds a claim on the name (it is creating and delivering that key) past this try's wait."""
+
+    def __init__(self, name: str, holders: list[str], until: float) -> None:
+        self.name = name
+        self.holders = holders
+        self.until = until
+        moment = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(until))
+        super().__init__(
+            f"Another task is creating the key {name!r} right now (claim {', '.join(holders)}, held until "
+            f"{moment} at the latest): not creating a second one. A retry after that time finds the key, "
+            "or, if that task died, removes its claim."
+        )
+
+
+class SyncRefusedError(OpenRouterError):
+    """The sync would change more than allowed, or the account changed since the approved plan."""
 
 
 class OpenRouterKeyUnavailableError(OpenRouterError, AirflowFailException):

@@ -40,7 +40,8 @@ def main() -> None:
     import requests
     from airflow.sdk import log as sdk_log
 
-    from airflow_provider_openrouter._provisioning import Provisioner, Request, mask_plaintexts
+    from airflow_provider_openrouter._masking import mask_plaintexts
+    from airflow_provider_openrouter._provisioning import Provisioner, Request
     from airflow_provider_openrouter.testing._process import LocalOpenRouterProcess
 
     with LocalOpenRouterProcess() as fake:

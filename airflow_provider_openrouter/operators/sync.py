@@ -20,7 +20,11 @@ from airflow.sdk import BaseOperator
 
 from airflow_provider_openrouter import _validation
 from airflow_provider_openrouter._defaults import DEFAULT_CONN_ID
-from airflow_provider_openrouter.exceptions import OpenRouterError, OpenRouterValidationError
+from airflow_provider_openrouter.exceptions import (
+    OpenRouterError,
+    OpenRouterValidationError,
+    SyncRefusedError,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
@@ -31,7 +35,7 @@ if TYPE_CHECKING:
     from airflow_provider_openrouter.hooks.openrouter import OpenRouterHook
     from airflow_provider_openrouter.models import ApiKey, CreatedApiKey
 
-__all__ = ["PLAN_MARKDOWN_XCOM_KEY", "SyncApiKeysOperator", "SyncRefusedError", "plan_markdown"]
+__all__ = ["PLAN_MARKDOWN_XCOM_KEY", "SyncApiKeysOperator", "plan_markdown"]
 
 Prune = Literal["keep", "disable", "delete"]
 Mode = Literal["plan_and_apply", "plan", "apply"]
@@ -55,10 +59,6 @@ CHUNK: Final = 100
 NEW_KEY: Final = ("create", "rotate")
 # An old key after rotation: still working until the overlap ends, then disabled, then deleted.
 _RETIRED = re.compile(r"^(?P<name>.+) \[retired (?P<at>\d{9,12})\]$")
-
-
-class SyncRefusedError(OpenRouterError):
-    """The sync would change more than allowed, or the account changed since the approved plan."""
 
 
 def retired_name(name: str, at: float) -> str:
@@ -812,7 +812,8 @@ class SyncApiKeysOperator(BaseOperator):
     ) -> None:
         """Create (or rotate) one chunk's keys with one walk checking their claims. A method of its own so
         that a chunk's keys, views and outcomes are gone before the next chunk's are made."""
-        from airflow_provider_openrouter._provisioning import NameView, mask_plaintexts
+        from airflow_provider_openrouter._masking import mask_plaintexts
+        from airflow_provider_openrouter._provisioning import NameView
 
         requests = [
             self._request(
