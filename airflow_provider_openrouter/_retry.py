@@ -14,7 +14,7 @@ import random
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
+from typing import TYPE_CHECKING, Generic, TypeVar, cast
 
 from airflow_provider_openrouter._endpoints import Call, Malformed
 from airflow_provider_openrouter.exceptions import (
@@ -118,6 +118,31 @@ class Failure:
         return cls(reached_server, _root_cause(exc), permanent, exc)
 
 
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """A :class:`RateGate`'s answer to a call that may not wait out the pause: why, and for how long the
+    limit lasts."""
+
+    message: str
+    reason: str
+    retry_after: float
+
+
+class Ticket:
+    """One call's standing at a :class:`RateGate`, across its attempts. The gate alone reads and writes it;
+    the call (:class:`Exchange`) carries it from one question to the gate to the next."""
+
+    __slots__ = ("held_from", "probe", "sent_in")
+
+    def __init__(self) -> None:
+        #: The pause (the gate's generation) during which the latest attempt was sent.
+        self.sent_in = 0
+        #: Whether the latest attempt is the one request that goes first after a pause.
+        self.probe = False
+        #: The generation at which the call first met a closed gate; ``None``: it never has.
+        self.held_from: int | None = None
+
+
 class RateGate:
     """One rate limit for every call made through one hook: the threads sharing its connection pool, and the
     coroutines of its event loop. A 429 seen by any of them holds all of them.
@@ -134,8 +159,9 @@ class RateGate:
     :class:`~airflow_provider_openrouter.exceptions.RateLimitedError`, not sent) when the rest of the pause is
     beyond ``max_retry_wait`` or its deadline, or when more 429s than ``max_retries`` came while it waited.
 
-    The gate holds no I/O and never blocks: :meth:`Exchange.hold` says how long to wait, and the transport
-    sleeps (``time.sleep`` or ``asyncio.sleep``), so the sync and the async path are held alike.
+    The gate holds no I/O and never blocks: :meth:`hold` says how long to wait, and the transport sleeps
+    (``time.sleep`` or ``asyncio.sleep``), so the sync and the async path are held alike. Each call keeps
+    its :class:`Ticket` and hands it to every method here.
     """
 
     __slots__ = ("_closed", "_generation", "_last", "_lock", "_probing", "_resume_at", "_streak", "pauses")
@@ -154,44 +180,43 @@ class RateGate:
         #: How many times the gate has paused (for reports: "the apply was rate limited N times").
         self.pauses = 0
 
-    def _hold(self, exchange: Exchange[Any]) -> float | None:
+    def hold(self, ticket: Ticket, policy: RetryPolicy, deadline: float | None) -> float | Refusal:
+        """Before each attempt: ``0``: send it now; a number: wait that long and ask again; a
+        :class:`Refusal`: the pause outlasts what the call may wait (its ``policy`` and ``deadline``)."""
         if not self._closed:
             # Without the lock: a pause that begins meanwhile makes this request one "already in flight".
-            exchange._sent_in = self._generation
+            ticket.sent_in = self._generation
             return 0.0
         with self._lock:
             if not self._closed:
-                exchange._sent_in = self._generation
+                ticket.sent_in = self._generation
                 return 0.0
             now = time.monotonic()
-            if exchange._held_from is None:
-                exchange._held_from = self._generation
+            if ticket.held_from is None:
+                ticket.held_from = self._generation
             left = self._resume_at - now
-            policy = exchange.policy
-            if self._generation - exchange._held_from > policy.max_retries:
-                reason = f"OpenRouter answered 429 {self._generation - exchange._held_from} times in a row"
+            if self._generation - ticket.held_from > policy.max_retries:
+                reason = f"OpenRouter answered 429 {self._generation - ticket.held_from} times in a row"
             elif left > policy.max_wait:
                 reason = f"OpenRouter asked to wait {left:.0f} s more, longer than max_retry_wait"
-            elif exchange.deadline is not None and now + left >= exchange.deadline:
+            elif deadline is not None and now + left >= deadline:
                 reason = "no time left for it"
             elif left > 0:
                 return left
             elif self._probing:
                 return self.POLL
             else:
-                self._probing = exchange._probe = True
-                exchange._sent_in = self._generation
+                self._probing = ticket.probe = True
+                ticket.sent_in = self._generation
                 return 0.0
-            message = self._last
-        exchange.refuse(message, reason, max(left, 0.0))
-        return None
+            return Refusal(self._last, reason, max(left, 0.0))
 
-    def _strike(self, exchange: Exchange[Any], retry_after: float | None, message: str) -> float:
+    def strike(self, ticket: Ticket, policy: RetryPolicy, retry_after: float | None, message: str) -> float:
         """A 429: close the gate (or extend the pause); the seconds until it may open."""
         with self._lock:
             now = time.monotonic()
             wait: float | None = retry_after
-            if exchange._sent_in == self._generation:
+            if ticket.sent_in == self._generation:
                 # Sent after the latest pause began: news about the limit. (Requests already in flight when it
                 # began are answered 429 too, and say nothing new.)
                 self._generation += 1
@@ -200,32 +225,32 @@ class RateGate:
                 self.pauses += 1
                 self._last = message
                 if wait is None:
-                    wait = exchange.policy.delay(self._streak - 1)
-            self._probing = self._probing and not exchange._probe
-            exchange._probe = False
-            if exchange._held_from is None:
-                exchange._held_from = self._generation
+                    wait = policy.delay(self._streak - 1)
+            self._probing = self._probing and not ticket.probe
+            ticket.probe = False
+            if ticket.held_from is None:
+                ticket.held_from = self._generation
             if wait is not None and now + wait >= self._resume_at:
                 self._resume_at = now + wait
                 return wait  # exactly: compared with max_retry_wait
             return max(0.0, self._resume_at - now)
 
-    def _passed(self, exchange: Exchange[Any], answered: bool) -> None:
+    def passed(self, ticket: Ticket, *, answered: bool) -> None:
         """Any outcome but a 429: an answer to a request sent after the latest pause opens the gate."""
-        if not (self._closed or exchange._probe):
+        if not (self._closed or ticket.probe):
             return  # the common case, without the lock
         with self._lock:
-            if exchange._probe:
-                self._probing = exchange._probe = False
-            if answered and self._closed and exchange._sent_in == self._generation:
+            if ticket.probe:
+                self._probing = ticket.probe = False
+            if answered and self._closed and ticket.sent_in == self._generation:
                 self._closed = False
                 self._streak = 0
 
-    def _release(self, exchange: Exchange[Any]) -> None:
+    def release(self, ticket: Ticket) -> None:
         """An attempt that ended without an outcome (the task was cancelled or killed mid-request)."""
-        if exchange._probe:
+        if ticket.probe:
             with self._lock:
-                self._probing = exchange._probe = False
+                self._probing = ticket.probe = False
 
 
 class Exchange(Generic[T]):
@@ -237,11 +262,9 @@ class Exchange(Generic[T]):
 
     __slots__ = (
         "_error",
-        "_held_from",
         "_maybe_done",
-        "_probe",
         "_result",
-        "_sent_in",
+        "_ticket",
         "attempts",
         "call",
         "deadline",
@@ -253,9 +276,7 @@ class Exchange(Generic[T]):
         self.call = call
         self.policy = policy
         self.gate = gate
-        self._sent_in = 0
-        self._probe = False
-        self._held_from: int | None = None
+        self._ticket = Ticket()
         self.attempts = 0
         self._maybe_done = False
         self._result: T | None = None
@@ -273,20 +294,26 @@ class Exchange(Generic[T]):
     def hold(self) -> float | None:
         """Before each attempt: ``0``: make it now; a number: wait that long and ask again; ``None``: finished
         without sending (the rate limit outlasts what this call may wait), see :meth:`result`."""
-        return 0.0 if self.gate is None else self.gate._hold(self)
+        if self.gate is None:
+            return 0.0
+        wait = self.gate.hold(self._ticket, self.policy, self.deadline)
+        if isinstance(wait, Refusal):
+            self._refuse(wait)
+            return None
+        return wait
 
     def abandon(self) -> None:
         """The attempt ended without an outcome (cancelled, killed): let another request go first."""
         if self.gate is not None:
-            self.gate._release(self)
+            self.gate.release(self._ticket)
 
-    def refuse(self, message: str, reason: str, retry_after: float) -> None:
+    def _refuse(self, refusal: Refusal) -> None:
         call = self.call
-        log.warning("%s %s: rate limited; not sent: %s", call.method, call.path, reason)
+        log.warning("%s %s: rate limited; not sent: %s", call.method, call.path, refusal.reason)
         self._error = RateLimitedError(
             429,
-            f"{message} (this request was not sent: {reason})",
-            retry_after=retry_after,
+            f"{refusal.message} (this request was not sent: {refusal.reason})",
+            retry_after=refusal.retry_after,
             method=call.method,
             path=call.path,
         )
@@ -297,7 +324,7 @@ class Exchange(Generic[T]):
         call = self.call
         gate = self.gate
         if gate is not None and not (isinstance(outcome, Answer) and outcome.status == 429):
-            gate._passed(self, isinstance(outcome, Answer))
+            gate.passed(self._ticket, answered=isinstance(outcome, Answer))
         if isinstance(outcome, Answer):
             if 200 <= outcome.status < 300:
                 log.debug("%s %s -> %s (attempt %d)", call.method, call.path, outcome.status, self.attempts)
@@ -328,7 +355,7 @@ class Exchange(Generic[T]):
             paused = None
             if gate is not None and outcome.status == 429:
                 # Every call through the gate waits out the pause, this one included.
-                paused = gate._strike(self, retry_after, api_error.message)
+                paused = gate.strike(self._ticket, self.policy, retry_after, api_error.message)
             # The server's wait, or the shared pause when that is longer (another request's Retry-After).
             asked = retry_after if paused is None else max(paused, retry_after or 0.0)
             if self.policy.waits_too_long(asked):

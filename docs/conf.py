@@ -111,10 +111,13 @@ _EXTERNAL_NAMES = (
     "TaskInstanceKey",
     "TriggerEvent",
 )
+# This package's private classes that appear unqualified in public signatures.
+_PRIVATE_NAMES = ("OpenRouterConnectionConfig",)
 nitpick_ignore_regex = [
     (r"py:.*", rf"(?:{'|'.join(_EXTERNAL_MODULES)})(?:\..+)?"),
     (r"py:.*", rf"(?:{'|'.join(_EXTERNAL_NAMES)})"),
     (r"py:.*", _PRIVATE),
+    (r"py:.*", rf"(?:{'|'.join(_PRIVATE_NAMES)})"),
 ]
 
 

@@ -650,3 +650,34 @@ def test_the_write_methods_take_exactly_the_declared_key_fields() -> None:
     assert creatable <= create_params
     assert updatable <= update_params
     assert set(UpdateApiKeyOperator.template_fields) == updatable | {"key_hash", "key_name"}
+
+
+def test_a_hook_from_a_config_in_hand_uses_it_and_never_looks_the_connection_up(
+    fake: LocalOpenRouter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from airflow_provider_openrouter._connection import OpenRouterConnectionConfig
+
+    def no_lookup(conn_id: str) -> None:
+        raise AssertionError(f"looked up connection {conn_id!r}")
+
+    monkeypatch.setattr(
+        OpenRouterHook, "get_connection", classmethod(lambda cls, conn_id: no_lookup(conn_id))
+    )
+    config = OpenRouterConnectionConfig(
+        conn_id="in_hand", api_key=fake.management_key, base_url=fake.base_url, max_retries=0
+    )
+    hook = OpenRouterHook.from_config(config)
+    assert hook.openrouter_conn_id == "in_hand"
+    assert hook.get_current_key().is_management_key
+    fake.inject(Status(503), method="GET")
+    with pytest.raises(ServerError):
+        hook.get_credits()
+    assert len(api_requests(fake)) == 2  # the config's max_retries=0: the 503 was not retried
+
+
+def test_close_releases_the_pool_and_a_later_call_opens_another(hook: OpenRouterHook) -> None:
+    hook.close()  # nothing opened yet: nothing to do
+    assert hook.get_current_key().is_management_key
+    hook.close()
+    hook.close()
+    assert hook.get_credits().total_credits >= 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import inspect
 import logging
 import warnings
 from typing import TYPE_CHECKING
@@ -27,6 +28,30 @@ def fake(local_openrouter: LocalOpenRouter, monkeypatch: pytest.MonkeyPatch) -> 
         local_openrouter.connection_json(max_retries=1, max_retry_wait=0, app_title="Async"),
     )
     return local_openrouter
+
+
+# Public API: users call these from their own triggers, so each is kept in step with its sync twin.
+ASYNC_TWINS = [
+    ("get_current_key", "aget_current_key"),
+    ("get_credits", "aget_credits"),
+    ("get_key", "aget_key"),
+    ("list_keys", "alist_keys"),
+    ("create_key", "acreate_key"),
+    ("update_key", "aupdate_key"),
+    ("delete_key", "adelete_key"),
+]
+
+
+@pytest.mark.parametrize(("sync_name", "async_name"), ASYNC_TWINS, ids=[pair[1] for pair in ASYNC_TWINS])
+def test_each_async_twin_takes_its_sync_twins_arguments_and_is_documented(
+    sync_name: str, async_name: str
+) -> None:
+    sync, twin = getattr(OpenRouterHook, sync_name), getattr(OpenRouterHook, async_name)
+    assert list(inspect.signature(twin).parameters.values()) == list(
+        inspect.signature(sync).parameters.values()
+    )
+    assert inspect.iscoroutinefunction(twin) or inspect.isasyncgenfunction(twin)
+    assert f"``{async_name}``" in (OpenRouterHook.__doc__ or "")
 
 
 async def test_async_reads(fake: LocalOpenRouter) -> None:

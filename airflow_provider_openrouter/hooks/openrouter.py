@@ -9,7 +9,6 @@ sync twin's signature (``_async_twin_of``) and body: both hand the same ``Call``
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 
@@ -60,6 +59,10 @@ class OpenRouterHook(BaseHook):
         base URL as host, and extras for app attribution, timeout, retries and the default workspace.
     :param retry_jitter: replaces the function that spreads retry waits (``delay -> seconds``); for tests
         that need exact waits.
+
+    Each method for one endpoint has an ``async`` twin for an event loop (a trigger's ``run``), with the
+    same arguments, answers, errors and retries: ``aget_current_key``, ``aget_credits``, ``aget_key``,
+    ``alist_keys`` (an async iterator), ``acreate_key``, ``aupdate_key`` and ``adelete_key``.
     """
 
     conn_name_attr = "openrouter_conn_id"
@@ -81,6 +84,24 @@ class OpenRouterHook(BaseHook):
         self._sync: SyncTransport | None = None
         self._async: AsyncTransport | None = None
         self._gate = _new_gate()
+
+    @classmethod
+    def from_config(
+        cls,
+        config: OpenRouterConnectionConfig,
+        *,
+        retry_jitter: Callable[[float], float] | None = None,
+    ) -> OpenRouterHook:
+        """A hook on a connection already read and validated, which it never looks up again: for code that
+        holds the connection already, or that tightens its settings first (``dataclasses.replace``), as the
+        keys page does with the retry budget. ``openrouter_conn_id`` is ``config.conn_id``.
+
+        A copy or an unpickled hook carries no configuration (it holds the key): it looks the connection up
+        by that id, like any hook.
+        """
+        hook = cls(config.conn_id, retry_jitter=retry_jitter)
+        hook._config = config
+        return hook
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(openrouter_conn_id={self.openrouter_conn_id!r})"
@@ -138,7 +159,10 @@ class OpenRouterHook(BaseHook):
         if getter is not None:  # the SDK's async getter, where this Airflow has one
             conn = await getter(self.openrouter_conn_id)
         else:
-            conn = await asyncio.to_thread(self.get_connection, self.openrouter_conn_id)
+            # How Airflow's own providers run the sync getter from a trigger.
+            from asgiref.sync import sync_to_async
+
+            conn = await sync_to_async(self.get_connection)(self.openrouter_conn_id)
         return self._parse_config(conn)
 
     def _run(self, call: Call[T]) -> T:
@@ -159,7 +183,9 @@ class OpenRouterHook(BaseHook):
             self._async = AsyncTransport(config, policy_for(config, self._retry_jitter), self._gate)
         return await self._async.call(call)
 
-    def _close(self) -> None:
+    def close(self) -> None:
+        """Close the sync methods' connection pool now; a later call opens a new one. (The async methods use
+        their event loop's shared pool, which closes with the loop.)"""
         if self._sync is not None:
             self._sync.close()
             self._sync = None

@@ -56,8 +56,6 @@ from airflow_provider_openrouter.plugins._keys_view import (
 if TYPE_CHECKING:
     from airflow.api_fastapi.auth.managers.models.base_user import BaseUser
 
-    from airflow_provider_openrouter._connection import OpenRouterConnectionConfig
-
 log = logging.getLogger(__name__)
 
 CONN_TYPE = "openrouter"
@@ -76,25 +74,19 @@ _TEMPLATES = jinja2.Environment(
 )
 
 
-class _PageHook(OpenRouterHook):
+def _page_hook(conn: Any) -> OpenRouterHook:
     """The hook on a connection already looked up, with the page's short retry budget."""
+    from airflow_provider_openrouter._connection import OpenRouterConnectionConfig
 
-    def __init__(self, conn: Any) -> None:
-        super().__init__(openrouter_conn_id=str(conn.conn_id))
-        self._conn = conn
-
-    def _parse_config(self, conn: Any) -> OpenRouterConnectionConfig:
-        config = super()._parse_config(conn)
-        self._config = dataclasses.replace(
+    config = OpenRouterConnectionConfig.from_connection(conn)
+    return OpenRouterHook.from_config(
+        dataclasses.replace(
             config,
             max_retries=min(config.max_retries, PAGE_MAX_RETRIES),
             max_retry_wait=min(config.max_retry_wait, PAGE_MAX_RETRY_WAIT),
             timeout=min(config.timeout, PAGE_TIMEOUT),
         )
-        return self._config
-
-    def _get_config(self) -> OpenRouterConnectionConfig:
-        return self._config or self._parse_config(self._conn)
+    )
 
 
 def _lookup(conn_id: str) -> Any:
@@ -124,7 +116,7 @@ def load_snapshot(conn_id: str) -> Snapshot:
     from airflow_provider_openrouter.exceptions import ForbiddenError
 
     started = time.perf_counter()
-    hook = _PageHook(_lookup(conn_id))
+    hook = _page_hook(_lookup(conn_id))
     try:
         credits, credits_problem = None, None
         try:
@@ -140,7 +132,7 @@ def load_snapshot(conn_id: str) -> Snapshot:
             fetch_seconds=time.perf_counter() - started,
         )
     finally:
-        hook._close()
+        hook.close()
 
 
 def _readable_conn_ids(user: BaseUser) -> list[str]:
