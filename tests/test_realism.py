@@ -417,9 +417,9 @@ def test_the_sdk_creates_and_lists_against_the_hard_fake(fake: LocalOpenRouter) 
 # -- clock skew of a child process -----------------------------------------------------------------------
 
 _REPORT_CLOCKS = """
-import inspect, json, time
+import json, time
 from airflow_provider_openrouter._provisioning import Provisioner
-clock = inspect.signature(Provisioner).parameters["clock"].default
+clock = Provisioner(object()).clock  # its default clock, as a task gets it
 print(json.dumps({"time": time.time(), "time_ns": time.time_ns(), "provisioner": clock()}))
 """
 
