@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 DEFAULT_TIMEOUT = 30.0
 DEFAULT_MAX_RETRIES = 3
 DEFAULT_MAX_RETRY_WAIT = 60.0
+DEFAULT_PAGES_IN_FLIGHT = 8
 DEFAULT_PATH = "/api/v1"
 # Older forms stored widget values under prefixed names; accept them so such connections keep working.
 _LEGACY_PREFIX = "extra__openrouter__"
@@ -56,6 +57,7 @@ class OpenRouterConnectionConfig:
     max_retries: int = DEFAULT_MAX_RETRIES
     max_retry_wait: float = DEFAULT_MAX_RETRY_WAIT
     workspace_id: str | None = None
+    pages_in_flight: int = DEFAULT_PAGES_IN_FLIGHT
 
     @classmethod
     def from_connection(cls, conn: Connection) -> OpenRouterConnectionConfig:
@@ -79,6 +81,7 @@ class OpenRouterConnectionConfig:
                 max_retries=_integer(extras, "max_retries", DEFAULT_MAX_RETRIES),
                 max_retry_wait=_seconds(extras, "max_retry_wait", DEFAULT_MAX_RETRY_WAIT),
                 workspace_id=v.validate_workspace_id(_present(extras, "workspace_id")),
+                pages_in_flight=_integer(extras, "pages_in_flight", DEFAULT_PAGES_IN_FLIGHT),
             )
 
 

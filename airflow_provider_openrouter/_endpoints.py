@@ -145,18 +145,27 @@ class Listing:
     starts over. Keys already reported are never reported again, so every key that existed for the whole
     walk is reported exactly once; keys created or deleted during it may or may not be.
 
-    Keys keep their order, so a key below the anchor has not been reported yet: only a walk that started over
-    needs to look up what it reported. Until then it keeps each hash as 32 bytes in one buffer (a walk of a
-    big account remembers every key; a set of the hashes' text takes five times the memory).
+    A walk may have pages asked for before it reads them (:meth:`ahead`): at the offsets that a list that
+    does not shift implies. They are taken in order and each is checked for its anchor like any page, so the
+    order in which they were answered does not matter. Once a shift sends the walk to another offset, the
+    pages asked for beyond it no longer start where the walk goes on (:meth:`expects` says which are still
+    of use).
+
+    How many pages ahead grows as the walk proves long, as TCP's slow start does: none while the caller reads
+    the first :attr:`SHORT` pages (a check that stops within them asks for nothing it does not read), then
+    one, doubling each time the walk has read as many pages as it had ahead, up to the bound given to
+    :meth:`start`. Past the end of the list, a walk asks for at most that bound less one pages in vain.
     """
 
     __slots__ = (
         "_anchor",
         "_backed_off",
+        "_bound",
         "_default_workspace",
-        "_lookup",
-        "_odd",
+        "_read_at_width",
         "_reported",
+        "_taken",
+        "_width",
         "done",
         "include_disabled",
         "include_expired",
@@ -167,6 +176,8 @@ class Listing:
 
     #: Restarts after which a walk gives up: the keys change faster than they can be read.
     MAX_RESTARTS = 20
+    #: Pages a walk reads one request at a time, each asked for when the caller wants more keys.
+    SHORT = 2
 
     def __init__(self, *, include_disabled: Any, include_expired: Any, workspace_id: Any) -> None:
         self.include_disabled = v.validate_bool(include_disabled, field="include_disabled")
@@ -177,13 +188,18 @@ class Listing:
         self.restarts = 0
         self._anchor: str | None = None
         self._backed_off = False
-        self._reported = bytearray()  # the hash of each key reported, as 32 bytes
-        self._odd: set[str] = set()  # reported hashes that are not 64 hex digits
-        self._lookup: set[bytes | str] | None = None  # every reported hash, once the walk has started over
+        self._reported: set[str] = set()
         self._default_workspace: str | None = None
+        self._bound = 1
+        self._taken = 0
+        self._width = 0
+        self._read_at_width = 0
 
-    def start(self, default_workspace: str | None) -> Listing:
+    def start(self, default_workspace: str | None, pages_in_flight: int = 1) -> Listing:
+        """Set what the connection decides: the workspace listed when none was given, and the most pages
+        :meth:`ahead` may ask for at once."""
         self._default_workspace = default_workspace
+        self._bound = max(1, pages_in_flight)
         return self
 
     def page(self, offset: int, default_workspace: str | None) -> Call[list[ApiKey]]:
@@ -196,10 +212,30 @@ class Listing:
         return Call("GET", "/keys", _parse_page, query=tuple(query))
 
     def next_call(self) -> Call[list[ApiKey]]:
+        """The page the walk reads next, at :attr:`offset`."""
         return self.page(self.offset, self._default_workspace)
 
+    def call_at(self, offset: int) -> Call[list[ApiKey]]:
+        """The page at ``offset``, one of :meth:`ahead`'s."""
+        return self.page(offset, self._default_workspace)
+
+    def ahead(self) -> list[int]:
+        """The offsets of the pages to have asked for while the caller reads the page just taken, the next
+        one first: none while the walk is short (or done), then as many as its width."""
+        if self.done:
+            return []
+        step = PAGE_SIZE - 1
+        return [self.offset + i * step for i in range(self._width)]
+
+    def expects(self, offsets: list[int]) -> bool:
+        """Whether pages asked for at ``offsets`` (in order, from :meth:`ahead`) still start where the walk
+        goes on: false once a shift has moved it, and the pages are of no use."""
+        return not offsets or offsets[0] == self.offset
+
     def take(self, page: list[ApiKey]) -> list[ApiKey]:
-        """The keys of ``page`` not reported yet; sets :attr:`done` after the last page."""
+        """The keys of ``page`` (the one at :attr:`offset`) not reported yet; sets :attr:`done` after the last
+        page."""
+        self._widen()
         if self._anchor is None:
             fresh = page
         else:
@@ -215,22 +251,22 @@ class Listing:
         else:
             self._anchor = page[-1].hash
             self.offset += len(page) - 1
-        lookup = self._lookup
-        if lookup is not None:  # started over: what was reported before comes round again
-            kept = []
-            for key in fresh:
-                ident = _ident(key.hash)
-                if ident not in lookup:
-                    lookup.add(ident)
-                    kept.append(key)
-            return kept
-        for key in fresh:
-            ident = _ident(key.hash)
-            if isinstance(ident, bytes):
-                self._reported += ident
-            else:
-                self._odd.add(ident)
-        return fresh
+        reported = self._reported
+        # Keys keep their order, so only a walk that started over meets keys it reported already.
+        kept = [key for key in fresh if key.hash not in reported]
+        reported.update(key.hash for key in kept)
+        return kept
+
+    def _widen(self) -> None:
+        self._taken += 1
+        if self._taken <= self.SHORT:
+            return
+        if self._width == 0:
+            self._width = 1
+        elif self._read_at_width >= self._width:
+            self._width = min(2 * self._width, self._bound)
+            self._read_at_width = 0
+        self._read_at_width += 1
 
     def _lost_anchor(self) -> None:
         if self.offset > 0 and not self._backed_off:
@@ -244,11 +280,6 @@ class Listing:
                 "being created or deleted faster than they can be read); try again later."
             )
         log.info("GET /keys: the list shifted during the walk; walking again (restart %d)", self.restarts)
-        if self._lookup is None:
-            reported = self._reported
-            self._lookup = {bytes(reported[i : i + 32]) for i in range(0, len(reported), 32)}
-            self._lookup.update(self._odd)
-            self._reported, self._odd = bytearray(), set()
         self._anchor = None
         self._backed_off = False
         self.offset = 0
@@ -256,18 +287,6 @@ class Listing:
     @staticmethod
     def is_last(page: list[ApiKey]) -> bool:
         return len(page) < PAGE_SIZE
-
-
-def _ident(key_hash: str) -> bytes | str:
-    """What a walk remembers of a key it reported: a hash of 64 hex digits as its 32 bytes."""
-    if len(key_hash) == 64:
-        try:
-            raw = bytes.fromhex(key_hash)
-        except ValueError:
-            return key_hash
-        if raw.hex() == key_hash:  # only the one spelling maps to these bytes
-            return raw
-    return key_hash
 
 
 def create_key_body(

@@ -23,29 +23,30 @@ for it, reading it by hash, until it is renamed, deleted or collectable, for at 
 
 The steps take an already-walked view of the keys (:func:`view_of`), so that a caller provisioning many names
 can share one walk of the account among them.
-
-Checking reads only what is new. A claim can only be beaten by keys created after the walk that found the
-name free: anything older, that walk saw. The API lists newest first by ``created_at``, so the check walk
-reads down to the first key of that walk's first page (its :class:`Horizon`) and on through the keys stamped
-within :data:`ORDER_SLACK` of it (ties, clocks, a create stamped on arrival but listed on commit), once it has
-seen this try's own claims: in a big account it reads a page or two instead of all of them. Should the list
-ever come out of order, or every key of that page be gone, the check reads to the end.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import itertools
 import logging
-import math
 import random
-import re
 import secrets
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, Literal
 
+from airflow_provider_openrouter._claims import (
+    AMBIGUITY,
+    Claim,
+    Horizon,
+    NameView,
+    claim_name,
+    epoch_of,
+    recent,
+    view_of,
+)
+from airflow_provider_openrouter._key_writes import UNKNOWN_OUTCOME, KeyWrites
 from airflow_provider_openrouter.exceptions import (
     ApiKeyExistsError,
     ClaimHeldError,
@@ -55,167 +56,24 @@ from airflow_provider_openrouter.exceptions import (
     OpenRouterTransportError,
     OpenRouterValidationError,
     PlaintextDeliveryError,
-    ServerError,
-    UnreadableResponseError,
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+    from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 
+    from airflow_provider_openrouter._validation import IfExists
     from airflow_provider_openrouter.hooks.openrouter import OpenRouterHook
     from airflow_provider_openrouter.models import ApiKey, CreatedApiKey
 
-IfExists = Literal["fail", "reuse", "replace"]
-
-#: Seconds within which two claims' ``created_at`` cannot be ordered: whole seconds, plus clock differences
-#: between OpenRouter's servers.
-AMBIGUITY: Final = 2.0
 #: Default lease of a claim, and the grace after it before another run may delete it.
 DEFAULT_LEASE: Final = 120.0
 DEFAULT_GRACE: Final = 60.0
-#: Seconds by which ``created_at`` may run backwards down a list before it counts as out of order, and by
-#: which a key created after a walk began may be stamped before that walk's newest key (whole seconds,
-#: clocks, a create stamped when it arrives but listed only when it commits).
-ORDER_SLACK: Final = 2 * AMBIGUITY
 #: Rounds (create, check) one try makes before giving up on a name that others keep claiming at the same
 #: moment. Waiting for another try's claim costs no round.
 MAX_ROUNDS: Final = 8
 
-_CLAIM = re.compile(r"^(?P<name>.+) \[pending delivery (?P<token>[0-9a-f]{10}) until (?P<until>\d{9,12})\]$")
-_UNKNOWN_OUTCOME = (OpenRouterTransportError, ServerError, UnreadableResponseError)
 
 log = logging.getLogger(__name__)
-
-
-def claim_name(name: str, token: str, until: float) -> str:
-    return f"{name} [pending delivery {token} until {int(until)}]"
-
-
-@dataclass(frozen=True, slots=True)
-class Claim:
-    """A key under a provisional name: for which name, made by which try, held until when (epoch seconds)."""
-
-    key: ApiKey
-    name: str
-    token: str
-    until: float
-
-    @classmethod
-    def parse(cls, key: ApiKey) -> Claim | None:
-        match = _CLAIM.match(key.name)
-        if match is None:
-            return None
-        return cls(key, match["name"], match["token"], float(match["until"]))
-
-    def collectable(self, now: float, grace: float) -> bool:
-        """Whether the try that made it can no longer rename it: its lease and the grace have passed."""
-        return now > self.until + grace
-
-    def live(self, now: float) -> bool:
-        return now <= self.until
-
-
-@dataclass(slots=True)
-class NameView:
-    """What one walk saw of one name: its delivered keys (``finals``) and its claims."""
-
-    name: str
-    finals: list[ApiKey] = field(default_factory=list)
-    claims: list[Claim] = field(default_factory=list)
-
-
-def view_of(
-    keys: Iterable[ApiKey],
-    names: Iterable[str] | None = None,
-    known: Mapping[str, ApiKey] | None = None,
-    also: Iterable[str] = (),
-) -> dict[str, NameView]:
-    """Group one walk of the account by name (only ``names`` when given, each with a view, and ``also``,
-    those with keys): one walk serves many names. A key in ``known`` (by hash: the claims a batch holds) is
-    kept as that object, not as a second copy."""
-    names = None if names is None else list(names)
-    wanted = None if names is None else {*names, *also}
-    views: dict[str, NameView] = {}
-    for walked in keys:
-        key = walked if known is None else known.get(walked.hash, walked)
-        claim = Claim.parse(key)
-        name = claim.name if claim is not None else key.name
-        if wanted is not None and name not in wanted:
-            continue
-        view = views.get(name) or views.setdefault(name, NameView(name))
-        if claim is not None:
-            view.claims.append(claim)
-        else:
-            view.finals.append(key)
-    if names is not None:
-        for name in names:
-            views.setdefault(name, NameView(name))
-    return views
-
-
-class Horizon:
-    """The hashes of the keys on the first page of a walk: the newest keys when it began. A key created after
-    that is listed above every one of them that still exists."""
-
-    __slots__ = ("top",)
-
-    def __init__(self) -> None:
-        self.top: frozenset[str] = frozenset()
-
-    def watch(self, keys: Iterable[ApiKey]) -> Iterator[ApiKey]:
-        """``keys``, noting the first page's."""
-        from airflow_provider_openrouter._endpoints import PAGE_SIZE
-
-        keys = iter(keys)
-        first = list(itertools.islice(keys, PAGE_SIZE))
-        self.top = frozenset(key.hash for key in first)
-        yield from first
-        del first
-        yield from keys
-
-
-def recent(keys: Iterable[ApiKey], since: frozenset[str], expect: Collection[str] = ()) -> Iterator[ApiKey]:
-    """The keys of a walk (newest first) down to those an earlier walk already saw (``since``: its
-    :class:`Horizon`): every key created after that walk began is among them.
-
-    That walk began after the keys of its first page were created, so a key created since carries a
-    ``created_at`` no earlier than theirs, give or take :data:`ORDER_SLACK` (clocks, whole-second stamps, a
-    create stamped when it arrives but listed only when it commits). The list is ordered by ``created_at``
-    with ties in any order, so this walk goes past the first key of ``since`` it meets, down to a key older
-    than that one by more than the slack: a newer key tied with it, or listed just below it, is still read.
-
-    It stops only once every hash in ``expect`` (keys known to be newer: this try's claims) has come by and
-    the order has held so far: a key created well after one listed before it, or one without a
-    ``created_at``, means the list is not in the documented order, and then the whole walk is read.
-    """
-    keys = iter(keys)
-    missing = set(expect)
-    lowest = math.inf
-    floor: float | None = None  # no key created after the earlier walk began is stamped below this
-    for key in keys:
-        stamp = _epoch(key.created_at)
-        if floor is not None and not missing and stamp is not None and stamp < floor:
-            return
-        yield key
-        missing.discard(key.hash)
-        if stamp is None or stamp > lowest + ORDER_SLACK:
-            log.warning(
-                "GET /keys did not come newest first (key %s, created %s): reading every page.",
-                key.hash,
-                key.created_at,
-            )
-            yield from keys
-            return
-        lowest = min(lowest, stamp)
-        if floor is None and key.hash in since:
-            floor = stamp - ORDER_SLACK
-
-
-def merge_views(view: NameView, seen: NameView) -> None:
-    """Add to ``view`` the keys a later walk saw of its name (created since the walk behind ``view``)."""
-    have = {key.hash for key in view.finals} | {claim.key.hash for claim in view.claims}
-    view.finals.extend(key for key in seen.finals if key.hash not in have)
-    view.claims.extend(claim for claim in seen.claims if claim.key.hash not in have)
 
 
 @dataclass(slots=True)
@@ -237,9 +95,9 @@ class Provisioner:
     """The create-and-recover sequence for one try; safe against other tries doing the same at once.
 
     One function per transition of a name (see :doc:`/guarantees`): :meth:`provision` looks at the name
-    (:meth:`_view`, then :meth:`_tidy`, which collects claims past lease and grace through :meth:`_collect`),
-    waits out another try's claim (:meth:`_await`), or claims it (:meth:`_claim`), checks that claim
-    (:meth:`_check`), then delivers and renames it or withdraws it (:meth:`_settle`, :meth:`_withdraw`).
+    (:meth:`_view`, then :meth:`tidy`, which collects claims past lease and grace through :meth:`_collect`),
+    waits out another try's claim (:meth:`_await`), or claims it (:meth:`claim`), checks that claim
+    (:meth:`_check`), then delivers and renames it or withdraws it (:meth:`settle`, :meth:`withdraw`).
 
     :param hook: the hook to call OpenRouter with (anything with its ``list_keys``, ``get_key``,
         ``update_key`` and ``delete_key``).
@@ -269,6 +127,8 @@ class Provisioner:
         rng: random.Random | None = None,
     ) -> None:
         self.hook = hook
+        self.log = logger or log
+        self.writes = KeyWrites(hook, self.log)
         self.lease = lease
         self.call_budget = call_budget if call_budget is not None else _call_budget_of(hook)
         budget = self.call_budget or 0.0
@@ -284,7 +144,6 @@ class Provisioner:
             )
         self.grace = grace
         self.wait = lease + self.grace if wait is None else wait
-        self.log = logger or log
         # Looked up now rather than bound when the module loads: a process may have its clock replaced
         # after import (a test's clock skew).
         self.clock = clock or time.time
@@ -293,8 +152,10 @@ class Provisioner:
         self.token = secrets.token_hex(4)  # this try's; each claim adds a round digit
         self.cancelled = False
         self.collected: list[str] = []
-        # Hashes of claims whose plaintext reached its destinations (threads of a batch share the set).
-        self._delivered: set[str] = set()
+        # How far each claim being settled got, for the clean-up after a failure (threads of a batch share
+        # it): "delivered" (the old keys may still carry the name: withdraw it), "clear" (they do not: finish
+        # its rename), "named" (nothing left to undo).
+        self._stage: dict[str, Literal["delivered", "clear", "named"]] = {}
         #: After :meth:`provision_many`: the horizon of its check, and what it saw of the ``later`` names.
         self.horizon: frozenset[str] | None = None
         self.later_views: dict[str, NameView] = {}
@@ -335,7 +196,7 @@ class Provisioner:
     def _mine(self, claim: Claim) -> bool:
         return claim.token.startswith(self.token)
 
-    def _tidy(self, view: NameView) -> list[Claim]:
+    def tidy(self, view: NameView, workspace_id: str | None = None) -> list[Claim]:
         """Collect this try's own leftovers and the claims past lease and grace; return the others' claims.
 
         A claim collected from an older view may have been delivered and renamed since: :meth:`_collect`
@@ -350,7 +211,42 @@ class Provisioner:
             else:
                 rivals.append(claim)
         view.claims = rivals
+        if view.replaced and not rivals:
+            self._finish_replaced(view, workspace_id)
         return rivals
+
+    def _finish_replaced(self, view: NameView, workspace_id: str | None) -> None:
+        """Settle the old keys a replace took out of the name, once no claim on it can still be renamed.
+
+        A key carrying the name means that replace got as far as renaming its new key: the old ones go. No key
+        carrying it means the replace stopped in between (killed, or its rename failed for good): they get the
+        name back, as if it had not started, so that the name is never left empty by it."""
+        if not view.finals:
+            # The view may be older than the new key's rename: look again before giving the name back.
+            fresh = self._view(view.name, workspace_id)[0]
+            fresh.replaced = []
+            if self.tidy(fresh, workspace_id):
+                return  # a claim that may still be renamed: settled at a later look
+            view.finals.extend(fresh.finals)
+        for key in view.replaced:
+            if view.finals:
+                if self.writes.delete(key.hash):
+                    self.collected.append(key.hash)
+                    self.log.warning(
+                        "Deleted key %r (hash %s): a replace took it out of the name.", key.name, key.hash
+                    )
+                continue
+            try:
+                view.finals.append(self.writes.rename(key.hash, view.name))
+            except NotFoundError:
+                continue
+            self.log.warning(
+                "Gave key %r (hash %s) its name back: the replace that took it out stopped before its new "
+                "key took the name.",
+                key.name,
+                key.hash,
+            )
+        view.replaced = []
 
     def _collect(self, claim: Claim) -> ApiKey | None:
         """Delete a claim nobody can deliver any more: this try's leftover, or one past lease and grace.
@@ -366,7 +262,7 @@ class Provisioner:
                 return None
             if current.name != claim.key.name:
                 return current
-        if self._delete(claim.key.hash):
+        if self.writes.delete(claim.key.hash):
             self.collected.append(claim.key.hash)
             self.log.warning(
                 "Deleted key %r (hash %s): %s, and its plaintext reached no destination.",
@@ -375,11 +271,6 @@ class Provisioner:
                 "this try's earlier request left it behind" if self._mine(claim) else "its lease has run out",
             )
         return None
-
-    def _delete(self, key_hash: str) -> bool:
-        return self.hook.delete_key(key_hash, missing_ok=True)
-
-    # -- the sequence --------------------------------------------------------------------------------------
 
     def provision(
         self,
@@ -408,10 +299,10 @@ class Provisioner:
         waiting_since: float | None = None
         round_no = 0
         while True:
-            self._check_cancelled()
+            self.check_cancelled()
             if view is None:
                 view, since = self._view(name, workspace_id)
-            rivals = self._tidy(view)
+            rivals = self.tidy(view, workspace_id)
             finals = list(view.finals)
             if finals and if_exists == "fail":
                 raise ApiKeyExistsError(name, [key.hash for key in finals])
@@ -462,7 +353,7 @@ class Provisioner:
         pending = list(rivals)
         pause = 0.25
         while True:
-            self._check_cancelled()
+            self.check_cancelled()
             now = self.clock()
             due = min(claim.until for claim in pending) + self.grace
             if now > due:
@@ -499,12 +390,12 @@ class Provisioner:
         since: frozenset[str] | None,
         retire: Callable[[ApiKey], None] | None = None,
     ) -> Outcome | None:
-        claimed = self._claim(name, round_no, create)
+        claimed = self.claim(name, round_no, create)
         if claimed is None:
             return None
         created, until = claimed
-        with self._settled_or_undone(name, created):
-            return self._settle(
+        with self.settled_or_undone(name, created):
+            return self.settle(
                 name,
                 created,
                 until=until,
@@ -515,7 +406,7 @@ class Provisioner:
                 retire=retire,
             )
 
-    def _claim(
+    def claim(
         self, name: str, round_no: int, create: Callable[[str], CreatedApiKey]
     ) -> tuple[CreatedApiKey, float] | None:
         """Create a claim on ``name``; ``None`` when the answer was lost (the next look deletes it)."""
@@ -523,14 +414,14 @@ class Provisioner:
         token = f"{self.token}{round_no:02d}"
         try:
             return create(claim_name(name, token, until)), until
-        except _UNKNOWN_OUTCOME as exc:
+        except UNKNOWN_OUTCOME as exc:
             if isinstance(exc, OpenRouterTransportError) and exc.reached_server is False:
                 raise
             self.log.warning("Creating a claim on %r got no usable answer (%s); looking again.", name, exc)
             return None
 
     @contextlib.contextmanager
-    def _settled_or_undone(self, name: str, created: CreatedApiKey) -> Iterator[None]:
+    def settled_or_undone(self, name: str, created: CreatedApiKey) -> Iterator[None]:
         """Around settling a claim: on any failure, leave no key that nobody has."""
         try:
             yield
@@ -538,13 +429,14 @@ class Provisioner:
             # A failure, a timeout (AirflowTaskTimeout), a kill asked for. Before delivery: delete the key,
             # so none is left that nobody has. After: finish the rename if possible, so that the name carries
             # the key the destinations hold.
-            if created.hash in self._delivered:
-                self._rename_quietly(created.hash, name)  # a second rename to the same name is harmless
-            else:
-                self._withdraw(created.hash)
+            stage = self._stage.get(created.hash)
+            if stage == "clear":
+                self.writes.rename_quietly(created.hash, name)  # a second rename to the same name is harmless
+            elif stage != "named":
+                self.withdraw(created.hash)
             raise
         finally:
-            self._delivered.discard(created.hash)  # settled either way: a batch need not keep it
+            self._stage.pop(created.hash, None)  # settled either way: a batch need not keep it
 
     def _check(
         self,
@@ -580,7 +472,7 @@ class Provisioner:
             pause = min(pause * 2, 2.0)
             view = None
 
-    def _settle(
+    def settle(
         self,
         name: str,
         created: CreatedApiKey,
@@ -594,24 +486,24 @@ class Provisioner:
         retire: Callable[[ApiKey], None] | None = None,
     ) -> Outcome | None:
         """Decide this try's claim: withdraw it (``None``), or deliver it, rename it, retire the old keys."""
-        self._check_cancelled()
+        self.check_cancelled()
         mine = created.api_key
         seen = self._check(name, created, until=until, workspace_id=workspace_id, since=since, view=view)
         if seen is None:
             self.log.info(
                 "The list did not show the claim on %r in time, or it is gone: withdrawing it.", name
             )
-            self._withdraw(mine.hash)
+            self.withdraw(mine.hash)
             return None
         [listed] = [claim.key for claim in seen.claims if claim.key.hash == mine.hash]
         if listed.disabled:
-            self._withdraw(mine.hash)
+            self.withdraw(mine.hash)
             raise OpenRouterError(
                 f"The new key for {name!r} (hash {mine.hash}) was disabled by someone before it was "
                 "delivered: it was deleted, and nothing was delivered. Rerun the task to create it again."
             )
         now = self.clock()
-        stamp = _epoch(mine.created_at)
+        stamp = epoch_of(mine.created_at)
         # A claim inside its grace may still be renamed by its owner, so it counts until it is collectable.
         ahead = [
             claim
@@ -619,21 +511,22 @@ class Provisioner:
             if claim.key.hash != mine.hash
             and not self._mine(claim)
             and not claim.collectable(now, self.grace)
-            and (stamp is None or (_epoch(claim.key.created_at) or 0.0) < stamp + AMBIGUITY)
+            and (stamp is None or (epoch_of(claim.key.created_at) or 0.0) < stamp + AMBIGUITY)
         ]
         known = {key.hash for key in olds}
-        newcomers = [key for key in seen.finals if key.hash not in known]
+        # A key another replace took out of the name is the name's until that replace is settled either way.
+        newcomers = [key for key in [*seen.finals, *seen.replaced] if key.hash not in known]
         if ahead or newcomers:
             self.log.info(
                 "Another task claimed %r at the same moment (%s): withdrawing this try's claim.",
                 name,
                 ", ".join(key.hash for key in [*(c.key for c in ahead), *newcomers]),
             )
-            self._withdraw(mine.hash)
+            self.withdraw(mine.hash)
             return None
         if self.clock() > until - self.lease / 2:
             self.log.warning("The claim on %r has less than half its lease left: withdrawing it.", name)
-            self._withdraw(mine.hash)
+            self.withdraw(mine.hash)
             return None
         real = dataclasses.replace(created, api_key=dataclasses.replace(mine, name=name))
         delivered = deliver(real)
@@ -646,63 +539,41 @@ class Provisioner:
                 key_deleted=True,
                 delivered_to=delivered,
             )
-        self._delivered.add(mine.hash)
-        # The rename comes first: it started before the lease ran out and one call ends within the grace,
-        # so it lands before any run may collect the claim, however slow retiring the old keys is.
-        key = self._rename(mine.hash, name)
-        replaced, failed = self._retire_olds(olds, retire=retire)
-        if failed is not None:
-            left = [old.hash for old in olds if old.hash not in replaced]
-            raise OpenRouterError(
-                f"The new key {name!r} (hash {key.hash}) was created and delivered to "
-                f"{', '.join(delivered)}, but deleting the old key (hash {', '.join(left)}) failed: "
-                f"{failed}. Both keys exist now; "
-                "rerunning with if_exists='replace' rotates again and removes both old keys."
-            ) from failed
-        return Outcome("replaced" if replaced else "created", key, delivered, replaced)
-
-    def _retire_olds(
-        self, olds: list[ApiKey], *, retire: Callable[[ApiKey], None] | None
-    ) -> tuple[list[str], OpenRouterError | None]:
-        """Take the old keys out of the name (``replace``) once the new key carries it; stop at a failure."""
-        replaced: list[str] = []
-        for old in olds:
-            try:
-                if retire is not None:
-                    retire(old)
-                else:
-                    self._delete(old.hash)
-            except OpenRouterError as exc:
-                return replaced, exc
-            replaced.append(old.hash)
-            if retire is None:
-                self.log.info("Deleted the old key %r (hash %s).", old.name, old.hash)
-        return replaced, None
-
-    def _rename(self, key_hash: str, name: str) -> ApiKey:
+        self._stage[mine.hash] = "delivered"
+        # At most one key carries the name at any moment: the old keys leave it before the new key takes it.
         try:
-            return self.hook.update_key(key_hash, name=name)
-        except _UNKNOWN_OUTCOME:
-            # The rename may have been made: the key says.
-            key = self.hook.get_key(key_hash)
-            if key.name != name:
-                raise
-            return key
-
-    def _rename_quietly(self, key_hash: str, name: str) -> None:
-        try:
-            self._rename(key_hash, name)
-        except BaseException as exc:  # best effort: the error that brought us here matters more
-            self.log.warning(
-                "Could not rename the delivered key (hash %s) to %r: %s. A run after its lease replaces it.",
-                key_hash,
-                name,
-                exc,
+            out = self.writes.take_out(name, olds, retire=retire, at=self.clock())
+        except OpenRouterError as exc:
+            raise PlaintextDeliveryError(
+                f"Key {name!r} was delivered to {', '.join(delivered)}, but taking the old key out of the "
+                f"name failed: {exc}. The new key was withdrawn and the old one kept its name: those "
+                "destinations hold a key that no longer works. Rerun the task.",
+                key_hash=mine.hash,
+                key_deleted=True,
+                delivered_to=delivered,
+            ) from exc
+        if self.clock() >= until:
+            # The rename must start within the lease to land before any run may collect the claim.
+            self.writes.put_back(name, out)
+            raise PlaintextDeliveryError(
+                f"Key {name!r} was delivered to {', '.join(delivered)}, but its claim's lease ran out while "
+                "the old key was taken out of the name: the new key was withdrawn and the old one given its "
+                "name back, and those destinations hold a key that no longer works. Rerun the task; a longer "
+                "lease gives delivery more time.",
+                key_hash=mine.hash,
+                key_deleted=True,
+                delivered_to=delivered,
             )
+        self._stage[mine.hash] = "clear"
+        key = self.writes.rename(mine.hash, name)
+        self._stage[mine.hash] = "named"
+        if retire is None:
+            self.writes.delete_replaced(name, key, out, delivered)
+        return Outcome("replaced" if out else "created", key, delivered, [old.hash for old in out])
 
-    def _withdraw(self, key_hash: str) -> None:
+    def withdraw(self, key_hash: str) -> None:
         try:
-            self._delete(key_hash)
+            self.writes.delete(key_hash)
         except BaseException as exc:  # best effort: the error that brought us here matters more
             self.log.warning(
                 "Could not delete this try's claim (hash %s): %s. Its name marks it undelivered; a run after "
@@ -711,173 +582,11 @@ class Provisioner:
                 exc,
             )
 
-    def _check_cancelled(self) -> None:
+    def check_cancelled(self) -> None:
         if self.cancelled:
             raise Cancelled("the task was told to stop while provisioning")
 
     # -- many names at once --------------------------------------------------------------------------------
-
-    def provision_many(
-        self,
-        requests: Sequence[Request],
-        *,
-        workspace_id: str | None = None,
-        since: frozenset[str] | None = None,
-        later: Collection[str] = (),
-        workers: int = 8,
-        mask: Callable[[list[str]], None] | None = None,
-        report: Callable[[int, Outcome | BaseException], None] | None = None,
-    ) -> list[Outcome | BaseException]:
-        """:meth:`provision` for many names of one workspace, with one walk checking all their claims.
-
-        Each name's claim is created (``workers`` at a time), the new plaintexts are registered with ``mask``
-        in one go, one walk of the account decides every claim, and the winners are delivered and renamed.
-        A name that meets anything but a clean first round (a rival, a lost answer, a withdrawal) goes
-        through :meth:`provision` on its own, so the guarantees are the same as one name at a time. The
-        requests' views come from one walk whose horizon is ``since`` (``None``: the check reads every page).
-        ``later``: names a following batch will provision. The check also notes what it sees of them
-        (:attr:`later_views`: keys created since the walk behind their views, to be added to those) and where
-        the next batch's check may stop (:attr:`horizon`), so that each check reads only the keys created
-        since the one before.
-        Rate limits are the hook's (its gate holds every thread after a 429). The result has one entry per
-        request, in order: its outcome, or the exception that ended it. With ``report``, each is handed to
-        ``report(index, result)`` as soon as it is known instead (from the worker threads), and the result is
-        empty: nothing of a name (its key, its plaintext) is kept once it is done.
-        """
-        from concurrent.futures import ThreadPoolExecutor
-
-        results: list[Outcome | BaseException | None] = [None] * (0 if report else len(requests))
-
-        def done(index: int, result: Outcome | BaseException) -> None:
-            if report is not None:
-                report(index, result)
-            else:
-                results[index] = result
-
-        fresh: list[tuple[int, list[ApiKey]]] = []
-        slow: list[int] = []
-        for index, request in enumerate(requests):
-            if request.view is None:
-                slow.append(index)
-                continue
-            view = request.view
-            rivals = self._tidy(view)
-            finals = list(view.finals)
-            if rivals or (finals and request.if_exists != "replace"):
-                slow.append(index)
-            else:
-                fresh.append((index, finals))
-
-        def single(index: int) -> Outcome | BaseException:
-            request = requests[index]
-            try:
-                return self.provision(
-                    request.name,
-                    request.if_exists,
-                    request.create,
-                    request.deliver,
-                    workspace_id=workspace_id,
-                    view=request.view,
-                    since=since,
-                    retire=request.retire,
-                )
-            except Exception as exc:
-                return exc
-
-        with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="provision") as pool:
-
-            def claim(item: tuple[int, list[ApiKey]]) -> tuple[CreatedApiKey, float] | BaseException | None:
-                request = requests[item[0]]
-                try:
-                    self._check_cancelled()
-                    return self._claim(request.name, 0, request.create)
-                except Exception as exc:
-                    return exc
-
-            claims: list[tuple[CreatedApiKey, float] | BaseException | None] = list(pool.map(claim, fresh))
-            plaintexts = [c[0].plaintext for c in claims if isinstance(c, tuple)]
-            if mask is not None and plaintexts:
-                mask(plaintexts)
-            del plaintexts
-            names = [
-                requests[index].name
-                for (index, _), c in zip(fresh, claims, strict=True)
-                if isinstance(c, tuple)
-            ]
-            mine = {c[0].hash: c[0].api_key for c in claims if isinstance(c, tuple)}
-            views: dict[str, NameView] = {}
-            self.later_views = {}
-            self.horizon = None
-            if names:
-                try:
-                    views, self.horizon = self.walk(
-                        names, workspace_id, since=since, expect=mine, known=mine, also=later
-                    )
-                except BaseException as exc:
-                    # Nothing was decided, so nothing was delivered: every claim of the chunk goes.
-                    for position, claimed in enumerate(claims):
-                        if isinstance(claimed, tuple):
-                            self._withdraw(claimed[0].hash)
-                            claims[position] = exc if isinstance(exc, Exception) else None
-                    if not isinstance(exc, Exception):
-                        raise
-                self.later_views = {name: views.pop(name) for name in later if name in views}
-            del mine
-
-            def finish(position: int) -> None:
-                (index, olds), claimed = fresh[position], claims[position]
-                claims[position] = None  # the plaintext and key are let go as soon as this name is settled
-                request = requests[index]
-                view = views.pop(request.name, None)
-                if isinstance(claimed, BaseException):
-                    done(index, claimed)
-                    return
-                outcome: Outcome | None = None
-                if claimed is not None:
-                    created, until = claimed
-                    try:
-                        with self._settled_or_undone(request.name, created):
-                            outcome = self._settle(
-                                request.name,
-                                created,
-                                until=until,
-                                olds=olds,
-                                deliver=request.deliver,
-                                workspace_id=workspace_id,
-                                since=since,
-                                view=view,
-                                retire=request.retire,
-                            )
-                    except Exception as exc:
-                        done(index, exc)
-                        return
-                if outcome is None:
-                    # Withdrawn or lost: the careful path, which looks again before each round, once every
-                    # claim of the chunk is settled. A worker waiting here for another run's claim would hold
-                    # up this run's own winning claims, and that run may be waiting for them in turn.
-                    request.view = None
-                    retry.append(index)
-                else:
-                    done(index, outcome)
-
-            retry: list[int] = []
-            list(pool.map(finish, range(len(fresh))))
-            careful = [*retry, *slow]
-            for index, result in zip(careful, pool.map(single, careful), strict=True):
-                done(index, result)
-        return [r if r is not None else OpenRouterError("not provisioned") for r in results]
-
-
-@dataclass(slots=True)
-class Request:
-    """One name for :meth:`Provisioner.provision_many`: how to create its key and where to deliver it."""
-
-    name: str
-    create: Callable[[str], CreatedApiKey]
-    deliver: Callable[[CreatedApiKey], list[str]]
-    if_exists: IfExists = "fail"
-    view: NameView | None = None
-    retire: Callable[[ApiKey], None] | None = None
 
 
 def _call_budget_of(hook: Any) -> float | None:
@@ -889,28 +598,3 @@ def _call_budget_of(hook: Any) -> float | None:
     from airflow_provider_openrouter._retry import policy_for
 
     return policy_for(config_of(), None).budget
-
-
-def _epoch(stamp: str | None) -> float | None:
-    """Seconds since the epoch of an API timestamp, or ``None`` when there is none or it cannot be read."""
-    from airflow_provider_openrouter._validation import parse_instant
-
-    moment = parse_instant(stamp) if stamp else None
-    return None if moment is None else moment.timestamp()
-
-
-__all__ = [
-    "AMBIGUITY",
-    "ORDER_SLACK",
-    "Claim",
-    "ClaimHeldError",
-    "Horizon",
-    "NameView",
-    "Outcome",
-    "Provisioner",
-    "Request",
-    "claim_name",
-    "merge_views",
-    "recent",
-    "view_of",
-]

@@ -33,7 +33,7 @@ import math
 import re
 import unicodedata
 import uuid
-from typing import TYPE_CHECKING, Any, Final, NoReturn
+from typing import TYPE_CHECKING, Any, Final, Literal, NoReturn, get_args
 
 from airflow_provider_openrouter._redaction import looks_like_key, quoted
 from airflow_provider_openrouter.exceptions import OpenRouterValidationError
@@ -43,7 +43,9 @@ if TYPE_CHECKING:
 
 LIMIT_RESETS: Final[tuple[str, ...]] = ("daily", "weekly", "monthly")
 USAGE_WINDOWS: Final[tuple[str, ...]] = ("daily", "weekly", "monthly", "lifetime")
-IF_EXISTS: Final[tuple[str, ...]] = ("fail", "reuse", "replace")
+#: What a create does when a key already carries the name: the one declaration of the modes.
+IfExists = Literal["fail", "reuse", "replace"]
+IF_EXISTS: Final[tuple[IfExists, ...]] = get_args(IfExists)
 SENSOR_MODES: Final[tuple[str, ...]] = ("poke", "reschedule")
 #: Longest key name accepted. OpenRouter publishes no maximum; names are labels shown in its dashboard, and a
 #: longer one is a bug (a whole document rendered into a template), not a name.
@@ -51,9 +53,15 @@ NAME_MAX_LENGTH: Final = 255
 #: What the provisioning sequence writes into the name of a key it created but has not delivered yet
 #: (``<name> [pending delivery <token> until <epoch>]``): no name a user asks for may carry it.
 CLAIM_MARKER: Final = "[pending delivery"
+#: What an old key's name carries between a replace taking it out of its name and deleting it.
+REPLACED_MARKER: Final = "[replaced "
 #: Largest spending limit or USD threshold accepted: far above any account's credit, so a larger number is a
 #: typo (an extra exponent), and well inside what a JSON number carries to the cent.
 LIMIT_MAX_USD: Final = 1_000_000_000.0
+#: Bounds of a claim's lease, in seconds: shorter leaves no time to deliver (delivery must end within half of
+#: it), and longer keeps a killed run's undelivered key on the account for more than a day.
+CLAIM_LEASE_MIN: Final = 2.0
+CLAIM_LEASE_MAX: Final = 86400.0
 #: Shortest poll interval of the sensor and the trigger, in seconds. Sub-second polls are for tests against
 #: the local OpenRouter; anything shorter (0, or a NaN) would poll in a tight loop.
 MIN_POLL_INTERVAL: Final = 0.05
@@ -146,9 +154,10 @@ def validate_name(value: Any, *, field: str = "name") -> str:
 
 
 def validate_provisioned_name(value: Any, *, field: str = "name") -> str:
-    """The name of a key the operators create and deliver: a key's name (:func:`validate_name`) that does
-    not carry :data:`CLAIM_MARKER`. Keys named so are provisional: the provisioning sequence treats one as a
-    claim nobody delivered, and deletes it once its lease has passed."""
+    """The name of a key the operators create and deliver: a key's name (:func:`validate_name`) that carries
+    neither :data:`CLAIM_MARKER` nor :data:`REPLACED_MARKER`. Keys named so are provisional: the provisioning
+    sequence deletes them (a claim nobody delivered, once its lease has passed; an old key a replace took out
+    of its name, at the next run of that name)."""
     name = validate_name(value, field=field)
     if CLAIM_MARKER in name:
         fail(
@@ -156,7 +165,20 @@ def validate_provisioned_name(value: Any, *, field: str = "name") -> str:
             f"must not contain {CLAIM_MARKER!r}: that marks a provisional key not yet delivered, and such "
             "keys are deleted once their lease has passed",
         )
+    if REPLACED_MARKER in name:
+        fail(
+            field,
+            f"must not contain {REPLACED_MARKER!r}: that marks an old key a replace took out of its name, "
+            "and such keys are deleted by the next run of that name",
+        )
     return name
+
+
+def validate_name_prefix(value: Any, *, field: str = "name_prefix") -> str:
+    """The prefix of the key names a tenant sync owns: a non-blank single line."""
+    if not isinstance(value, str) or not value.strip():
+        fail(field, "required: a non-blank prefix the owned keys start with")
+    return check_text(value, field=field, max_length=200)
 
 
 def validate_creator_user_id(value: Any, *, field: str = "creator_user_id") -> str | None:
@@ -322,6 +344,29 @@ def validate_seconds(
     if number > maximum:
         fail(field, f"must be at most {maximum:g} s (got {quoted(value)})")
     return number
+
+
+def validate_claim_lease(value: Any, *, field: str = "claim_lease") -> float:
+    """How long a creating task holds its provisional key: a number of seconds or a ``timedelta``, from
+    :data:`CLAIM_LEASE_MIN` to :data:`CLAIM_LEASE_MAX`."""
+    seconds = value.total_seconds() if isinstance(value, dt.timedelta) else value
+    if (
+        isinstance(seconds, bool)
+        or not isinstance(seconds, (int, float))
+        or not CLAIM_LEASE_MIN <= seconds <= CLAIM_LEASE_MAX
+    ):
+        fail(field, f"must be between {CLAIM_LEASE_MIN:g} seconds and a day (got {quoted(value)})")
+    return float(seconds)
+
+
+def validate_destructive_cap(value: Any, *, field: str = "max_destructive") -> float:
+    """The most disables and deletes one sync may make: a whole number, or a fraction (below 1) of the keys
+    it owns."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+        fail(field, f"must be a count or a fraction >= 0 (got {quoted(value)})")
+    if isinstance(value, float) and value >= 1 and not value.is_integer():
+        fail(field, "a fraction must be below 1; a count a whole number")
+    return value
 
 
 def validate_poll_interval(value: Any, *, field: str) -> float:

@@ -35,6 +35,7 @@ def get_provider_info() -> dict[str, Any]:
                 "python-modules": [
                     "airflow_provider_openrouter.operators.api_key",
                     "airflow_provider_openrouter.operators.sync",
+                    "airflow_provider_openrouter.operators.fleet_alerts",
                 ],
             }
         ],
@@ -116,5 +117,11 @@ CONN_FIELDS: dict[str, dict[str, Any]] = {
         "description": "Workspace (UUID) used to list and create keys when a task names none. "
         "Empty means the account's default workspace.",
         "schema": {"type": ["string", "null"]},
+    },
+    "pages_in_flight": {
+        "label": "Pages in flight",
+        "description": "How many pages of a long key listing may be asked for at once "
+        "(at most 10, the size of the hook's connection pool). 1 asks for one page at a time.",
+        "schema": {"type": ["integer", "null"], "default": 8, "minimum": 1, "maximum": 10},
     },
 }

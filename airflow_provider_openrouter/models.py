@@ -7,6 +7,7 @@ JSON-safe ``to_dict`` for XCom. None of them carries a plaintext key in its repr
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, NamedTuple, TypeVar
 
@@ -45,9 +46,9 @@ class KeyField:
     """A key field that can be written: how a given value is checked, and by which requests.
 
     ``create``: ``POST /keys`` takes it (``required``: always; else only when not ``None``). ``update``:
-    ``PATCH /keys/{hash}`` takes it, and ``clears``: ``None`` there removes the setting. ``check`` returns the
-    value as sent, or raises :class:`~airflow_provider_openrouter.exceptions.OpenRouterValidationError`
-    naming the field.
+    ``PATCH /keys/{hash}`` takes it, and ``clears``: ``None`` there removes the setting. ``synced``: the
+    tenant sync manages it, as a column of its tenants table. ``check`` returns the value as sent, or raises
+    :class:`~airflow_provider_openrouter.exceptions.OpenRouterValidationError` naming the field.
     """
 
     name: str
@@ -56,6 +57,7 @@ class KeyField:
     update: bool = True
     clears: bool = False
     required: bool = False
+    synced: bool = True
 
     def validate(self, value: Any, *, text: bool = False, now: dt.datetime | None = None) -> Any:
         return self.check(value, Checking(self.name, text, now))
@@ -68,9 +70,10 @@ def _writes(
     update: bool = True,
     clears: bool = False,
     required: bool = False,
+    synced: bool = True,
 ) -> dict[str, KeyField]:
     """A writable field's metadata; its name is filled in from the dataclass (:data:`KEY_FIELDS`)."""
-    return {_WRITABLE: KeyField("", check, create, update, clears, required)}
+    return {_WRITABLE: KeyField("", check, create, update, clears, required, synced)}
 
 
 _WRITABLE: Final = "openrouter_writable"
@@ -124,7 +127,10 @@ class ApiKey(_JsonMixin):
     updated_at: str | None = None
     creator_user_id: str | None = field(
         default=None,
-        metadata=_writes(lambda value, c: _v().validate_creator_user_id(value, field=c.field), update=False),
+        # Who made a key is no setting of a tenant's: the sync leaves it to the connection's user.
+        metadata=_writes(
+            lambda value, c: _v().validate_creator_user_id(value, field=c.field), update=False, synced=False
+        ),
     )
     workspace_id: str | None = field(
         default=None,
@@ -200,6 +206,14 @@ KEY_FIELDS: Final[dict[str, KeyField]] = {
 }
 CREATE_FIELDS: Final = tuple(f for f in KEY_FIELDS.values() if f.create)
 UPDATE_FIELDS: Final = tuple(f for f in KEY_FIELDS.values() if f.update)
+
+
+def same_setting(current: Any, wanted: Any) -> bool:
+    """Whether a key's setting already has the wanted value: the one comparison behind every "nothing to
+    change". Amounts compare to a billionth, since a limit comes back as the float OpenRouter stored."""
+    if isinstance(current, (int, float)) and isinstance(wanted, (int, float)):
+        return math.isclose(float(current), float(wanted), rel_tol=0.0, abs_tol=1e-9)
+    return bool(current == wanted)
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,9 +8,12 @@ a noisy machine affects them alike, and each ratio is the median of per-round ra
 - ``get_key`` calls per second: the hook, a raw ``requests.Session().get(...).json()`` loop, and the official
   ``openrouter`` SDK, with the hook's ratio to each;
 - walking 10,000 keys (100 pages): the hook's ``list_keys()`` against a raw paging loop, with the peak memory
-  each takes (tracemalloc) next to what one page of keys takes.
+  each takes (tracemalloc) next to what one page of keys takes;
+- the same walk with every request answered after each ``--latency`` (0 and 50 ms: loopback, and a real
+  network): the hook against a raw sequential walk and a raw walk with as many pages in flight as the hook's
+  connection allows (``pages_in_flight``, 8 by default).
 
-Run: ``python benchmarks/hook_speed.py [--seconds 1.0] [--rounds 5] [--keys 10000]``
+Run: ``python benchmarks/hook_speed.py [--seconds 1.0] [--rounds 5] [--keys 10000] [--latency 0,50]``
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ import sys
 import time
 import tracemalloc
 from typing import TYPE_CHECKING, Any
+
+from _floors import Floors, label, medians, parse_latencies, set_latency
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -102,6 +107,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=1.0, help="length of one measurement")
     parser.add_argument("--rounds", type=int, default=5, help="measurements per contender (median kept)")
     parser.add_argument("--keys", type=int, default=10_000, help="keys to walk")
+    parser.add_argument("--latency", default="0,50", help="milliseconds per request, comma-separated")
     args = parser.parse_args()
 
     import requests
@@ -197,6 +203,42 @@ def main() -> None:
             f"holding all {args.keys:,} keys {all_keys / 1024:,.0f} KiB "
             f"(hook walk = {hook_peak / one_page:.1f}x one page)"
         )
+
+        floors = Floors(base_url, management_key, concurrency=hook._get_config().pages_in_flight)
+        for latency in parse_latencies(args.latency):
+            set_latency(control, latency)
+            _walk_at_latency(hook, floors, latency, args.keys, rounds=5 if latency < 0.01 else 3)
+        set_latency(control, 0)
+
+
+def _walk_at_latency(hook: Any, floors: Floors, latency: float, keys: int, *, rounds: int) -> None:
+    """The hook's walk against the raw walks, one page at a time and with pages in flight."""
+
+    def hook_walk() -> float:
+        started = time.perf_counter()
+        count = sum(1 for _ in hook.list_keys(include_disabled=True, include_expired=True))
+        assert count == keys, count
+        return time.perf_counter() - started
+
+    def sequential() -> float:
+        seconds, count = floors.raw_walk()
+        assert count == keys, count
+        return seconds
+
+    def in_flight() -> float:
+        seconds, count = floors.raw_walk_in_flight()
+        assert count == keys, count
+        return seconds
+
+    hook_walk()  # warm: connections opened
+    times = medians({"hook": hook_walk, "sequential": sequential, "in flight": in_flight}, rounds)
+    print(
+        f"walk {keys:,} keys at {label(latency)}: hook {times['hook']:.3f} s; floors: raw sequential walk "
+        f"{times['sequential']:.3f} s, raw walk with {floors.concurrency} pages in flight "
+        f"{times['in flight']:.3f} s -> hook / raw sequential = {times['hook'] / times['sequential']:.2f}x "
+        f"(goal at 50 ms <= 0.35x), hook / raw in flight = {times['hook'] / times['in flight']:.2f}x "
+        f"(median of {rounds}, in turns)"
+    )
 
 
 def _first_page(hook: Any) -> Iterator[Any]:

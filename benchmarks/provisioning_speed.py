@@ -17,6 +17,11 @@ safe sequence needs a write before delivery and a write after it (the claim and 
 whose plaintext went nowhere can be recognised), and a read between them to decide among simultaneous
 claims. One name at a time that is four requests a key (two of them walks); in a batch the walks are
 shared, and it is two.
+
+Then one ``CreateApiKeyOperator`` in an account of ``--account`` keys, with every request answered after each
+``--latency`` (0 and 50 ms: loopback, and a real network): its walk to look for the name is most of its time.
+Printed against the floors of the same run: a raw sequential walk of the account (goal at 50 ms at most
+0.4x), a raw walk with as many pages in flight as the hook allows, and one bare POST + PATCH.
 """
 
 from __future__ import annotations
@@ -27,6 +32,8 @@ import statistics
 import time
 from typing import TYPE_CHECKING, Any
 
+from _floors import Floors, label, medians, parse_latencies, set_latency
+
 if TYPE_CHECKING:
     from collections.abc import Callable
 
@@ -35,13 +42,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--keys", type=int, default=200, help="keys per measurement")
     parser.add_argument("--rounds", type=int, default=3, help="measurements per contender (median kept)")
+    parser.add_argument(
+        "--account", type=int, default=12_000, help="keys in the account of the single create"
+    )
+    parser.add_argument("--latency", default="0,50", help="milliseconds per request, comma-separated")
     args = parser.parse_args()
 
     import requests
     from airflow.sdk import log as sdk_log
 
+    from airflow_provider_openrouter._batch import Request, provision_many
     from airflow_provider_openrouter._masking import mask_plaintexts
-    from airflow_provider_openrouter._provisioning import Provisioner, Request
+    from airflow_provider_openrouter._provisioning import Provisioner
     from airflow_provider_openrouter.testing._process import LocalOpenRouterProcess
 
     with LocalOpenRouterProcess() as fake:
@@ -89,7 +101,7 @@ def main() -> None:
                 return hook.create_key(provisional, mask=False)  # masked in one go below
 
             requests_ = [Request(name, create, deliver_to_vault, view=views[name]) for name in names]
-            outcomes = provisioner.provision_many(requests_, since=since, workers=1, mask=mask_plaintexts)
+            outcomes = provision_many(provisioner, requests_, since=since, workers=1, mask=mask_plaintexts)
             failed = [o for o in outcomes if isinstance(o, BaseException)]
             if failed:
                 raise failed[0]
@@ -121,6 +133,52 @@ def main() -> None:
                 f"{sent[label]:.2f} requests a key against {sent['bare']:.2f} (goal 0.5x; {args.keys} keys a "
                 f"round, median of {args.rounds})"
             )
+
+        os.environ["AIRFLOW_CONN_OPENROUTER_DEFAULT"] = fake.connection_json()
+        fake.control.seed_keys(args.account - len(fake.control.keys()))
+        floors = Floors(fake.base_url, fake.management_key, concurrency=hook._get_config().pages_in_flight)
+        for index, latency in enumerate(parse_latencies(args.latency)):
+            set_latency(fake.control, latency)
+            _one_create(floors, args.account, latency, prefix=f"single{index}", rounds=args.rounds)
+        set_latency(fake.control, 0)
+
+
+def _one_create(floors: Floors, account: int, latency: float, *, prefix: str, rounds: int) -> None:
+    """One ``CreateApiKeyOperator`` (a task's whole run: look for the name, claim, check, deliver, rename)."""
+    from airflow_provider_openrouter.operators.api_key import CreateApiKeyOperator
+
+    names = iter(f"{prefix}-{i}" for i in range(3 * rounds + 1))
+    vault: dict[str, str] = {}
+
+    def create() -> float:
+        name = next(names)
+        operator = CreateApiKeyOperator(
+            task_id="create",
+            name=name,
+            deliver_to_callable=lambda key, context: vault.__setitem__(name, key.plaintext),
+        )
+        started = time.perf_counter()
+        operator.execute({})  # type: ignore[arg-type]
+        return time.perf_counter() - started
+
+    create()  # warm: the process's first task pays its imports
+    times = medians(
+        {
+            "create": create,
+            "sequential": lambda: floors.raw_walk()[0],
+            "in flight": lambda: floors.raw_walk_in_flight()[0],
+            "post patch": lambda: floors.bare_post_patch([next(names)]),
+        },
+        rounds,
+    )
+    create, walk = times["create"], times["sequential"]
+    print(
+        f"one CreateApiKeyOperator in an account of {account:,} keys, {label(latency)}: {create:.2f} s; "
+        f"floors: raw sequential walk {walk:.2f} s, raw walk with {floors.concurrency} pages in flight "
+        f"{times['in flight']:.2f} s, one bare POST + PATCH {times['post patch']:.3f} s -> create / raw "
+        f"sequential walk = {create / walk:.2f}x (goal at 50 ms <= 0.4x), create / raw in flight = "
+        f"{create / times['in flight']:.2f}x (median of {rounds}, in turns)"
+    )
 
 
 if __name__ == "__main__":

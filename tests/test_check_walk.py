@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from airflow_provider_openrouter._provisioning import recent
+from airflow_provider_openrouter._claims import recent
 from airflow_provider_openrouter.models import ApiKey
 from airflow_provider_openrouter.operators.api_key import CreateApiKeyOperator
 from airflow_provider_openrouter.operators.sync import SyncApiKeysOperator

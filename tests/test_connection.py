@@ -386,6 +386,7 @@ def test_every_conn_field_is_understood(monkeypatch: pytest.MonkeyPatch) -> None
         "max_retries": 0,
         "max_retry_wait": 0,
         "workspace_id": WORKSPACE,
+        "pages_in_flight": 3,
     }
     assert set(values) == set(CONN_FIELDS)  # a new field needs parsing (and this test) too
     config = config_from_env(monkeypatch, conn_json(**values))

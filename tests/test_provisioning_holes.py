@@ -13,24 +13,22 @@ from __future__ import annotations
 
 import datetime as dt
 import random
+import re
 import time
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from airflow_provider_openrouter._provisioning import (
-    ClaimHeldError,
-    NameView,
-    Provisioner,
-    Request,
-    _epoch,
-    claim_name,
-    recent,
-)
+from airflow_provider_openrouter._batch import Request, provision_many
+from airflow_provider_openrouter._claims import NameView, claim_name, recent, replaced_name
+from airflow_provider_openrouter._claims import epoch_of as _epoch
+from airflow_provider_openrouter._provisioning import Provisioner
 from airflow_provider_openrouter.exceptions import (
     ApiKeyExistsError,
+    ClaimHeldError,
     OpenRouterError,
     OpenRouterValidationError,
+    PlaintextDeliveryError,
     ServerError,
 )
 from airflow_provider_openrouter.hooks.openrouter import OpenRouterHook
@@ -95,6 +93,14 @@ def provisioner(clock: Clock, **kwargs: Any) -> Provisioner:
 
 def walks(fake: LocalOpenRouter) -> int:
     return sum(1 for r in fake.requests if r.method == "GET" and r.path.endswith("/keys"))
+
+
+REPLACED = re.compile(rf"{NAME} \[replaced \d+\]")
+
+
+def name_of(fake: LocalOpenRouter, key_hash: str) -> str:
+    [name] = [k["name"] for k in fake.keys() if k["hash"] == key_hash]  # noqa: SIM118
+    return name
 
 
 def names(fake: LocalOpenRouter) -> list[str]:
@@ -168,7 +174,7 @@ def test_a_batch_whose_check_walk_fails_withdraws_every_claim(
         for i in range(3)
     ]
     local_openrouter.inject(Status(500), method="GET", path="/keys", times=None)
-    results = Provisioner(OpenRouterHook(), lease=LEASE).provision_many(requests)
+    results = provision_many(Provisioner(OpenRouterHook(), lease=LEASE), requests)
     assert [type(result) for result in results] == [ServerError] * 3
     assert sum(1 for r in local_openrouter.requests if r.method == "POST") == 3  # the claims were made
     assert names(local_openrouter) == []
@@ -290,9 +296,11 @@ def test_the_default_grace_covers_one_call_of_the_connection(fake: LocalOpenRout
     assert Provisioner(OpenRouterHook(), lease=LEASE).grace >= 30 * 4 + 60 * 3
 
 
-def test_a_delivered_claim_is_renamed_before_the_old_keys_are_retired(fake: LocalOpenRouter) -> None:
-    # Retiring old keys takes calls of their own: the rename, which must land within the grace, does not wait
-    # for them.
+def test_a_replace_takes_the_old_key_out_before_the_new_key_takes_the_name(
+    fake: LocalOpenRouter,
+) -> None:
+    # Renaming the new key first left two keys under the name until the old one was deleted, and for good
+    # when that delete failed or the try was killed in between.
     hook = OpenRouterHook()
     old = hook.create_key(NAME, mask=False)
     task = Task(hook)
@@ -300,8 +308,69 @@ def test_a_delivered_claim_is_renamed_before_the_old_keys_are_retired(fake: Loca
     outcome = provisioner(Clock()).provision(NAME, "replace", task.create, task.deliver)
     assert outcome.replaced == [old.hash]
     writes = [(r.method, r.path.rsplit("/", 1)[-1]) for r in fake.requests if r.method in ("PATCH", "DELETE")]
-    assert writes == [("PATCH", outcome.key.hash), ("DELETE", old.hash)]
+    assert writes == [("PATCH", old.hash), ("PATCH", outcome.key.hash), ("DELETE", old.hash)]
     assert [k["hash"] for k in fake.keys()] == [outcome.key.hash]  # noqa: SIM118
+
+
+def test_a_replace_whose_delete_of_the_old_key_fails_leaves_one_key_named(
+    fake: LocalOpenRouter,
+) -> None:
+    hook = OpenRouterHook()
+    old = hook.create_key(NAME, mask=False)
+    task = Task(hook)
+    fake.inject(Status(400), method="DELETE", path=f"/keys/{old.hash}", times=None)
+    with pytest.raises(OpenRouterError, match=r"deleting the old key .* failed.*next run of this name"):
+        provisioner(Clock()).provision(NAME, "replace", task.create, task.deliver)
+    [new] = task.delivered
+    assert name_of(fake, new) == NAME
+    assert REPLACED.fullmatch(name_of(fake, old.hash))
+    fake.clear_faults()
+    # The next run of the name, whatever its if_exists, deletes it.
+    outcome = provisioner(Clock()).provision(NAME, "reuse", task.create, task.deliver)
+    assert (outcome.action, outcome.key.hash, outcome.collected) == ("reused", new, [old.hash])
+    assert names(fake) == [NAME]
+
+
+def test_a_replace_whose_rename_fails_is_finished_by_its_clean_up_with_one_key(fake: LocalOpenRouter) -> None:
+    hook = OpenRouterHook()
+    old = hook.create_key(NAME, mask=False)
+    task = Task(hook)
+    made = provisioner(Clock())
+    # The old key's rename out of the name passes; the new key's rename to the name fails once.
+    fake.inject(Status(400), method="PATCH", path=re.compile(rf"/keys/(?!{old.hash})\w+"), times=1)
+    with pytest.raises(OpenRouterError):
+        made.provision(NAME, "replace", task.create, task.deliver)
+    [new] = task.delivered
+    assert name_of(fake, new) == NAME
+    assert REPLACED.fullmatch(name_of(fake, old.hash))
+
+
+def test_a_replace_stopped_between_its_renames_gives_the_old_key_its_name_back(fake: LocalOpenRouter) -> None:
+    # Killed after taking the old key out and before its new key took the name: the name must not look free
+    # to an if_exists="fail" run, which would create a second key for it.
+    clock = Clock()
+    old = fake.add_key(name=replaced_name(NAME, clock.now - 30))
+    until = int(clock.now) - 10  # the killed try's delivered claim, inside its grace
+    orphan = fake.add_key(name=claim_name(NAME, "aaaaaaaa00", until))
+    task = Task(OpenRouterHook())
+    with pytest.raises(ApiKeyExistsError):
+        provisioner(clock).provision(NAME, "fail", task.create, task.deliver)
+    assert clock.now > until + GRACE  # the claim could still have been renamed until then
+    assert not fake.has_key(orphan.hash)
+    assert [k["hash"] for k in fake.keys() if k["name"] == NAME] == [old.hash]  # noqa: SIM118
+    assert task.delivered == []
+
+
+def test_a_replace_whose_old_key_cannot_be_taken_out_withdraws_the_new_key(fake: LocalOpenRouter) -> None:
+    hook = OpenRouterHook()
+    old = hook.create_key(NAME, mask=False)
+    task = Task(hook)
+    fake.inject(Status(400), method="PATCH", path=f"/keys/{old.hash}", times=None)
+    with pytest.raises(PlaintextDeliveryError, match="taking the old key out of the name failed") as raised:
+        provisioner(Clock()).provision(NAME, "replace", task.create, task.deliver)
+    assert raised.value.key_deleted
+    assert [k["hash"] for k in fake.keys()] == [old.hash]  # noqa: SIM118
+    assert names(fake) == [NAME]
 
 
 # ------------------------------------------------------------------------- names and disabled claims ---
@@ -326,6 +395,15 @@ def test_create_refuses_a_rendered_name_shaped_like_a_claim_before_any_request(f
         op.execute({})  # type: ignore[arg-type]
     assert raised.value.field == "name"
     assert fake.requests == []
+
+
+@pytest.mark.parametrize("name", [f"{NAME} [replaced 1767225600]", f"{NAME} [replaced soon]"])
+def test_create_and_sync_refuse_a_name_shaped_like_a_replaced_key(name: str) -> None:
+    with pytest.raises(OpenRouterValidationError, match=r"must not contain '\[replaced '") as raised:
+        CreateApiKeyOperator(task_id="create", name=name, deliver_to_callable=lambda k, c: None)
+    assert raised.value.field == "name"
+    with pytest.raises(OpenRouterValidationError, match=r"tenants\[0\].*name: must not contain '\[replaced"):
+        validate_tenants([{"name": name}], "tenant-")
 
 
 def test_sync_refuses_a_row_named_like_a_claim() -> None:

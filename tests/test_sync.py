@@ -315,7 +315,7 @@ def test_two_sync_runs_racing_leave_one_delivered_key_per_tenant(
 
 
 def test_a_rerun_deletes_dead_claims_even_where_nothing_is_created(fake: LocalOpenRouter) -> None:
-    from airflow_provider_openrouter._provisioning import claim_name
+    from airflow_provider_openrouter._claims import claim_name
 
     fake.add_key(name="t-kept", limit=1)
     # A killed run's claims: on a tenant that has its key already, and on a name no longer in the table.

@@ -16,6 +16,7 @@ from airflow.sdk import BaseHook
 
 from airflow_provider_openrouter._defaults import DEFAULT_CONN_ID
 from airflow_provider_openrouter._sentinel import UNSET, Unset
+from airflow_provider_openrouter.hooks._guardrails import GuardrailMethods
 
 if TYPE_CHECKING:
     import datetime as dt
@@ -52,7 +53,7 @@ def _async_twin_of(
     return decorate
 
 
-class OpenRouterHook(BaseHook):
+class OpenRouterHook(GuardrailMethods, BaseHook):
     """Manage OpenRouter API keys with a management key.
 
     :param openrouter_conn_id: an ``openrouter`` connection: the management key as password, optionally the
@@ -236,14 +237,25 @@ class OpenRouterHook(BaseHook):
         workspace_id: str | None = None,
     ) -> Iterator[ApiKey]:
         """Every key of a workspace (the connection's default unless given), fetched 100 at a time as the
-        caller iterates: memory holds two pages, however many keys there are.
+        caller iterates.
 
         The arguments are validated now; requests start with the iteration. Every key that exists for the
         whole walk is yielded exactly once, even while other writers create and delete keys (the walk notices
         the pages shifting and makes up for it); a key created or deleted during the walk may or may not be.
-        From the third page on, the next page is asked for while the caller works through the current one: a
-        caller that stops within the first two pages sends nothing it does not read, and one that stops later
-        at most one request more.
+
+        A long walk keeps several pages in flight, never more than the connection's ``pages_in_flight``.
+        The first two pages are asked for one at a time, as the caller wants more keys: a caller that stops
+        within them (a check after a claim) sends nothing it does not read. From the third page on, the next
+        pages are asked for while the caller works through the current one: one at first, then twice as many
+        each time the walk has read as many pages as it had in flight, up to the bound. Memory holds those
+        pages and the hashes reported. The list's length shows only in its last, short page, so past the end
+        a long walk asks for at most ``pages_in_flight - 1`` empty pages; a caller that stops early waits for
+        the pages in flight to come back, and sends none of those not yet sent.
+
+        Every request passes the hook's rate gate: a 429 to any of them pauses every page in flight (and the
+        hook's other calls) until the pause is over, then one request goes first and the others follow once
+        it is not refused. The walk then goes on where it was, or fails with ``RateLimitedError`` as a single
+        call would, when the pause outlasts the connection's ``max_retry_wait`` or ``max_retries``.
         """
         from airflow_provider_openrouter._endpoints import Listing
 
@@ -252,29 +264,43 @@ class OpenRouterHook(BaseHook):
         )
 
         def walk() -> Iterator[ApiKey]:
+            from collections import deque
             from concurrent.futures import Future, ThreadPoolExecutor
 
-            listing.start(self._get_config().workspace_id)
+            config = self._get_config()
+            listing.start(config.workspace_id, config.pages_in_flight)
+            asked: deque[tuple[int, Future[list[ApiKey]]]] = deque()  # by offset, the next page first
+            # Created once the walk proves long; from then on every page goes through it, so that requests
+            # for pages a shift made useless still count against the bound until they end.
             pool: ThreadPoolExecutor | None = None
-            ahead: Future[list[ApiKey]] | None = None
-            pages = 0
             try:
                 while not listing.done:
-                    page = self._run(listing.next_call()) if ahead is None else ahead.result()
+                    if asked:
+                        page = asked.popleft()[1].result()
+                    elif pool is None:
+                        page = self._run(listing.next_call())
+                    else:
+                        page = pool.submit(self._run, listing.next_call()).result()
                     fresh = listing.take(page)
                     del page
-                    pages += 1
-                    # Short walks (a check after a claim, most finds) read a page or two: they ask for
-                    # nothing they do not read.
-                    if pages >= 3 and not listing.done:
-                        pool = pool or ThreadPoolExecutor(1, thread_name_prefix="openrouter-list")
-                        ahead = pool.submit(self._run, listing.next_call())
-                    else:
-                        ahead = None
+                    if not (listing.done or listing.expects([offset for offset, _ in asked])):
+                        for _, future in asked:
+                            future.cancel()
+                        asked.clear()
+                    wanted = listing.ahead()
+                    if wanted:
+                        pool = pool or ThreadPoolExecutor(
+                            config.pages_in_flight, thread_name_prefix="openrouter-list"
+                        )
+                        for offset in wanted[len(asked) :]:
+                            asked.append((offset, pool.submit(self._run, listing.call_at(offset))))
                     yield from fresh
             finally:
                 if pool is not None:
-                    pool.shutdown(wait=False, cancel_futures=True)
+                    # Past the end of the list, the pages asked for are let go out whatever the timing, so
+                    # that walking a list sends the same requests every time; a caller that stops early
+                    # sends none of those still waiting for a thread.
+                    pool.shutdown(wait=True, cancel_futures=not listing.done)
 
         return walk()
 
@@ -285,16 +311,46 @@ class OpenRouterHook(BaseHook):
         include_expired: bool = False,
         workspace_id: str | None = None,
     ) -> AsyncIterator[ApiKey]:
-        """:meth:`list_keys` for an event loop: ``async for key in hook.alist_keys(): ...``."""
+        """:meth:`list_keys` for an event loop: ``async for key in hook.alist_keys(): ...``, with the same
+        pages in flight, each a task of the loop."""
+        import asyncio
+
         from airflow_provider_openrouter._endpoints import Listing
 
         listing = Listing(
             include_disabled=include_disabled, include_expired=include_expired, workspace_id=workspace_id
         )
-        listing.start((await self._aget_config()).workspace_id)
-        while not listing.done:
-            for key in listing.take(await self._arun(listing.next_call())):
-                yield key
+        config = await self._aget_config()
+        listing.start(config.workspace_id, config.pages_in_flight)
+        # Cancelled tasks end at their next await; until then they hold their place in the bound.
+        bound = asyncio.Semaphore(config.pages_in_flight)
+
+        async def fetch(offset: int) -> list[ApiKey]:
+            async with bound:
+                return await self._arun(listing.call_at(offset))
+
+        asked: list[tuple[int, asyncio.Task[list[ApiKey]]]] = []
+        try:
+            while not listing.done:
+                if asked:
+                    page = await asked.pop(0)[1]
+                else:
+                    page = await fetch(listing.offset)
+                fresh = listing.take(page)
+                del page
+                if not listing.expects([offset for offset, _ in asked]):
+                    for _, task in asked:
+                        task.cancel()
+                    await asyncio.gather(*(task for _, task in asked), return_exceptions=True)
+                    asked.clear()
+                for offset in listing.ahead()[len(asked) :]:
+                    asked.append((offset, asyncio.ensure_future(fetch(offset))))
+                for key in fresh:
+                    yield key
+        finally:
+            for _, task in asked:
+                task.cancel()
+            await asyncio.gather(*(task for _, task in asked), return_exceptions=True)
 
     def find_key_by_name(self, name: str, *, workspace_id: str | None = None) -> ApiKey | None:
         """The key named exactly ``name`` (disabled and expired keys included), or ``None``.

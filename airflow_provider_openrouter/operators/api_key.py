@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
-import math
-from typing import TYPE_CHECKING, Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final
 
 from airflow.sdk import BaseOperator
 
@@ -19,6 +18,9 @@ from airflow_provider_openrouter._endpoints import create_key_body, update_key_b
 
 # The sentinel without the models module: this module is imported by every DAG file that uses it.
 from airflow_provider_openrouter._sentinel import UNSET, Unset
+
+# Re-exported, not only a type: the reference documents if_exists's type here, declared once with the checks.
+from airflow_provider_openrouter._validation import IfExists  # noqa: TC001
 from airflow_provider_openrouter.exceptions import (
     ApiKeyExistsError,
     ApiKeyNotFoundError,
@@ -27,7 +29,7 @@ from airflow_provider_openrouter.exceptions import (
     PlaintextDeliveryError,
 )
 from airflow_provider_openrouter.links import KEY_HASH_ATTR, OpenRouterKeyLink
-from airflow_provider_openrouter.models import CREATE_FIELDS, UPDATE_FIELDS
+from airflow_provider_openrouter.models import CREATE_FIELDS, UPDATE_FIELDS, same_setting
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -47,7 +49,6 @@ __all__ = [
 #: XCom key under which :class:`CreateApiKeyOperator` pushes the plaintext when ``push_plaintext_to_xcom``.
 PLAINTEXT_XCOM_KEY: Final = "openrouter_api_key"
 
-IfExists = Literal["fail", "reuse", "replace"]
 # The key fields each operator takes, as declared on ApiKey.
 _CREATE_FIELDS: Final = tuple(key_field.name for key_field in CREATE_FIELDS)
 _UPDATE_FIELDS: Final = tuple(key_field.name for key_field in UPDATE_FIELDS)
@@ -82,12 +83,6 @@ def _callable_name(func: Callable[..., Any]) -> str:
     return str(getattr(func, "__qualname__", None) or type(func).__name__)
 
 
-def _same(current: Any, wanted: Any) -> bool:
-    if isinstance(current, float) and isinstance(wanted, float):
-        return math.isclose(current, wanted, rel_tol=0.0, abs_tol=1e-9)
-    return bool(current == wanted)
-
-
 class _KeyOperator(BaseOperator):
     """What the three key operators share: the connection, the lazy hook and the extra link."""
 
@@ -108,16 +103,6 @@ class _KeyOperator(BaseOperator):
         # Read by OpenRouterKeyLink when the task finishes, whether it succeeded or not.
         setattr(self, KEY_HASH_ATTR, key_hash)
 
-    def _keys_named(self, name: str, workspace_id: str | None) -> list[ApiKey]:
-        """Every key with exactly this name, disabled and expired ones included."""
-        return [
-            key
-            for key in self.hook.list_keys(
-                include_disabled=True, include_expired=True, workspace_id=workspace_id
-            )
-            if key.name == name
-        ]
-
     def _find_target(self, key_hash: str | None, key_name: str | None) -> ApiKey | None:
         """The key named by hash or by name; ``None`` when it does not exist."""
         if key_hash is not None:
@@ -128,109 +113,42 @@ class _KeyOperator(BaseOperator):
         assert key_name is not None
         return self.hook.find_key_by_name(key_name)
 
-    @staticmethod
-    def _rendered_target(key_hash: Any, key_name: Any) -> tuple[str | None, str | None]:
-        return _target(key_hash, key_name, rendered=True)
-
 
 class CreateApiKeyOperator(_KeyOperator):
     """Create an OpenRouter API key and deliver its plaintext to where the DAG author chose.
 
-    OpenRouter shows a key's plaintext exactly once, in the answer to the request that creates it. This
-    operator hands it to the destinations configured here the moment it arrives and keeps it out of everything
-    else: it is masked in logs, never logged, never part of the return value, and pushed to XCom only on
-    explicit request. A key that cannot be delivered is deleted again, so no key is left that nobody can use.
+    OpenRouter shows a key's plaintext once, in the answer to the create. The operator hands it to the
+    destinations given here right then, and keeps it out of everything else (masked, never logged, never
+    returned, in XCom only on request); a key that cannot be delivered is deleted again. ``if_exists`` makes
+    it idempotent by name, and parallel or killed runs leave one delivered key under the name (the
+    provisional-name sequence of :doc:`/guarantees`). How to use it, each destination, ``if_exists`` and what
+    a failure leaves: :ref:`howto/operator:CreateApiKeyOperator`.
 
-    **Where the plaintext can go.** A task on Airflow 3 talks to the metadata database only through the
-    execution API, which lets it write Variables but not Connections.
-
-    * ``deliver_to_variable``: an Airflow Variable, written through the execution API and stored encrypted
-      when a Fernet key is configured. The name is templated, so mapped tasks can write one Variable per
-      tenant. Name it with ``api_key`` or ``secret`` in it (for example ``tenant_acme_api_key``) so that
-      Airflow also masks the value in the logs of the tasks that read it. A Variable of the same name in a
-      secrets backend or in an ``AIRFLOW_VAR_...`` environment variable takes precedence when it is read, so
-      the value written here would not be seen.
-    * ``deliver_to_callable``: a function ``(CreatedApiKey, Context) -> None`` that hands the key to your
-      own secret store (HashiCorp Vault, AWS Secrets Manager, the tenant's system). It is called first, so
-      that when it fails nothing else has received the key yet.
-    * ``push_plaintext_to_xcom``: the XCom ``openrouter_api_key`` of this task. XCom is stored unencrypted
-      in the metadata database and shown in the UI: use it only when a downstream task must have the key and
-      no other destination fits.
-
-    At least one destination is required, even with ``if_exists="reuse"``, since the key might not exist yet.
-
-    **One key per name.** Before creating, the operator looks for keys with exactly this name (disabled and
-    expired ones included) and applies ``if_exists``:
-
-    * ``"fail"`` (default): fail, naming the existing key.
-    * ``"reuse"``: keep the existing key. No key is created, so no new plaintext exists and nothing is
-      delivered: the destinations keep what an earlier run gave them. The log and the return value
-      (``"action": "reused"``) say so.
-    * ``"replace"``: create the new key, deliver it, then delete every old key of that name. Consumers still
-      holding an old key stop working at that moment.
-
-    **Parallel and failing runs.** The new key is created under a provisional name (``<name> [pending
-    delivery <token> until <time>]``), delivered, and only then renamed to ``name``. When several tasks
-    create the same name at once, the first claim wins before anyone delivers; the others withdraw theirs
-    and then apply ``if_exists`` to the winner's key (``reuse`` reuses it, ``fail`` fails). So a key under
-    ``name`` has always been delivered, and a task killed at any moment leaves at most a provisional key
-    whose plaintext went nowhere; a run after its ``claim_lease`` and a grace deletes it (a retry that
-    comes sooner waits for that). An answer lost after OpenRouter acted (a dropped connection, a timeout, a
-    5xx) leaves no duplicate either.
-    What this holds under which failures, and what the API cannot let any client promise:
-    :doc:`/guarantees`.
-
-    **Delivery failure.** If a destination fails, the new key is deleted again and the task fails with an
-    error saying so ("no new key was left behind"; with ``replace``: "the old key is untouched"). Should
-    that deletion fail too, the error gives the key's hash; its provisional name marks it undelivered, and a
-    run after its lease deletes it.
-
-    The return value (pushed to XCom) is the key's metadata (``hash``, ``name``, ``label``, ``limit``, ...,
-    see :class:`~airflow_provider_openrouter.models.ApiKey`) plus ``action`` (``"created"``, ``"reused"`` or
-    ``"replaced"``), ``plaintext_issued``, ``plaintext_delivered_to`` (names of the destinations, never the
+    It returns the key's metadata (:class:`~airflow_provider_openrouter.models.ApiKey`) plus ``action``
+    (``"created"``, ``"reused"``, ``"replaced"``), ``plaintext_issued``, ``plaintext_delivered_to`` (never the
     plaintext), ``replaced_key_hashes`` and ``deleted_orphan_key_hashes``.
 
-    :param name: Name of the key; also what makes the operator idempotent: not blank, at most 255 characters,
-        no control characters or line breaks, not shaped like an API key. (templated)
-    :param limit: Spending limit in USD, a number from 0 to 1,000,000,000 (a numeric string too), or ``None``
-        for no limit. (templated)
-    :param limit_reset: When usage counted against the limit resets: ``"daily"``, ``"weekly"``,
-        ``"monthly"``, or ``None`` for never. (templated)
-    :param include_byok_in_limit: ``True`` or ``False`` (also as the text a template renders): whether
-        bring-your-own-key spend counts toward the limit; ``None`` leaves it to OpenRouter's default.
-        (templated)
-    :param expires_at: When the key stops working: a timezone-aware ``datetime`` (pendulum's included) or an
-        ISO 8601 string with an offset, in the future; sent in UTC with whole seconds. A template such as
-        ``"{{ dag_run.run_after + macros.timedelta(days=30) }}"`` works with and without
-        ``render_template_as_native_obj``, and on runs without a logical date (which have no data interval).
-        ``None`` means the key never expires. (templated)
-    :param workspace_id: Workspace (UUID, any spelling; sent canonical) to create the key in, and to look for
-        a key of the same name in; ``None`` means the connection's default workspace. (templated)
-    :param creator_user_id: OpenRouter user to record as the key's creator: a non-blank single line, or
-        ``None``. (templated)
-    :param if_exists: What to do when a key with this name exists: ``"fail"``, ``"reuse"`` or ``"replace"``.
-    :param deliver_to_variable: Name of the Airflow Variable to write the plaintext to: at most 250
-        characters, one line. (templated)
-    :param deliver_to_callable: Function called as ``deliver_to_callable(created_key, context)`` with the
-        :class:`~airflow_provider_openrouter.models.CreatedApiKey` (its ``plaintext`` attribute is the key);
-        it must raise if it could not store the key.
-    :param push_plaintext_to_xcom: Also push the plaintext to the XCom ``openrouter_api_key``. Off by default;
-        logs a warning when on.
-    :param claim_lease: Seconds (or a ``timedelta``) a task holds its provisional key; after it and a grace
-        (half as long again, at most a minute, but never shorter than one call of the connection may take:
-        ``timeout × (max_retries + 1) + max_retry_wait × max_retries``), another run may delete the key as
-        abandoned. Delivery must finish within half of it. Default 120 s; give more when
-        ``deliver_to_callable`` may take longer than a minute.
-    :param openrouter_conn_id: The OpenRouter connection (its password is the management key): a connection
-        id of letters, digits, ``_``, ``.`` and ``-``.
+    :param name: Name of the key, and what makes the operator idempotent. (templated)
+    :param limit: Spending limit in USD (0 to 1,000,000,000), or ``None`` for none. (templated)
+    :param limit_reset: ``"daily"``, ``"weekly"``, ``"monthly"``, or ``None`` for never. (templated)
+    :param include_byok_in_limit: Whether BYOK spend counts toward the limit (``None``: default). (templated)
+    :param expires_at: When the key stops working: a timezone-aware ``datetime`` or ISO 8601 string in the
+        future; ``None`` for never. (templated)
+    :param workspace_id: Workspace to create the key in (and look for one of the same name in); ``None``:
+        the connection's. (templated)
+    :param creator_user_id: OpenRouter user to record as the key's creator, or ``None``. (templated)
+    :param if_exists: When a key of this name exists: ``"fail"`` (default), ``"reuse"`` or ``"replace"``.
+    :param deliver_to_variable: Airflow Variable to write the plaintext to. (templated)
+    :param deliver_to_callable: ``deliver_to_callable(created_key, context)``, handed the
+        :class:`~airflow_provider_openrouter.models.CreatedApiKey`; it must raise if it could not store it.
+    :param push_plaintext_to_xcom: Also push the plaintext to the XCom ``openrouter_api_key`` (unencrypted:
+        off by default). At least one of the three destinations is required.
+    :param claim_lease: Seconds (or a ``timedelta``, 2 s to a day) a task holds its provisional key; delivery
+        must finish within half of it. Default 120 s.
+    :param openrouter_conn_id: The OpenRouter connection (its password is the management key).
 
-    An empty string never means "none": clearing is ``None``, and a template clears by rendering ``None``
-    (see :ref:`howto/operator:empty-values`). Literal arguments are checked when the DAG file is parsed,
-    templated ones once rendered, before any request; a bad one raises
-    :class:`~airflow_provider_openrouter.exceptions.OpenRouterValidationError` naming it.
-
-    For more information on how to use this operator, take a look at the guide:
-    :ref:`howto/operator:CreateApiKeyOperator`
+    Literal arguments are checked when the DAG file is parsed, templated ones once rendered, before any
+    request; an empty string never means "none" (see :ref:`howto/operator:empty-values`).
     """
 
     template_fields: Sequence[str] = (*_CREATE_FIELDS, "deliver_to_variable")
@@ -254,19 +172,21 @@ class CreateApiKeyOperator(_KeyOperator):
         openrouter_conn_id: str = DEFAULT_CONN_ID,
         **kwargs: Any,
     ) -> None:
-        arguments = locals().copy()  # first: the arguments only
         super().__init__(openrouter_conn_id=openrouter_conn_id, **kwargs)
         self._provisioner: Any = None
-        lease = claim_lease.total_seconds() if isinstance(claim_lease, dt.timedelta) else claim_lease
-        if isinstance(lease, bool) or not isinstance(lease, (int, float)) or not 2 <= lease <= 86400:
-            raise OpenRouterValidationError(
-                "claim_lease", f"must be between 2 seconds and a day (got {claim_lease!r})"
-            )
-        self.claim_lease = float(lease)
+        self.claim_lease = _validation.validate_claim_lease(claim_lease)
         # One attribute per create field, named as declared on ApiKey (and templated: template_fields).
-        self.name = name
-        for key_field in CREATE_FIELDS:
-            setattr(self, key_field.name, arguments[key_field.name])
+        settings = {
+            "name": name,
+            "limit": limit,
+            "limit_reset": limit_reset,
+            "include_byok_in_limit": include_byok_in_limit,
+            "expires_at": expires_at,
+            "workspace_id": workspace_id,
+            "creator_user_id": creator_user_id,
+        }
+        for field in _CREATE_FIELDS:
+            setattr(self, field, settings[field])
         self.if_exists = if_exists
         self.deliver_to_variable = deliver_to_variable
         self.deliver_to_callable = deliver_to_callable
@@ -369,7 +289,7 @@ class CreateApiKeyOperator(_KeyOperator):
         differs = [
             f"{field} is {getattr(key, field)!r}, asked for {args[field]!r}"
             for field in _SETTINGS
-            if args.get(field) is not None and not _same(getattr(key, field), args[field])
+            if args.get(field) is not None and not same_setting(getattr(key, field), args[field])
         ]
         if differs:
             self.log.warning(
@@ -479,16 +399,10 @@ class UpdateApiKeyOperator(_KeyOperator):
     """Change an OpenRouter API key's name, limit, limit reset, BYOK accounting, workspace, or disable it.
 
     The key is named by ``key_hash`` or by its exact ``key_name`` (exactly one). Only the fields given
-    are sent; ``limit=None`` and ``limit_reset=None`` clear those settings, and ``disabled`` disables or
-    re-enables the key. The operator reads the key first and writes nothing when it already matches (the
-    log says so and the result has ``"changed": False``), so it suits repeated, scheduled runs and mapping
-    over a tenants table:
-
-    .. code-block:: python
-
-        UpdateApiKeyOperator.partial(task_id="set_limit").expand_kwargs(tenants_table())
-
-    where each row is a dict such as ``{"key_name": "tenant-acme", "limit": 50}``.
+    are sent; ``limit=None`` and ``limit_reset=None`` clear those settings (``""`` is refused everywhere), and
+    ``disabled`` disables or re-enables the key. The operator reads the key first and writes nothing when it
+    already matches (``"changed": False``), so it suits scheduled runs and mapping over a tenants table
+    (``.partial(...).expand_kwargs(rows)``). See :ref:`howto/operator:UpdateApiKeyOperator`.
 
     The return value is the key's metadata after the update plus ``changed``, ``changed_fields`` and
     ``previous`` (the changed fields' old values). Comparing first makes a retry converge: after an answer
@@ -508,13 +422,7 @@ class UpdateApiKeyOperator(_KeyOperator):
     :param missing_ok: ``True`` or ``False``: succeed when no such key exists, instead of failing, where a
         missing key is as good as the change (disabling a key that a later step of the same process deletes).
         The result then has ``"found": False`` and ``"changed": False``, and the ``hash`` or ``name`` given.
-
-    ``""`` is refused for every field; ``None`` (or a template rendering ``None``, see
-    :ref:`howto/operator:empty-values`) clears ``limit`` and ``limit_reset``.
     :param openrouter_conn_id: The OpenRouter connection (its password is the management key).
-
-    For more information on how to use this operator, take a look at the guide:
-    :ref:`howto/operator:UpdateApiKeyOperator`
     """
 
     template_fields: Sequence[str] = ("key_hash", "key_name", *_UPDATE_FIELDS)
@@ -535,9 +443,16 @@ class UpdateApiKeyOperator(_KeyOperator):
         openrouter_conn_id: str = DEFAULT_CONN_ID,
         **kwargs: Any,
     ) -> None:
-        arguments = locals().copy()  # first: the arguments only
         super().__init__(openrouter_conn_id=openrouter_conn_id, **kwargs)
         self.missing_ok = _validation.validate_bool(missing_ok, field="missing_ok")
+        arguments = {
+            "name": name,
+            "disabled": disabled,
+            "limit": limit,
+            "limit_reset": limit_reset,
+            "include_byok_in_limit": include_byok_in_limit,
+            "workspace_id": workspace_id,
+        }
         given = {field: arguments[field] for field in _UPDATE_FIELDS}
         # The fields given are recorded by name and unset ones stored as None, so that the operator serializes
         # with plain values (DAG serialization knows nothing of the UNSET sentinel).
@@ -570,14 +485,14 @@ class UpdateApiKeyOperator(_KeyOperator):
         )
 
     def execute(self, context: Context) -> dict[str, Any]:
-        key_hash, key_name = self._rendered_target(self.key_hash, self.key_name)
+        key_hash, key_name = _target(self.key_hash, self.key_name, rendered=True)
         wanted = self._changes({field: getattr(self, field) for field in self.update_fields})
         key = self._find_target(key_hash, key_name)
         if key is None and key_name is not None and "name" in wanted and wanted["name"] != key_name:
             # An earlier try may have renamed it, its answer lost: the key under the new name, if it has
             # everything asked for, is the outcome.
             renamed = self.hook.find_key_by_name(wanted["name"], workspace_id=wanted.get("workspace_id"))
-            if renamed is not None and all(_same(getattr(renamed, f), v) for f, v in wanted.items()):
+            if renamed is not None and all(same_setting(getattr(renamed, f), v) for f, v in wanted.items()):
                 key = renamed
         if key is None:
             if not self.missing_ok:
@@ -593,7 +508,9 @@ class UpdateApiKeyOperator(_KeyOperator):
                 "name": key_name,
             }
         self._remember_key(key.hash)
-        changes = {field: value for field, value in wanted.items() if not _same(getattr(key, field), value)}
+        changes = {
+            field: value for field, value in wanted.items() if not same_setting(getattr(key, field), value)
+        }
         if not changes:
             self.log.info(
                 "Key %r (hash %s) already has %s: nothing to change, no request sent.",
@@ -622,8 +539,10 @@ class UpdateApiKeyOperator(_KeyOperator):
 class DeleteApiKeyOperator(_KeyOperator):
     """Delete an OpenRouter API key, named by ``key_hash`` or by its exact ``key_name`` (exactly one).
 
-    Deleting is final: the key stops working at once and cannot be restored. To stop a key while keeping the
-    way back open, disable it with :class:`UpdateApiKeyOperator` first (``disabled=True``).
+    Deleting is final: the key stops working at once and cannot be restored (disabling it with
+    :class:`UpdateApiKeyOperator` keeps the way back open). A lost answer after OpenRouter deleted the key is
+    no failure: the retry's "not found" is this task's own doing (:doc:`/guarantees`). See
+    :ref:`howto/operator:DeleteApiKeyOperator`.
 
     The return value is the deleted key's metadata as it was just before deletion, plus ``"deleted": True``;
     with ``missing_ok`` and no such key it is ``{"deleted": False, "hash": ..., "name": ...}`` holding
@@ -635,13 +554,7 @@ class DeleteApiKeyOperator(_KeyOperator):
     :param missing_ok: ``True`` or ``False``: succeed when no such key exists, instead of failing. On a retry
         (``try_number`` > 1) a missing key succeeds either way: the earlier try may have deleted it and died
         before saying so.
-
-    A lost answer (a dropped connection, a timeout, a 5xx after OpenRouter deleted the key) is not a
-    failure: the retry's "not found" is this task's own doing. See :doc:`/guarantees`.
     :param openrouter_conn_id: The OpenRouter connection (its password is the management key).
-
-    For more information on how to use this operator, take a look at the guide:
-    :ref:`howto/operator:DeleteApiKeyOperator`
     """
 
     template_fields: Sequence[str] = ("key_hash", "key_name")
@@ -664,7 +577,7 @@ class DeleteApiKeyOperator(_KeyOperator):
         _validation.validate_bool(missing_ok, field="missing_ok")
 
     def execute(self, context: Context) -> dict[str, Any]:
-        key_hash, key_name = self._rendered_target(self.key_hash, self.key_name)
+        key_hash, key_name = _target(self.key_hash, self.key_name, rendered=True)
         key = self._find_target(key_hash, key_name)
         if key is not None:
             self._remember_key(key.hash)

@@ -15,6 +15,8 @@ import traceback
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from airflow_provider_openrouter.testing._backend import RecordedRequest
+from airflow_provider_openrouter.testing._guardrails import ROUTES as GUARDRAIL_ROUTES
+from airflow_provider_openrouter.testing._guardrails import match_path as match_guardrail_path
 from airflow_provider_openrouter.testing._http import DROP, Response, json_response
 from airflow_provider_openrouter.testing._state import ApiError, check_workspace_id, hash_of, iso
 from airflow_provider_openrouter.testing.faults import (
@@ -232,6 +234,7 @@ _ROUTES: dict[str, _Route] = {
     "/credits": _Route({"GET": _credits}),
     "/keys": _Route({"GET": _list_keys, "POST": _create_key}),
     "/keys/{hash}": _Route({"GET": _get_key, "PATCH": _update_key, "DELETE": _delete_key}),
+    **{path: _Route(dict(methods)) for path, methods in GUARDRAIL_ROUTES.items()},
 }
 _KEY_PATH = re.compile(r"/keys/([^/]+)")
 
@@ -243,6 +246,10 @@ def _route(state: OpenRouterState, request: Request) -> tuple[int, Any]:
     api_path = path[len(API_PREFIX) :].rstrip("/") or "/"
     key_hash = ""
     route = _ROUTES.get(api_path)
+    guardrail_route = match_guardrail_path(api_path) if route is None else None
+    if guardrail_route is not None:
+        # The guardrail's id travels where a key route's hash does.
+        route, key_hash = _ROUTES[guardrail_route[0]], guardrail_route[1]
     if route is None:
         match = _KEY_PATH.fullmatch(api_path)
         if match is None:

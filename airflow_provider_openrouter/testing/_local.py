@@ -115,7 +115,18 @@ class StateHelpers:
         management: bool = False,
     ) -> CreatedApiKey:
         """Insert a key directly (no API request, none logged, no API validation): e.g. an expired one."""
-        options = {key: value for key, value in locals().items() if key != "self"}  # first: the arguments
+        options = {
+            "name": name,
+            "limit": limit,
+            "limit_reset": limit_reset,
+            "include_byok_in_limit": include_byok_in_limit,
+            "expires_at": expires_at,
+            "workspace_id": workspace_id,
+            "creator_user_id": creator_user_id,
+            "external_user": external_user,
+            "disabled": disabled,
+            "management": management,
+        }
         data, plaintext = self._insert_key(options)
         return CreatedApiKey(api_key=ApiKey.from_api(data), plaintext=plaintext)
 
@@ -246,8 +257,9 @@ class LocalOpenRouter(ServedFake, StateHelpers):
         """Record spend on a key: lifetime usage and the current day, week and month all grow by ``usd``."""
         return self._state.add_usage(key_hash, usd, byok=byok)
 
-    def set_usage(self, key_hash: str, **values: float) -> dict[str, Any]:
-        """Set usage counters: ``usage``, ``usage_daily``/``_weekly``/``_monthly`` and ``byok_*``."""
+    def set_usage(self, key_hash: str, **values: float | dt.datetime | str | None) -> dict[str, Any]:
+        """Set usage counters: ``usage``, ``usage_daily``/``_weekly``/``_monthly`` and ``byok_*``; and
+        ``last_used_at`` (a datetime, an ISO instant, or ``None`` for a key never used)."""
         return self._state.set_usage(key_hash, values)
 
     def set_spend_per_second(self, usd: float) -> None:

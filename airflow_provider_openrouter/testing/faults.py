@@ -106,6 +106,46 @@ class Latency:
         return {"kind": "latency", "seconds": self.seconds}
 
 
+class InFlightMeter:
+    """How many requests a :class:`MeteredLatency` held at once, at most (:attr:`peak`), and in all.
+
+    A request counts from its arrival until its delay is over. A client cannot have its answer sooner, so a
+    client that waits for an answer before it sends its next request never shows here as more requests than
+    it has at once.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._ends: list[float] = []  # when the delay of each request still held ends (monotonic)
+        self.peak = 0
+        self.count = 0
+
+    def arrive(self, seconds: float) -> None:
+        with self._lock:
+            now = time.monotonic()
+            self._ends = [end for end in self._ends if end > now]
+            self._ends.append(now + seconds)
+            self.peak = max(self.peak, len(self._ends))
+            self.count += 1
+
+    def reset(self) -> None:
+        with self._lock:
+            self._ends.clear()
+            self.peak = 0
+            self.count = 0
+
+
+@dataclass(frozen=True)
+class MeteredLatency(Latency):
+    """:class:`Latency` that counts the requests it holds at once in :attr:`meter`.
+
+    For a local OpenRouter in this process only: over the control endpoints it arrives as a plain
+    :class:`Latency`, and the count stays in the other process.
+    """
+
+    meter: InFlightMeter = field(default_factory=InFlightMeter, compare=False)
+
+
 @dataclass(frozen=True)
 class Trickle:
     """Act on the request, then send the answer ``chunk`` bytes every ``interval`` seconds.
@@ -264,6 +304,8 @@ class FaultPlan:
                     taken.append(rule.fault.answer())
                     break
                 taken.append(rule.fault)
+                if isinstance(rule.fault, MeteredLatency):
+                    rule.fault.meter.arrive(rule.fault.seconds)
                 if rule.times is not None:
                     rule.times -= 1
                     if rule.times == 0:

@@ -23,13 +23,10 @@ import zlib
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from airflow_provider_openrouter._batch import Request, provision_many
+from airflow_provider_openrouter._claims import NameView
 from airflow_provider_openrouter._endpoints import Listing
-from airflow_provider_openrouter._provisioning import (
-    NameView,
-    Outcome,
-    Provisioner,
-    Request,
-)
+from airflow_provider_openrouter._provisioning import Outcome, Provisioner
 from airflow_provider_openrouter.exceptions import (
     NotFoundError,
     OpenRouterTransportError,
@@ -43,12 +40,13 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
 NAMES = ("tenant-a", "tenant-b")
-#: A replace whose delete of the old key fails (the error, not a lost answer) still renames the new key to
-#: the name, and raises: two delivered keys carry the name until a rerun with ``replace``.
+# Holes of a replace that renamed its new key to the name before retiring the old one (closed: the old keys
+# now leave the name first, and any later run deletes them).
+#: A replace whose delete of the old key failed left two delivered keys under the name.
 R1 = "R1-replace-renames-after-failed-delete"
-#: A replace try killed between renaming its new key to the name and deleting the old key leaves both.
+#: A replace try killed between renaming its new key to the name and deleting the old key left both.
 R2 = "R2-replace-killed-between-rename-and-delete"
-#: A replace whose rename fails is renamed by the clean-up after the failure, which retires no old key.
+#: A replace whose rename failed was renamed by the clean-up after the failure, which retired no old key.
 R3 = "R3-replace-renamed-by-cleanup-keeps-old"
 #: A try that ends, not killed, leaves a claim whose create answer it got (when no delete of it failed).
 E2 = "E2-claims-left-behind"
@@ -265,7 +263,7 @@ def provisioner(world: World, actor: Actor, lease: float) -> Provisioner:
 
 def collect(made: Provisioner, view: NameView) -> None:
     """What the sync apply does with the claims its plan saw on names it does not create."""
-    made._tidy(view)
+    made.tidy(view)
 
 
 # -- the world -----------------------------------------------------------------------------------------------
@@ -328,9 +326,8 @@ class World:
         self.handed_to: dict[str, list[str]] = {}  # by try, the keys whose create answer it got
         # How the tasks' tries ended (liveness: the invariants say nothing about how many fail).
         self.outcomes = {"green": 0, "red": 0, "killed": 0}
-        # Names that briefly carry more than one key: a replace try's new one (renamed) beside the old ones it
-        # retires next; by name, the tries still retiring.
-        self.retiring: dict[str, set[str]] = {}
+        # Delivered keys a replace took out of their name: anyone may delete them from then on.
+        self.taken_out: set[str] = set()
         self.delivered: set[str] = set()
         self.by_name: dict[str, set[str]] = {}
         self.greens: list[Green] = []
@@ -372,26 +369,7 @@ class World:
             raise Violation(self.violation)
 
     def ended(self, actor: Actor) -> None:
-        """A try is over (green, red or killed): a replace must have retired the old key by now."""
-        who = actor.label
-        for name, tries in list(self.retiring.items()):
-            if who not in tries:
-                continue
-            tries.discard(who)
-            held = sorted(h[:8] for h in self.by_name[name])
-            if len(held) <= 1 + len(tries):
-                continue
-            if actor.killed:
-                self.fail(
-                    f"{len(held)} keys under {name!r}: {who} was killed after renaming its new key to the "
-                    f"name and before retiring the old one: {held}",
-                    hole=R2,
-                )
-            self.fail(
-                f"{len(held)} keys under {name!r}: {who} renamed its new key to the name and ended without "
-                f"retiring the old one: {held}",
-                hole=R1 if who in self.refused_deletes else R3,
-            )
+        """A try is over (green, red or killed)."""
 
     def rename_refused(self, who: str) -> None:
         self.refused_renames.add(who)
@@ -422,26 +400,17 @@ class World:
     def _watch(self, key: Key, old: str | None, new: str | None, who: str) -> None:
         if old is not None and old in NAMES:
             self.by_name.get(old, set()).discard(key.hash)
-            if len(self.by_name[old]) < 2:
-                self.retiring.pop(old, None)  # nothing left to retire
-        if new is not None and new in NAMES:
-            held = self.by_name.setdefault(new, set())
-            held.add(key.hash)
             task = self.actors[who][0] if who in self.actors else None
-            if len(held) > 1 and task is not None and task.kind == "single" and task.mode == "replace":
-                self.retiring.setdefault(new, set()).add(who)  # its old keys go next; checked when it ends
+            if new is not None and task is not None and task.kind == "single" and task.mode == "replace":
+                self.taken_out.add(key.hash)
+        if new is not None and new in NAMES:
+            self.by_name.setdefault(new, set()).add(key.hash)
+            self.taken_out.discard(key.hash)  # given its name back: it is that name's key again
         if new is None:
             for green in self.greens:
                 if green.key_hash != key.hash:
                     continue
-                task, _ = self.actors.get(who, (None, None))
-                by_replace = (
-                    task is not None
-                    and task.mode == "replace"
-                    and task.kind == "single"
-                    and old == green.name
-                )
-                if not by_replace:
+                if key.hash not in self.taken_out:
                     self.fail(
                         f"the key {green.key_hash[:8]} that {green.label} reported {green.action} under "
                         f"{green.name!r} was deleted by {who} while named {old!r}"
@@ -449,7 +418,7 @@ class World:
 
     def _check_step(self) -> None:
         for name, hashes in self.by_name.items():
-            if len(hashes) > 1 + len(self.retiring.get(name, ())):
+            if len(hashes) > 1:
                 self.fail(f"{len(hashes)} keys under {name!r}: {sorted(h[:8] for h in hashes)}")
             for key_hash in hashes:
                 if key_hash not in self.delivered:
@@ -579,7 +548,7 @@ class World:
             for view in creating
         ]
         if requests:
-            made.provision_many(requests, since=since, workers=2, report=report)
+            provision_many(made, requests, since=since, workers=2, report=report)
         failed = None
         for name, result in outcomes.items():
             if isinstance(result, Killed):
@@ -692,6 +661,8 @@ class World:
                 self.fail(
                     f"the claim {key.hash[:8]} ({key.name!r}) is left after lease + grace and a calm run"
                 )
+            if any(key.name.startswith(f"{name} [replaced ") for name in names):
+                self.fail(f"the old key {key.name!r} a replace took out outlived a calm run")
 
 
 def simulate(seed: int, *, trace: bool = False, replace: bool = True) -> Result:
