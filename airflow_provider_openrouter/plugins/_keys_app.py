@@ -4,7 +4,8 @@ Routes (relative to the mount):
 
 - ``GET /``: picks a connection the user may read (``?conn=`` to choose) and redirects to its page;
 - ``GET /connections/{connection_id}``: the page, rendered on the server (search, filter, sort, page
-  through URL parameters ``q``, ``show``, ``sort``, ``order``, ``page``, ``size``; ``refresh=1`` refetches);
+  through URL parameters ``q``, ``show``, ``guardrail``, ``sort``, ``order``, ``page``, ``size``;
+  ``refresh=1`` refetches);
 - ``GET /api/connections/{connection_id}/keys``: the same page of keys as JSON.
 
 FastAPI apps added by plugins get no authentication from Airflow: every route here resolves the user with the
@@ -17,6 +18,7 @@ masked label, never a plaintext, and never the connection's management key.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import logging
@@ -56,6 +58,8 @@ from airflow_provider_openrouter.plugins._keys_view import (
 if TYPE_CHECKING:
     from airflow.api_fastapi.auth.managers.models.base_user import BaseUser
 
+    from airflow_provider_openrouter.guardrails import Guardrail, KeyAssignment
+
 log = logging.getLogger(__name__)
 
 CONN_TYPE = "openrouter"
@@ -64,6 +68,9 @@ DEFAULT_CONN_ID = OpenRouterHook.default_conn_name
 PAGE_MAX_RETRIES = 1
 PAGE_MAX_RETRY_WAIT = 2.0
 PAGE_TIMEOUT = 15.0
+# Guardrails held by keys but missing from the workspace's list (older than workspaces) are fetched one by
+# one; past this many, the rest show by id only, so that one page load stays a few requests.
+MAX_UNLISTED_GUARDRAILS = 10
 
 _TEMPLATES = jinja2.Environment(
     loader=jinja2.FileSystemLoader(Path(__file__).with_name("templates")),
@@ -111,8 +118,44 @@ def _lookup(conn_id: str) -> Any:
     return conn
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Guardrails:
+    guardrails: list[Guardrail]
+    assignments: list[KeyAssignment]
+    problem: str | None = None
+
+
+def _load_guardrails(hook: OpenRouterHook) -> _Guardrails:
+    """One walk of the workspace's guardrails and one of the account's key assignments, whatever the number
+    of keys; a guardrail some key holds but the list lacks is fetched by id. A refusal leaves the keys
+    shown without guardrails, and says why."""
+    from airflow_provider_openrouter.exceptions import (
+        NotFoundError,
+        OpenRouterAPIError,
+        OpenRouterTransportError,
+    )
+
+    try:
+        guardrails = list(hook.list_guardrails())
+        assignments = list(hook.list_key_assignments())
+        listed = {guardrail.id.lower() for guardrail in guardrails}
+        unlisted = sorted({a.guardrail_id for a in assignments if a.guardrail_id.lower() not in listed})
+        for guardrail_id in unlisted[:MAX_UNLISTED_GUARDRAILS]:
+            # One deleted since the assignments were read is shown by id.
+            with contextlib.suppress(NotFoundError):
+                guardrails.append(hook.get_guardrail(guardrail_id))
+    except OpenRouterAPIError as exc:
+        return _Guardrails([], [], f"OpenRouter would not show the guardrails ({exc.status}: {exc.message})")
+    except OpenRouterTransportError as exc:
+        return _Guardrails([], [], f"The guardrails could not be read ({exc.detail})")
+    return _Guardrails(guardrails, assignments)
+
+
 def load_snapshot(conn_id: str) -> Snapshot:
-    """Walk the account of ``conn_id``: its credits, then every key, disabled and expired ones included."""
+    """Walk the account of ``conn_id``: its credits, then every key, disabled and expired ones included,
+    while a second thread walks the guardrails and their key assignments."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from airflow_provider_openrouter.exceptions import ForbiddenError
 
     started = time.perf_counter()
@@ -123,13 +166,21 @@ def load_snapshot(conn_id: str) -> Snapshot:
             credits = hook.get_credits()
         except ForbiddenError as exc:  # keys can still be listed; say why the credits are missing
             credits_problem = f"OpenRouter would not show the credits ({exc.status}: {exc.message})"
-        keys = hook.list_keys(include_disabled=True, include_expired=True)
+        # Started after the first request, which sets up the hook's connection pool for both threads; beside
+        # the key walk, so that the page waits for the longer walk rather than for both.
+        with ThreadPoolExecutor(1, thread_name_prefix="openrouter-page-guardrails") as pool:
+            pending = pool.submit(_load_guardrails, hook)
+            keys = list(hook.list_keys(include_disabled=True, include_expired=True))
+            held = pending.result()
         return Snapshot.of(
             conn_id,
             keys,
             credits,
             credits_problem=credits_problem,
             fetch_seconds=time.perf_counter() - started,
+            guardrails=held.guardrails,
+            assignments=held.assignments,
+            guardrails_problem=held.problem,
         )
     finally:
         hook.close()
@@ -247,9 +298,12 @@ def _query(  # noqa: PLR0917 (FastAPI reads each query parameter from its own ar
     order: Annotated[str | None, Param()] = None,
     page: Annotated[str | None, Param()] = None,
     size: Annotated[str | None, Param()] = None,
+    guardrail: Annotated[str | None, Param()] = None,
 ) -> Query | OpenRouterValidationError:
     try:
-        return Query.parse(search=q, show=show, sort=sort, order=order, page=page, size=size)
+        return Query.parse(
+            search=q, show=show, sort=sort, order=order, page=page, size=size, guardrail=guardrail
+        )
     except OpenRouterValidationError as exc:
         return exc
 
@@ -365,7 +419,9 @@ def create_app(cache: SnapshotCache | None = None) -> FastAPI:
                 "fetched_at": found.fetched_at.isoformat().replace("+00:00", "Z"),
                 "credits": None if credits is None else {**credits.to_dict(), "remaining": credits.remaining},
                 "credits_problem": found.credits_problem,
+                "guardrails_problem": found.guardrails_problem,
                 "counts": found.counts,
+                "guardrail_counts": found.guardrail_counts,
                 "matched": selection.matched,
                 "page": selection.page,
                 "pages": selection.pages,

@@ -19,13 +19,25 @@ from typing import TYPE_CHECKING, Any, Final
 
 from airflow_provider_openrouter._validation import parse_instant
 from airflow_provider_openrouter.exceptions import OpenRouterValidationError
+from airflow_provider_openrouter.plugins._keys_budget import (
+    WINDOWS,
+    EffectiveBudget,
+    GuardrailCell,
+    Layer,
+    effective_budget,
+    guardrail_cells,
+    guardrail_layer,
+    spend_in_window,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Sequence
 
+    from airflow_provider_openrouter.guardrails import Guardrail, KeyAssignment
     from airflow_provider_openrouter.models import ApiKey, Credits
 
-# A key at or above this share of its limit is "near the limit" (the filter, and the bar turns orange).
+# A key at or above this share of its limit, or of its guardrail's budget, is "near the limit" (the filter;
+# the bar, which shows its own limit, turns orange).
 NEAR_LIMIT: Final = 0.8
 # Below it, half the limit separates a green bar from a yellow one.
 WATCH_LIMIT: Final = 0.5
@@ -33,6 +45,8 @@ CACHE_SECONDS: Final = 30.0
 PAGE_SIZES: Final[tuple[int, ...]] = (25, 50, 100, 200)
 DEFAULT_PAGE_SIZE: Final = 50
 MAX_SEARCH_LENGTH: Final = 200
+# OpenRouter's own limit on a guardrail's name: a longer filter could match nothing.
+MAX_GUARDRAIL_LENGTH: Final = 200
 
 # The filters, with the label the page shows for each.
 FILTERS: Final[dict[str, str]] = {
@@ -53,9 +67,11 @@ _COLUMNS: Final[dict[str, tuple[str, Callable[[KeyRow], Any]]]] = {
     "lifetime": ("desc", attrgetter("lifetime_usage")),
     "expires": ("asc", attrgetter("expires_at")),
     "created": ("desc", attrgetter("created_at")),
+    "guardrail": ("asc", lambda row: None if row.guardrail is None else row.guardrail.name.casefold()),
+    "effective": ("asc", attrgetter("effective_left")),
 }
 SORTS: Final[dict[str, str]] = {column: order for column, (order, _) in _COLUMNS.items()}
-_WINDOWS: Final[dict[str | None, str]] = {"daily": "today", "weekly": "this week", "monthly": "this month"}
+_NO_BUDGET: Final = EffectiveBudget("none", None, None, "")
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,27 +93,38 @@ class KeyRow:
     lifetime_usage: float
     expires_at: dt.datetime | None
     created_at: dt.datetime | None
+    guardrail: GuardrailCell | None = None
+    guardrail_used: float | None = None  # share of the guardrail's budget spent, where known exactly
+    effective: EffectiveBudget = _NO_BUDGET
 
     @property
     def status(self) -> str:
         return "disabled" if self.disabled else "expired" if self.expired else "active"
 
+    @property
+    def effective_left(self) -> float | None:
+        """What the effective budget leaves, for sorting: the least it can be where only bounds are known."""
+        return self.effective.low if self.effective.low is not None else self.effective.high
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe, for the page's JSON endpoint."""
         data = dataclasses.asdict(self)
         for name in ("expires_at", "created_at"):
-            moment = data[name]
-            data[name] = None if moment is None else moment.isoformat().replace("+00:00", "Z")
+            data[name] = _instant(data[name])
+        if self.guardrail is not None:
+            data["guardrail"]["assigned_at"] = _instant(self.guardrail.assigned_at)
+        data["effective"] = self.effective.to_dict()
         data["status"] = self.status
         return data
 
 
+def _instant(moment: dt.datetime | None) -> str | None:
+    return None if moment is None else moment.isoformat().replace("+00:00", "Z")
+
+
 def _usage_in_window(key: ApiKey) -> tuple[str, float]:
-    suffix = {"daily": "_daily", "weekly": "_weekly", "monthly": "_monthly"}.get(key.limit_reset or "", "")
-    usage: float = getattr(key, "usage" + suffix)
-    if key.include_byok_in_limit:
-        usage += getattr(key, "byok_usage" + suffix)
-    return _WINDOWS.get(key.limit_reset, "lifetime"), usage
+    usage = spend_in_window(key, key.limit_reset, byok=key.include_byok_in_limit)
+    return WINDOWS.get(key.limit_reset, "lifetime"), usage
 
 
 def _level(used: float | None) -> str:
@@ -110,7 +137,8 @@ def _level(used: float | None) -> str:
     return "watch" if used >= WATCH_LIMIT else "ok"
 
 
-def key_row(key: ApiKey, now: dt.datetime) -> KeyRow:
+def key_row(key: ApiKey, now: dt.datetime, guardrail: GuardrailCell | None = None) -> KeyRow:
+    """The row of ``key``, with the budget layers of its own limit and of ``guardrail``, the one it holds."""
     window, usage = _usage_in_window(key)
     remaining = key.limit_remaining
     used: float | None = None
@@ -121,6 +149,12 @@ def key_row(key: ApiKey, now: dt.datetime) -> KeyRow:
         # how much through its usage.
         used = 1.0 if key.limit <= 0 else max((key.limit - remaining) / key.limit, usage / key.limit)
     expires_at = parse_instant(key.expires_at) if key.expires_at else None
+    layers = []
+    if key.limit is not None and remaining is not None:
+        layers.append(Layer("key", key.limit, window, remaining, True))
+    layer = None if guardrail is None else guardrail_layer(key, guardrail, now)
+    if layer is not None:
+        layers.append(layer)
     return KeyRow(
         hash=key.hash,
         name=key.name,
@@ -137,6 +171,9 @@ def key_row(key: ApiKey, now: dt.datetime) -> KeyRow:
         lifetime_usage=key.usage + (key.byok_usage if key.include_byok_in_limit else 0.0),
         expires_at=expires_at,
         created_at=parse_instant(key.created_at),
+        guardrail=guardrail,
+        guardrail_used=None if layer is None else layer.used,
+        effective=effective_budget(layers),
     )
 
 
@@ -148,14 +185,15 @@ def _matches(row: KeyRow, show: str) -> bool:
     if show == "expired":
         return row.expired
     if show == "near_limit":
-        return row.used is not None and row.used >= NEAR_LIMIT
+        return any(used is not None and used >= NEAR_LIMIT for used in (row.used, row.guardrail_used))
     return True
 
 
 @dataclass(frozen=True, slots=True)
 class Snapshot:
-    """Every key of one connection's account (its default workspace) and the account's credits, as fetched
-    at ``fetched_at``. ``credits`` is ``None`` when OpenRouter would not tell (``credits_problem`` says why).
+    """Every key of one connection's account (its default workspace), the guardrails they hold and the
+    account's credits, as fetched at ``fetched_at``. ``credits`` is ``None`` when OpenRouter would not tell
+    (``credits_problem`` says why); ``guardrails_problem`` says why guardrails are missing, if they are.
     """
 
     conn_id: str
@@ -164,12 +202,22 @@ class Snapshot:
     credits: Credits | None
     credits_problem: str | None = None
     fetch_seconds: float = 0.0
+    guardrails_problem: str | None = None
     counts: dict[str, int] = field(init=False)
+    # Keys holding each guardrail, by name (names need not be unique: same-named guardrails count together).
+    guardrail_counts: dict[str, int] = field(init=False)
     monotonic: float = field(init=False, default_factory=time.monotonic)
 
     def __post_init__(self) -> None:
         counts = {show: sum(1 for row in self.rows if _matches(row, show)) for show in FILTERS}
         object.__setattr__(self, "counts", counts)
+        held: dict[str, int] = {}
+        for row in self.rows:
+            if row.guardrail is not None:
+                held[row.guardrail.name] = held.get(row.guardrail.name, 0) + 1
+        object.__setattr__(
+            self, "guardrail_counts", dict(sorted(held.items(), key=lambda i: i[0].casefold()))
+        )
 
     @classmethod
     def of(
@@ -181,10 +229,14 @@ class Snapshot:
         credits_problem: str | None = None,
         now: dt.datetime | None = None,
         fetch_seconds: float = 0.0,
+        guardrails: Iterable[Guardrail] = (),
+        assignments: Iterable[KeyAssignment] = (),
+        guardrails_problem: str | None = None,
     ) -> Snapshot:
         now = now or dt.datetime.now(dt.timezone.utc)
-        rows = tuple(key_row(key, now) for key in keys)
-        return cls(conn_id, now, rows, credits, credits_problem, fetch_seconds)
+        cells = guardrail_cells(guardrails, assignments)
+        rows = tuple(key_row(key, now, cells.get(key.hash)) for key in keys)
+        return cls(conn_id, now, rows, credits, credits_problem, fetch_seconds, guardrails_problem)
 
 
 def _sort_value(row: KeyRow, sort: str) -> Any:
@@ -193,7 +245,8 @@ def _sort_value(row: KeyRow, sort: str) -> Any:
 
 @dataclass(frozen=True, slots=True)
 class Query:
-    """A search, a filter, a sort and a page, validated: a bad value names its parameter."""
+    """A search, a filter, a sort and a page, validated: a bad value names its parameter. ``guardrail``
+    keeps the keys holding a guardrail of exactly that name."""
 
     search: str = ""
     show: str = "all"
@@ -201,6 +254,7 @@ class Query:
     order: str = "asc"
     page: int = 1
     size: int = DEFAULT_PAGE_SIZE
+    guardrail: str = ""
 
     @classmethod
     def parse(
@@ -212,10 +266,12 @@ class Query:
         order: str | None = None,
         page: str | int | None = None,
         size: str | int | None = None,
+        guardrail: str | None = None,
     ) -> Query:
         search = (search or "").strip()
         if len(search) > MAX_SEARCH_LENGTH:
             raise OpenRouterValidationError("q", f"must be at most {MAX_SEARCH_LENGTH} characters")
+        guardrail = _guardrail_name(guardrail)
         show = show or "all"
         if show not in FILTERS:
             raise OpenRouterValidationError("show", f"must be one of {', '.join(FILTERS)} (got {show!r})")
@@ -225,7 +281,7 @@ class Query:
         order = order or SORTS[sort]
         if order not in ("asc", "desc"):
             raise OpenRouterValidationError("order", f"must be asc or desc (got {order!r})")
-        return cls(search, show, sort, order, _positive("page", page, 1), _page_size(size))
+        return cls(search, show, sort, order, _positive("page", page, 1), _page_size(size), guardrail)
 
     def to_params(self, **changes: Any) -> dict[str, str]:
         """The query as URL parameters, defaults left out, with ``changes`` applied."""
@@ -237,8 +293,20 @@ class Query:
             "order": query.order if query.order != SORTS[query.sort] else "",
             "page": str(query.page) if query.page != 1 else "",
             "size": str(query.size) if query.size != DEFAULT_PAGE_SIZE else "",
+            "guardrail": query.guardrail,
         }
         return {name: value for name, value in params.items() if value}
+
+
+def _guardrail_name(value: str | None) -> str:
+    name = (value or "").strip()
+    if len(name) > MAX_GUARDRAIL_LENGTH:
+        raise OpenRouterValidationError(
+            "guardrail", f"must be at most {MAX_GUARDRAIL_LENGTH} characters, as a guardrail's name is"
+        )
+    if any(ord(char) < 32 or ord(char) == 127 for char in name):
+        raise OpenRouterValidationError("guardrail", "must not contain control characters")
+    return name
 
 
 def _positive(field_name: str, value: str | int | None, default: int) -> int:
@@ -290,7 +358,9 @@ def select(snapshot: Snapshot, query: Query) -> Selection:
     rows = [
         row
         for row in snapshot.rows
-        if _matches(row, query.show) and (not needle or needle in row.name.casefold())
+        if _matches(row, query.show)
+        and (not needle or needle in row.name.casefold())
+        and (not query.guardrail or (row.guardrail is not None and row.guardrail.name == query.guardrail))
     ]
     present = [row for row in rows if _sort_value(row, query.sort) is not None]
     missing = [row for row in rows if _sort_value(row, query.sort) is None]

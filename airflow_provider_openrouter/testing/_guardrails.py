@@ -311,12 +311,13 @@ class GuardrailStore:
     # -- helpers ---------------------------------------------------------------------------------------------
 
     def _key(self, key_hash: str) -> dict[str, Any] | None:
-        """The key as the account holds it, or ``None`` (management keys are no API keys)."""
-        try:
-            key = self._state.key_state(key_hash)
-        except KeyError:
+        """What the store reads of a key the account holds (name, label, workspace), or ``None`` (management
+        keys are no API keys). Read from the key's record rather than its full state, which would bring its
+        usage up to date and copy it for every assignment of every page listed."""
+        rec = self._state._keys.get(key_hash)
+        if rec is None or rec.management:
             return None
-        return None if key["management"] else key
+        return {"name": rec.name, "label": rec.label, "workspace_id": rec.workspace_id, "management": False}
 
     def _guardrail(self, guardrail_id: str) -> dict[str, Any]:
         found = self._guardrails.get(guardrail_id.lower())
