@@ -43,7 +43,8 @@ class Call(Generic[T]):
 
     ``parse`` receives the decoded JSON document of a 2xx answer. ``recover``, when set, may turn an error
     answer into a result; it gets the error and whether an earlier attempt may have reached the server, and
-    re-raises the error when it cannot.
+    re-raises the error when it cannot. ``repeatable`` marks a ``POST`` whose repeat finds its work done (an
+    assignment), so that it is retried after a 5xx or a lost answer as a ``PATCH`` is.
     """
 
     method: str
@@ -52,6 +53,7 @@ class Call(Generic[T]):
     query: tuple[tuple[str, str], ...] = ()
     body: Mapping[str, Any] | None = None
     recover: Callable[[OpenRouterAPIError, bool], T] | None = None
+    repeatable: bool = False
 
     def target(self, base_url: str) -> str:
         url = base_url + self.path

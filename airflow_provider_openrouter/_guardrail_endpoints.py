@@ -122,7 +122,13 @@ def assign_keys_calls(guardrail_id: Any, key_hashes: Any) -> list[Call[int]]:
     path = _path(guardrail_id, "/assignments/keys")
     hashes = gv.validate_key_hashes(key_hashes)
     return [
-        Call("POST", path, _count("assigned_count"), body={"key_hashes": hashes[i : i + ASSIGN_CHUNK]})
+        Call(
+            "POST",
+            path,
+            _count("assigned_count"),
+            body={"key_hashes": hashes[i : i + ASSIGN_CHUNK]},
+            repeatable=True,  # a key already on the guardrail stays on it
+        )
         for i in range(0, len(hashes), ASSIGN_CHUNK)
     ]
 
@@ -132,7 +138,13 @@ def unassign_keys_calls(guardrail_id: Any, key_hashes: Any) -> list[Call[int]]:
     path = _path(guardrail_id, "/assignments/keys/remove")
     hashes = gv.validate_key_hashes(key_hashes)
     return [
-        Call("POST", path, _count("unassigned_count"), body={"key_hashes": hashes[i : i + ASSIGN_CHUNK]})
+        Call(
+            "POST",
+            path,
+            _count("unassigned_count"),
+            body={"key_hashes": hashes[i : i + ASSIGN_CHUNK]},
+            repeatable=True,  # a key already off the guardrail stays off it
+        )
         for i in range(0, len(hashes), ASSIGN_CHUNK)
     ]
 

@@ -39,21 +39,29 @@ log = logging.getLogger("airflow_provider_openrouter.transport")
 SAFE_TO_REPEAT = frozenset({"GET", "HEAD", "OPTIONS", "PATCH", "PUT", "DELETE"})
 
 
-def is_retryable(method: str, *, status: int | None = None, reached_server: bool | None = None) -> bool:
+def is_retryable(
+    method: str,
+    *,
+    status: int | None = None,
+    reached_server: bool | None = None,
+    repeatable: bool = False,
+) -> bool:
     """Whether an attempt that ended so may be repeated. Pure: the whole retry policy in one place.
 
     - 429: the server refused without acting, so any method, including ``POST /keys``;
     - 5xx, or no answer after the request may have reached the server (a timeout, a dropped connection):
-      only methods that are safe to repeat, since a create may already have happened;
+      only methods that are safe to repeat, since a create may already have happened, and calls marked
+      ``repeatable`` (a ``POST`` whose repeat finds its work done);
     - the connection was never established (``reached_server=False``): any method.
     """
+    safe = repeatable or method in SAFE_TO_REPEAT
     if status is not None:
         if status == 429:
             return True
-        return status >= 500 and method in SAFE_TO_REPEAT
+        return status >= 500 and safe
     if reached_server is False:
         return True
-    return method in SAFE_TO_REPEAT
+    return safe
 
 
 def default_jitter(delay: float) -> float:
@@ -349,7 +357,7 @@ class Exchange(Generic[T]):
                 # A gateway may give up while the API goes ahead: the change may have been made.
                 self._maybe_done = True
             error: OpenRouterError = api_error
-            retryable = is_retryable(call.method, status=outcome.status)
+            retryable = is_retryable(call.method, status=outcome.status, repeatable=call.repeatable)
             retry_after = error.retry_after if isinstance(error, RateLimitedError) else None
             what = f"HTTP {outcome.status}"
             paused = None
@@ -376,7 +384,7 @@ class Exchange(Generic[T]):
             if outcome.reached_server is not False:
                 self._maybe_done = True
             retryable = not outcome.permanent and is_retryable(
-                call.method, reached_server=outcome.reached_server
+                call.method, reached_server=outcome.reached_server, repeatable=call.repeatable
             )
             retry_after = None
             paused = None

@@ -509,3 +509,15 @@ def test_retry_policy_budget() -> None:
     assert RetryPolicy(max_retries=3, max_wait=60, attempt_timeout=30).budget == 30 * 4 + 60 * 3
     assert RetryPolicy(max_retries=0, max_wait=60, attempt_timeout=5).budget == 5
     assert RetryPolicy().budget is None
+
+
+@pytest.mark.parametrize(
+    ("status", "reached_server", "expected"),
+    [(503, None, True), (None, True, True), (None, None, True), (400, None, False), (409, None, False)],
+    ids=["5xx", "answer-lost", "unknown", "400", "409"],
+)
+def test_a_post_marked_repeatable_is_retried_like_a_patch(
+    status: int | None, reached_server: bool | None, expected: bool
+) -> None:
+    assert is_retryable("POST", status=status, reached_server=reached_server, repeatable=True) is expected
+    assert is_retryable("POST", status=status, reached_server=reached_server) is False

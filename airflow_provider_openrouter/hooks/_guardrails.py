@@ -10,7 +10,6 @@ guardrail.
 from __future__ import annotations
 
 import logging
-import time
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from airflow_provider_openrouter._sentinel import UNSET, Unset
@@ -49,40 +48,6 @@ class GuardrailMethods:
     def _walk(self, pages: Pages) -> Iterator[Any]:
         while not pages.done:
             yield from pages.take(self._run(pages.next_call()))
-
-    def _run_repeatable(self, call: Call[T]) -> T:
-        """Run a POST that is safe to repeat (an assignment: the second one finds the work done).
-
-        The transport repeats a POST only when OpenRouter cannot have acted on it; this one is repeated,
-        within the connection's retry settings, after a 5xx or a lost answer too.
-        """
-        from airflow_provider_openrouter._retry import policy_for
-        from airflow_provider_openrouter.exceptions import OpenRouterTransportError, ServerError
-
-        policy = policy_for(self._get_config(), self._retry_jitter)
-        retry = 0
-        while True:
-            try:
-                return self._run(call)
-            except (ServerError, OpenRouterTransportError) as exc:
-                # A connection that never opened was retried by the transport already.
-                never_sent = isinstance(exc, OpenRouterTransportError) and exc.reached_server is False
-                if never_sent or retry >= policy.max_retries:
-                    raise
-                wait = policy.delay(retry)
-                retry += 1
-                log.warning(
-                    "%s %s: %s; repeating it (safe: assigning is idempotent), retry %d of %d in %.2f s",
-                    call.method,
-                    call.path,
-                    exc,
-                    retry,
-                    policy.max_retries,
-                    wait,
-                )
-                time.sleep(wait)
-
-    # -------------------------------------------------------------------------------------- reads ---
 
     def list_guardrails(self, *, workspace_id: str | None = None) -> Iterator[Guardrail]:
         """Every guardrail of a workspace (the connection's default unless given), fetched 100 at a time as
@@ -175,11 +140,11 @@ class GuardrailMethods:
         """
         from airflow_provider_openrouter._guardrail_endpoints import assign_keys_calls
 
-        return sum(self._run_repeatable(call) for call in assign_keys_calls(guardrail_id, key_hashes))
+        return sum(self._run(call) for call in assign_keys_calls(guardrail_id, key_hashes))
 
     def unassign_keys_from_guardrail(self, guardrail_id: str, key_hashes: Iterable[str]) -> int:
         """Remove keys (by hash) from a guardrail, 100 per request; returns the sum of OpenRouter's
         ``unassigned_count``. Safe to repeat, as :meth:`assign_keys_to_guardrail` is."""
         from airflow_provider_openrouter._guardrail_endpoints import unassign_keys_calls
 
-        return sum(self._run_repeatable(call) for call in unassign_keys_calls(guardrail_id, key_hashes))
+        return sum(self._run(call) for call in unassign_keys_calls(guardrail_id, key_hashes))
