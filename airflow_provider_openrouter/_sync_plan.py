@@ -19,12 +19,15 @@ from typing import TYPE_CHECKING, Any, Final, Literal, TypedDict, get_args
 
 from airflow_provider_openrouter import _validation
 from airflow_provider_openrouter._claims import Claim, NameView, epoch_of, replaced_of
+from airflow_provider_openrouter._sync_guardrails import GuardrailPlan
 from airflow_provider_openrouter.exceptions import OpenRouterValidationError
 from airflow_provider_openrouter.models import KEY_FIELDS, KeyField, same_setting
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Sequence
+    from collections.abc import Callable, Iterable, Mapping, Sequence
 
+    from airflow_provider_openrouter._sync_guardrails import DesiredGuardrail, GuardrailAction
+    from airflow_provider_openrouter.guardrails import Guardrail, KeyAssignment
     from airflow_provider_openrouter.models import ApiKey
 
 Action = Literal["create", "update", "unchanged", "rotate", "keep", "disable", "delete"]
@@ -48,8 +51,9 @@ DRIFT_FIELDS: Final[tuple[str, ...]] = tuple(
 )
 #: The key fields a new key is created with, besides the name it is created under.
 CREATE_COLUMNS: Final[tuple[str, ...]] = tuple(f.name for f in _SYNCED if f.create and f.name != "name")
-# The sync's own columns: where a new key's plaintext goes, and whether to rotate the key now.
-_OWN_COLUMNS: Final = ("deliver_to_variable", "rotate")
+# The sync's own columns: where a new key's plaintext goes, whether to rotate the key now, and the name of
+# the declared guardrail its key is assigned to.
+_OWN_COLUMNS: Final = ("deliver_to_variable", "rotate", "guardrail")
 #: Every column of the tenants table, in the order rows are checked and problems listed.
 ROW_FIELDS: Final[tuple[str, ...]] = (
     "name",
@@ -84,12 +88,22 @@ def _flag(given: dict[str, Any], field: str) -> bool:
     return value is not None and _validation.validate_bool(value, field=field, text=True)
 
 
+def _guardrail_column(given: dict[str, Any]) -> str | None:
+    value = given.get("guardrail")
+    if value is not None and not isinstance(value, str):
+        raise OpenRouterValidationError(
+            "guardrail", f"must be a guardrail's name (got {type(value).__name__})"
+        )
+    return value
+
+
 def _row_checks() -> tuple[tuple[str, Callable[[dict[str, Any]], Any]], ...]:
     checks: dict[str, Callable[[dict[str, Any]], Any]] = {f.name: _column_check(f) for f in _SYNCED}
     # A tenant's name is one a key is delivered under: no marker of a provisional key may be in it.
     checks["name"] = lambda g: _validation.validate_provisioned_name(g.get("name"), field="name")
     checks["deliver_to_variable"] = lambda g: _validation.validate_variable_name(g.get("deliver_to_variable"))
     checks["rotate"] = lambda g: _flag(g, "rotate")
+    checks["guardrail"] = _guardrail_column
     return tuple((field, checks[field]) for field in ROW_FIELDS)
 
 
@@ -102,8 +116,11 @@ _KNOWN_FIELDS: Final = frozenset(ROW_FIELDS)
 _ABSENT: Final[dict[str, Any]] = {field: check({}) for field, check in _ROW_CHECKS if field != "name"}
 
 
-def validate_tenants(rows: Any, name_prefix: str) -> list[Tenant]:
-    """Every row checked; one error listing each bad row and field, before anything is sent."""
+def validate_tenants(
+    rows: Any, name_prefix: str, guardrails: Mapping[str, DesiredGuardrail] | None = None
+) -> list[Tenant]:
+    """Every row checked; one error listing each bad row and field, before anything is sent. A row's
+    ``guardrail`` must be one of ``guardrails``, declared in the row's workspace."""
     if isinstance(rows, (str, bytes)) or not hasattr(rows, "__iter__"):
         raise OpenRouterValidationError("tenants", f"must be a list of mappings (got {type(rows).__name__})")
     problems: list[str] = []
@@ -142,6 +159,18 @@ def validate_tenants(rows: Any, name_prefix: str) -> list[Tenant]:
             if name in seen:
                 problems.append(f"{label()}.name: the same name as tenants[{seen[name]}]")
             seen.setdefault(name, index)
+        wanted = tenant.get("guardrail")
+        if wanted is not None:
+            declared = guardrails.get(wanted) if guardrails is not None else None
+            if declared is None:
+                known = ", ".join(sorted(guardrails or ())) or "none are declared"
+                problems.append(f"{label()}.guardrail: {wanted!r} is not a declared guardrail ({known})")
+            elif declared.workspace_id != tenant.get("workspace_id"):
+                problems.append(
+                    f"{label()}.guardrail: {wanted!r} is declared in workspace {declared.workspace_id!r}, "
+                    f"the row's key in {tenant.get('workspace_id')!r}; a key takes a guardrail of its own "
+                    "workspace only"
+                )
         tenant["_given"] = tuple(given)  # a tuple: a frozenset of two names takes four times the memory
         tenants.append(tenant)
     if problems:
@@ -185,15 +214,22 @@ class PlannedAction(_ActionFields, total=False):
     key_name: str
 
 
-class Plan(TypedDict):
-    """What the sync returns and a ``mode="apply"`` task is given to approve against."""
-
+class _PlanFields(TypedDict):
     name_prefix: str
     planned_at: str
     tenants_digest: str
     owned_keys: int
     counts: dict[str, int]
     actions: list[PlannedAction]
+
+
+class Plan(_PlanFields, total=False):
+    """What the sync returns and a ``mode="apply"`` task is given to approve against; the ``guardrail``
+    fields only when the sync manages guardrails."""
+
+    owned_guardrails: int
+    guardrail_counts: dict[str, int]
+    guardrail_actions: list[GuardrailAction]
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,9 +252,17 @@ class Planner:
     most likely), which applying collects so that a rerun leaves no undelivered key behind.
     """
 
-    def __init__(self, tenants: Sequence[Tenant], policy: PlanPolicy) -> None:
+    def __init__(
+        self,
+        tenants: Sequence[Tenant],
+        policy: PlanPolicy,
+        guardrails: Mapping[str, DesiredGuardrail] | None = None,
+    ) -> None:
         self.tenants = tenants
         self.policy = policy
+        self.guardrails = guardrails
+        #: With guardrails managed: each tenant's key that stays (``None``: the plan makes a new one).
+        self.kept: dict[str, str | None] | None = None if guardrails is None else {}
         self.views: dict[str | None, dict[str, NameView]] = {}
         self.leftovers: dict[str | None, list[NameView]] = {}
 
@@ -228,14 +272,34 @@ class Planner:
         *,
         read_back: Callable[[str], ApiKey | None],
         digest: Callable[[], str] | None = None,
+        guardrail_walk: Callable[[str | None], Iterable[Guardrail]] | None = None,
+        assignments: Callable[[], Iterable[KeyAssignment]] | None = None,
     ) -> Plan:
         """The plan; ``digest`` gives the tenants' digest once the walks are done (default: worked out then,
-        by :func:`tenants_digest`; a caller walking over a network works it out meanwhile)."""
+        by :func:`tenants_digest`; a caller walking over a network works it out meanwhile).
+
+        With guardrails managed, ``guardrail_walk(workspace_id)`` lists a workspace's guardrails and
+        ``assignments()`` the account's key assignments; the guardrails are compared first (a tenant's
+        assignment needs its guardrail's id), the assignments last (they need each tenant's kept key)."""
         by_workspace: dict[str | None, list[Tenant]] = {}
         for tenant in self.tenants:
             by_workspace.setdefault(tenant["workspace_id"], []).append(tenant)
         if not by_workspace:
             by_workspace[None] = []
+        guarded: GuardrailPlan | None = None
+        if self.guardrails is not None:
+            if guardrail_walk is None or assignments is None:
+                raise TypeError("managing guardrails needs guardrail_walk and assignments")
+            guarded = GuardrailPlan()
+            spaces = dict.fromkeys([*by_workspace, *(g.workspace_id for g in self.guardrails.values())])
+            for space in spaces:
+                guarded.compare(
+                    self.guardrails,
+                    space,
+                    guardrail_walk(space),
+                    prefix=self.policy.name_prefix,
+                    prune=self.policy.prune,
+                )
         actions: list[PlannedAction] = []
         counts: dict[str, int] = dict.fromkeys(ACTIONS, 0)
         owned = 0
@@ -243,7 +307,7 @@ class Planner:
             owned += self._compare(
                 workspace, tenants, walk(workspace), read_back=read_back, into=(actions, counts)
             )
-        return {
+        plan: Plan = {
             "name_prefix": self.policy.name_prefix,
             "planned_at": dt.datetime.fromtimestamp(self.policy.now, dt.timezone.utc).isoformat(
                 timespec="seconds"
@@ -253,6 +317,12 @@ class Planner:
             "counts": counts,
             "actions": actions,
         }
+        if guarded is not None and self.kept is not None and assignments is not None:
+            guarded.assign(self.tenants, self.kept, assignments())
+            plan["owned_guardrails"] = len(guarded.owned)
+            plan["guardrail_counts"] = guarded.counts
+            plan["guardrail_actions"] = guarded.actions
+        return plan
 
     def _compare(
         self,
@@ -309,7 +379,10 @@ class Planner:
                 finals.setdefault(name, []).append(key)
         for tenant in tenants:
             name = tenant["name"]
-            if quiet.pop(name, None) is not None:
+            kept = quiet.pop(name, None)
+            if kept is not None:
+                if self.kept is not None:
+                    self.kept[name] = kept
                 counts["unchanged"] += 1
                 held, out = claims.pop(name, []), replaced.pop(name, [])
                 if held or out:
@@ -344,6 +417,8 @@ class Planner:
     ) -> list[PlannedAction]:
         name = tenant["name"]
         if not keys:
+            if self.kept is not None:
+                self.kept[name] = None
             counts["create"] += 1
             changes = _wanted(tenant)
             return [_for_tenant(name, workspace, "create", None, changes=changes)]
@@ -352,6 +427,8 @@ class Planner:
         if len(keys) > 1:
             keys = sorted(keys, key=lambda k: (epoch_of(k.created_at) or 0.0, k.hash), reverse=True)
         key, extras = keys[0], keys[1:]
+        if self.kept is not None:
+            self.kept[name] = None if self._rotates(tenant, key) else key.hash
         out = [
             self._prune(extra, workspace, counts, f"duplicate of {key.hash} (the newest is kept)")
             for extra in extras

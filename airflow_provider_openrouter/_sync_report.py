@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
+from airflow_provider_openrouter._sync_guardrails import GUARDRAIL_ACTIONS
 from airflow_provider_openrouter._sync_plan import ACTIONS
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Iterator, Mapping
+
+# The tenants an assignment names, at most this many of them.
+_NAMED: Final = 5
 
 
 def _detail(item: Mapping[str, Any], arrow: str) -> str:
@@ -17,18 +21,49 @@ def _detail(item: Mapping[str, Any], arrow: str) -> str:
 
 def _counts(plan: Mapping[str, Any]) -> str:
     counts = plan["counts"]
-    return ", ".join(f"{a} {counts.get(a, 0)}" for a in ACTIONS)
+    text = ", ".join(f"{a} {counts.get(a, 0)}" for a in ACTIONS)
+    guarded = plan.get("guardrail_counts")
+    if guarded:
+        text += "; guardrails: " + ", ".join(f"{a} {guarded.get(a, 0)}" for a in GUARDRAIL_ACTIONS)
+    return text
+
+
+def _guardrail_detail(item: Mapping[str, Any], arrow: str) -> str:
+    tenants = item["tenants"]
+    if tenants:
+        named = ", ".join(tenants[:_NAMED]) + (
+            f", … ({len(tenants) - _NAMED} more)" if len(tenants) > _NAMED else ""
+        )
+        return "; ".join(part for part in (item.get("reason"), named) if part)
+    return _detail(item, arrow)
+
+
+def _rows(plan: Mapping[str, Any], limit: int, arrow: str) -> Iterator[tuple[str, str, str | None, str]]:
+    """Each line of a plan: action, tenant / key or guardrail, hash or guardrail id, what changes."""
+    for item in plan["actions"][:limit]:
+        yield (
+            item["action"],
+            item["tenant"] or item.get("key_name") or "",
+            item["key_hash"],
+            _detail(item, arrow),
+        )
+    for item in plan.get("guardrail_actions", [])[: max(limit - len(plan["actions"]), 0)]:
+        detail = _guardrail_detail(item, arrow)
+        yield item["action"], f"guardrail {item['guardrail']}", item["guardrail_id"], detail
+
+
+def _total(plan: Mapping[str, Any]) -> int:
+    return len(plan["actions"]) + len(plan.get("guardrail_actions", []))
 
 
 def plan_table(plan: Mapping[str, Any], *, limit: int = 200) -> str:
     """The plan as the log shows it: one line per change, then the counts."""
     rows = [("ACTION", "TENANT / KEY", "HASH", "CHANGES / REASON")]
-    for item in plan["actions"][:limit]:
-        who = item["tenant"] or item.get("key_name") or ""
-        rows.append((item["action"], who, (item["key_hash"] or "(new)")[:12], _detail(item, "->")))
+    for action, who, ident, detail in _rows(plan, limit, "->"):
+        rows.append((action, who, (ident or "(new)")[:12], detail))
     widths = [max(len(str(r[i])) for r in rows) for i in range(3)]
     lines = [f"{r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]:<{widths[2]}}  {r[3]}".rstrip() for r in rows]
-    more = len(plan["actions"]) - limit
+    more = _total(plan) - limit
     if more > 0:
         lines.append(f"... and {more} more (the full plan is in the return value)")
     lines.append("counts: " + _counts(plan))
@@ -47,13 +82,12 @@ def plan_markdown(plan: Mapping[str, Any], *, limit: int = 100) -> str:
         "| Action | Tenant / key | Hash | Changes / reason |",
         "|---|---|---|---|",
     ]
-    for item in plan["actions"][:limit]:
-        who = item["tenant"] or item.get("key_name") or ""
-        hash_ = f"`{item['key_hash'][:12]}`" if item["key_hash"] else "(new)"
-        lines.append(f"| {item['action']} | {_md(who)} | {hash_} | {_md(_detail(item, '→'))} |")
-    if not plan["actions"]:
+    for action, who, ident, detail in _rows(plan, limit, "→"):
+        hash_ = f"`{ident[:12]}`" if ident else "(new)"
+        lines.append(f"| {action} | {_md(who)} | {hash_} | {_md(detail)} |")
+    if not _total(plan):
         lines.append("| (nothing to change) | | | |")
-    more = len(plan["actions"]) - limit
+    more = _total(plan) - limit
     if more > 0:
         lines.append(f"\n… and {more} more: the full plan is the plan task's return value.")
     return "\n".join(lines)

@@ -127,6 +127,16 @@ class PlaintextDeliveryError(OpenRouterError):
         super().__init__(message)
 
 
+class GuardrailAssignmentError(OpenRouterError):
+    """A key could not be assigned to its guardrail. ``key_deleted``: a new key was deleted again before its
+    plaintext was delivered (a reused key is never deleted)."""
+
+    def __init__(self, message: str, *, key_hash: str, key_deleted: bool) -> None:
+        super().__init__(message)
+        self.key_hash = key_hash
+        self.key_deleted = key_deleted
+
+
 class ClaimHeldError(OpenRouterError):
     """Another try holds a claim on the name (it is creating and delivering that key) past this try's wait."""
 

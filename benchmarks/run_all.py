@@ -1,5 +1,5 @@
 """Run every benchmark, one after the other, each against its own local OpenRouter (``mapped_vs_sync.py``
-against a whole Airflow deployment of its own).
+and ``sync_scale_deployment.py`` against a whole Airflow deployment of their own).
 
 Each script prints its figures as ratios against baselines measured in the same run, so results from
 different machines compare by ratio, not by seconds.
@@ -22,8 +22,10 @@ SCRIPTS = (
     "sync_speed.py",
     "triggers_at_scale.py",
     "keys_page.py",
-    # Last and longest: a whole deployment (PostgreSQL, Redis, Celery workers) for a few minutes.
+    # Last and longest: a whole deployment (PostgreSQL, Redis, Celery workers) for a few minutes each.
     "mapped_vs_sync.py",
+    # One sync task for 500 and then 5,000 fresh tenants: the per-key cost must not grow with the count.
+    "sync_scale_deployment.py",
 )
 
 

@@ -6,6 +6,11 @@ applies exactly that plan, refusing if the account changed since in a way that m
 are set again each day, so editing the CSV (or computing it per month) is how limits are changed on schedule
 (OpenRouter resets usage itself: that is the keys' ``limit_reset``).
 
+Each tenant also names its tier, a guardrail declared below: a second budget with its own window (a dollar or
+five a day, on top of the key's monthly limit; whichever is reached first stops the key) and the models the
+tier may use. The sync creates the tiers, keeps their settings as declared, and assigns each tenant's key to
+its tier, new keys included, before the apply task succeeds.
+
 A plan nobody answers is rejected when the approval times out: the apply task is skipped and the account is
 left as it was. The timeout is ``OPENROUTER_SYNC_APPROVAL_TIMEOUT_SECONDS`` in the environment of the process
 that parses this file (default 12 hours, within the day before the next run). From Airflow 3.3 the scheduler
@@ -30,6 +35,27 @@ TABLE = Path(__file__).parent / "data" / "tenants.csv"
 APPROVAL_TIMEOUT = dt.timedelta(
     seconds=float(os.environ.get("OPENROUTER_SYNC_APPROVAL_TIMEOUT_SECONDS", "43200"))
 )
+
+
+# [START howto_guardrails_tiers]
+# The tiers. Their names start with the sync's name_prefix: the sync owns them as it owns the keys.
+GUARDRAILS: list[dict[str, Any]] = [
+    {
+        "name": "tenant-tier-basic",
+        "description": "Basic tenants: small models, a dollar a day",
+        "limit_usd": 1.0,
+        "reset_interval": "daily",
+        "allowed_models": ["openai/gpt-4o-mini", "google/gemini-2.5-flash"],
+    },
+    {
+        "name": "tenant-tier-pro",
+        "description": "Pro tenants: frontier models, five dollars a day",
+        "limit_usd": 5.0,
+        "reset_interval": "daily",
+        "allowed_models": ["openai/gpt-4o", "anthropic/claude-sonnet-4", "openai/gpt-4o-mini"],
+    },
+]
+# [END howto_guardrails_tiers]
 
 
 def store_in_vault(created: Any, context: Any) -> None:
@@ -57,6 +83,7 @@ with DAG(
     table = tenants_table()
     common: dict[str, Any] = {
         "tenants": table,
+        "guardrails": GUARDRAILS,
         "name_prefix": "tenant-",
         "prune": "disable",
         "max_destructive": 0.2,

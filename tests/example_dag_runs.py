@@ -71,6 +71,8 @@ EXAMPLE_DAG_RUNS: tuple[ExampleDagRun, ...] = (
         "example_openrouter_usage_watch",
         env={"OPENROUTER_USAGE_WATCH_POLL_SECONDS": f"{RESCHEDULE_MIN_INTERVAL:g}"},
     ),
+    # E-mails through smtp_default: a loopback SMTP server of the test run (its messages are audited too).
+    ExampleDagRun("example_openrouter_fleet_alerts"),
     ExampleDagRun("example_openrouter_tenant_lifecycle", conf={"watch_timeout": 120}),
 )
 
@@ -97,10 +99,12 @@ class DagRunResult:
     seconds: float
     # What each human-in-the-loop task showed the person who answered it: task -> {"subject", "body"}.
     shown: dict[str, dict[str, str]] = field(default_factory=dict)
+    # The e-mails the run sent: subject and decoded body.
+    mails: list[str] = field(default_factory=list)
 
     @property
     def output(self) -> str:
-        return self.process.stdout + self.process.stderr
+        return self.process.stdout + self.process.stderr + "".join(self.mails)
 
     def task_states(self, instance: AirflowInstance) -> dict[str, list[str]]:
         states: dict[str, list[str]] = {}
@@ -171,16 +175,21 @@ def run_example_dags(
     instance: AirflowInstance, fake: LocalOpenRouter, secrets_dir: Path
 ) -> dict[str, DagRunResult]:
     """Run every example DAG in order; a failed run does not stop the others (each is reported on its own)."""
+    from tests.smtp_server import running_smtp_server
+
     results = {}
-    for spec in EXAMPLE_DAG_RUNS:
-        env = {name: value.format(secrets_dir=secrets_dir) for name, value in spec.env.items()}
-        started = time.monotonic()
-        proc, shown = dags_test_answering(
-            instance,
-            spec.dag_id,
-            spec.answers,
-            extra_env={**fake.airflow_env(), **env},
-            conf=json.dumps(spec.conf) if spec.conf is not None else None,
-        )
-        results[spec.dag_id] = DagRunResult(spec, proc, time.monotonic() - started, shown)
+    with running_smtp_server() as smtp:
+        for spec in EXAMPLE_DAG_RUNS:
+            env = {name: value.format(secrets_dir=secrets_dir) for name, value in spec.env.items()}
+            started = time.monotonic()
+            before = len(smtp.received())
+            proc, shown = dags_test_answering(
+                instance,
+                spec.dag_id,
+                spec.answers,
+                extra_env={**fake.airflow_env(), **smtp.airflow_env(), **env},
+                conf=json.dumps(spec.conf) if spec.conf is not None else None,
+            )
+            mails = [f"{m.subject}\n{m.body}\n" for m in smtp.received()[before:]]
+            results[spec.dag_id] = DagRunResult(spec, proc, time.monotonic() - started, shown, mails)
     return results

@@ -38,11 +38,14 @@ from tests.deployment_support import (
     wait_for,
 )
 from tests.example_dag_runs import discovered_dag_ids
+from tests.smtp_server import running_smtp_server
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
     from pathlib import Path
 
     from scripts.deployment import Deployment
+    from tests.smtp_server import SmtpServer
 
 # The session's deployment (a fixture used by name).
 deployment = deployment_support.deployment
@@ -242,7 +245,30 @@ EXAMPLES: list[tuple[str, dict[str, Any], bool]] = [
     ("example_openrouter_tenant_lifecycle", {"watch_timeout": 120, "key_prefix": "ui-"}, False),
     # Its approval step waits for a person: the test approves through the REST API, as the UI does.
     ("example_openrouter_sync_tenants", {}, True),
+    # E-mails through smtp_default: a loopback SMTP server of the test (deployment_smtp).
+    ("example_openrouter_fleet_alerts", {}, True),
 ]
+NEEDS_SMTP = {"example_openrouter_fleet_alerts"}
+
+
+@pytest.fixture(scope="module")
+def deployment_smtp(deployment: Deployment) -> Iterator[SmtpServer]:
+    """A loopback SMTP server, and the ``smtp_default`` connection to it in the metadata database."""
+    with running_smtp_server() as server:
+        deployment.api("DELETE", "/api/v2/connections/smtp_default")
+        extra = {"disable_ssl": True, "disable_tls": True, "from_email": "airflow@example.com", "timeout": 10}
+        deployment.api_ok(
+            "POST",
+            "/api/v2/connections",
+            {
+                "connection_id": "smtp_default",
+                "conn_type": "smtp",
+                "host": server.host,
+                "port": server.port,
+                "extra": json.dumps(extra),
+            },
+        )
+        yield server
 
 
 def test_every_example_dag_is_triggered() -> None:
@@ -269,10 +295,16 @@ def finish(dep: Deployment, dag_id: str, run_id: str, timeout: float = 300) -> s
 
 @pytest.mark.parametrize(("dag_id", "conf", "scheduled"), EXAMPLES, ids=[e[0] for e in EXAMPLES])
 def test_example_dag_triggered_every_way(
-    deployment: Deployment, dag_id: str, conf: dict[str, Any], scheduled: bool
+    deployment: Deployment,
+    dag_id: str,
+    conf: dict[str, Any],
+    scheduled: bool,
+    request: pytest.FixtureRequest,
 ) -> None:
     """On its schedule (a logical date), from the UI (the trigger form sends a logical date), from the CLI
     and the REST API (no logical date, as both default to in Airflow 3)."""
+    if dag_id in NEEDS_SMTP:
+        request.getfixturevalue("deployment_smtp")
     runs: dict[str, str] = {}
     if scheduled:
         deployment.set_paused(dag_id, False)

@@ -33,6 +33,7 @@ from airflow_provider_openrouter.operators.api_key import (
     DeleteApiKeyOperator,
     UpdateApiKeyOperator,
 )
+from airflow_provider_openrouter.operators.fleet_alerts import ApiKeyAlertsOperator
 from airflow_provider_openrouter.sensors.key_usage import OpenRouterKeyUsageSensor
 from airflow_provider_openrouter.testing import DropAfterCommit, LocalOpenRouter, Status
 from tests.example_dag_runs import discovered_dag_ids
@@ -130,6 +131,7 @@ HOWTOS = {
     UpdateApiKeyOperator: "howto/operator:UpdateApiKeyOperator",
     DeleteApiKeyOperator: "howto/operator:DeleteApiKeyOperator",
     OpenRouterKeyUsageSensor: "howto/sensor:OpenRouterKeyUsageSensor",
+    ApiKeyAlertsOperator: "howto/operator:ApiKeyAlertsOperator",
 }
 
 

@@ -23,6 +23,7 @@ import pytest
 from cryptography.fernet import Fernet
 
 from airflow_provider_openrouter.links import key_url
+from airflow_provider_openrouter.testing._guardrails import guardrails_of
 from tests.airflow_runner import ROOT
 from tests.example_dag_runs import AIRFLOW_PARKS_HITL_TASKS, dags_test_answering
 from tests.hitl_timeout_sweep import RESOLVED
@@ -298,6 +299,19 @@ def test_sync_plans_an_approver_sees_the_plan_then_it_applies(
     [applied] = account.xcom(SYNC, "apply", "return_value").values()
     assert applied["applied"]["counts"]["create"] == 2
     assert applied["applied"]["counts"]["update"] == 1
+    # Every tenant's key, new ones included, holds its tier: a second budget window and a model allowlist.
+    store = guardrails_of(account.fake._state)
+    tiers = {a["key_name"]: store.get(a["guardrail_id"]) for a in store.assignments(None)}
+    assert {name: tier["name"] for name, tier in tiers.items()} == {
+        "tenant-acme": "tenant-tier-basic",
+        "tenant-globex": "tenant-tier-pro",
+        "tenant-initech": "tenant-tier-basic",
+        "tenant-hooli": "tenant-tier-pro",
+    }
+    basic = tiers["tenant-acme"]
+    assert (basic["limit_usd"], basic["reset_interval"]) == (1.0, "daily")
+    assert basic["allowed_models"] == ["openai/gpt-4o-mini", "google/gemini-2.5-flash"]
+    assert applied["applied"]["guardrail_counts"]["create"] == 2
     [(state,)] = account.airflow.query(
         "SELECT state FROM task_instance WHERE dag_id = ? AND task_id = 'approve'", (SYNC,)
     )

@@ -28,11 +28,12 @@ PACKAGE = airflow_provider_openrouter.__name__
 NOT_IN_PROVIDER_INFO = {
     f"{PACKAGE}.get_provider_info",  # the provider info itself
     f"{PACKAGE}.models",
+    f"{PACKAGE}.guardrails",  # models too, of the guardrail endpoints
     f"{PACKAGE}.exceptions",
 }
 
-# Imported by the package, installed with Airflow itself: the keys page's web stack and the connection form's
-# (Airflow 3.1) widgets. A new third-party import outside this set must be declared in pyproject.toml.
+# Imported by the package, installed with Airflow itself: the keys page's web stack, the connection form's
+# (Airflow 3.1) widgets and the task process's logging (structlog, whose output the plaintext masking hooks). A new third-party import outside this set must be declared in pyproject.toml.
 PROVIDED_BY_AIRFLOW = {
     "airflow",
     "fastapi",
@@ -41,6 +42,7 @@ PROVIDED_BY_AIRFLOW = {
     "sqlalchemy",
     "wtforms",
     "flask_appbuilder",
+    "structlog",
 }
 # Imported only by the opt-in pytest plugin and the typing of the local OpenRouter, for users' own suites.
 TEST_TIME_ONLY = {"pytest", "typing_extensions"}

@@ -86,7 +86,7 @@ def actions(planned: dict[str, Any], action: str) -> list[dict[str, Any]]:
 
 def test_the_columns_follow_the_key_fields_declaration() -> None:
     synced = {name for name, f in KEY_FIELDS.items() if f.synced}
-    assert set(ROW_FIELDS) == synced | {"deliver_to_variable", "rotate"}
+    assert set(ROW_FIELDS) == synced | {"deliver_to_variable", "rotate", "guardrail"}
     assert "creator_user_id" not in ROW_FIELDS
     assert set(DRIFT_FIELDS) == {n for n in synced if KEY_FIELDS[n].update} - {"name", "workspace_id"}
     # The settings a new key is created with come first: a plan lists changes in this order.

@@ -26,7 +26,6 @@ from airflow_provider_openrouter.exceptions import (
     ApiKeyNotFoundError,
     NotFoundError,
     OpenRouterValidationError,
-    PlaintextDeliveryError,
 )
 from airflow_provider_openrouter.links import KEY_HASH_ATTR, OpenRouterKeyLink
 from airflow_provider_openrouter.models import CREATE_FIELDS, UPDATE_FIELDS, same_setting
@@ -137,6 +136,9 @@ class CreateApiKeyOperator(_KeyOperator):
     :param workspace_id: Workspace to create the key in (and look for one of the same name in); ``None``:
         the connection's. (templated)
     :param creator_user_id: OpenRouter user to record as the key's creator, or ``None``. (templated)
+    :param guardrail_id: Guardrail (its id, a UUID) the key is assigned to before the task succeeds: a new
+        key while it is still provisional, before delivery (if that fails the key is deleted again); a
+        reused one too, which is safe to repeat. ``None``: no guardrail. (templated)
     :param if_exists: When a key of this name exists: ``"fail"`` (default), ``"reuse"`` or ``"replace"``.
     :param deliver_to_variable: Airflow Variable to write the plaintext to. (templated)
     :param deliver_to_callable: ``deliver_to_callable(created_key, context)``, handed the
@@ -151,7 +153,7 @@ class CreateApiKeyOperator(_KeyOperator):
     request; an empty string never means "none" (see :ref:`howto/operator:empty-values`).
     """
 
-    template_fields: Sequence[str] = (*_CREATE_FIELDS, "deliver_to_variable")
+    template_fields: Sequence[str] = (*_CREATE_FIELDS, "deliver_to_variable", "guardrail_id")
     ui_color = "#e0f2e9"
 
     def __init__(
@@ -168,6 +170,7 @@ class CreateApiKeyOperator(_KeyOperator):
         deliver_to_variable: str | None = None,
         deliver_to_callable: Callable[[CreatedApiKey, Context], None] | None = None,
         push_plaintext_to_xcom: bool = False,
+        guardrail_id: str | None = None,
         claim_lease: float | dt.timedelta = 120.0,
         openrouter_conn_id: str = DEFAULT_CONN_ID,
         **kwargs: Any,
@@ -191,6 +194,7 @@ class CreateApiKeyOperator(_KeyOperator):
         self.deliver_to_variable = deliver_to_variable
         self.deliver_to_callable = deliver_to_callable
         self.push_plaintext_to_xcom = push_plaintext_to_xcom
+        self.guardrail_id = guardrail_id
         self._validate_static()
 
     # -- validation ------------------------------------------------------------------------------------------
@@ -213,6 +217,8 @@ class CreateApiKeyOperator(_KeyOperator):
             )
         if _validation.is_literal(self.deliver_to_variable):
             _validation.validate_variable_name(self.deliver_to_variable)
+        if _validation.is_literal(self.guardrail_id):
+            self._guardrail()
         literal = {field: getattr(self, field) for field in _CREATE_FIELDS}
         literal = {field: value for field, value in literal.items() if _validation.is_literal(value)}
         self._create_args(literal, now=_DAWN_OF_TIME, partial=True)
@@ -235,11 +241,16 @@ class CreateApiKeyOperator(_KeyOperator):
         args = self._create_args({field: getattr(self, field) for field in _CREATE_FIELDS})
         _validation.validate_provisioned_name(args["name"])
         variable = _validation.validate_variable_name(self.deliver_to_variable)
+        guardrail = self._guardrail()
         provisioner = self._provisioner = Provisioner(self.hook, lease=self.claim_lease, logger=self.log)
 
         def create(provisional_name: str) -> CreatedApiKey:
             created = self._create_once({**args, "name": provisional_name})
             self._remember_key(created.hash)
+            if guardrail is not None:
+                from airflow_provider_openrouter._create_steps import assign_new_key
+
+                assign_new_key(self.hook, guardrail, created)
             return created
 
         def deliver(created: CreatedApiKey) -> list[str]:
@@ -260,6 +271,10 @@ class CreateApiKeyOperator(_KeyOperator):
             self._provisioner = None
         self._remember_key(outcome.key.hash)
         if outcome.action == "reused":
+            if guardrail is not None:
+                from airflow_provider_openrouter._create_steps import assign_kept_key
+
+                assign_kept_key(self.hook, guardrail, outcome.key, self.log)
             return self._reuse(outcome.key, args, collected=outcome.collected)
         return self._result(
             outcome.key,
@@ -298,6 +313,12 @@ class CreateApiKeyOperator(_KeyOperator):
             )
         return self._result(key, action="reused", issued=False, delivered=[], replaced=[], orphans=collected)
 
+    def _guardrail(self) -> str | None:
+        from airflow_provider_openrouter._guardrail_validation import validate_guardrail_id
+
+        value = _validation.rendered_none(self.guardrail_id)
+        return None if value is None else validate_guardrail_id(value)
+
     def _create_once(self, args: dict[str, Any]) -> CreatedApiKey:
         from airflow.sdk.log import mask_secret
 
@@ -333,41 +354,12 @@ class CreateApiKeyOperator(_KeyOperator):
                 context["ti"].xcom_push(key=PLAINTEXT_XCOM_KEY, value=created.plaintext)
                 delivered.append(current)
         except Exception as exc:
-            raise self._delivery_failed(created, current, exc, delivered) from exc
+            from airflow_provider_openrouter._create_steps import delivery_failed
+
+            replacing = self.if_exists == "replace"
+            raise delivery_failed(self.hook, created, current, exc, delivered, replacing=replacing) from exc
         self.log.info("Delivered the plaintext of key %r to %s.", created.name, ", ".join(delivered))
         return delivered
-
-    def _delivery_failed(
-        self,
-        created: CreatedApiKey,
-        destination: str,
-        exc: Exception,
-        delivered: list[str],
-    ) -> PlaintextDeliveryError:
-        # The destination's error may quote what it was given: keep the plaintext out of our message.
-        reason = f"{type(exc).__name__}: {exc}".replace(created.plaintext, "***")
-        message = f"Delivering the plaintext of new key {created.name!r} to {destination} failed ({reason}). "
-        try:
-            self.hook.delete_key(created.hash, missing_ok=True)
-        except Exception as cleanup:
-            message += (
-                f"Deleting the new key (hash {created.hash}) again failed too ({type(cleanup).__name__}: "
-                f"{cleanup}): it exists and nobody has its plaintext. Its provisional name marks it "
-                "undelivered: a run after its lease deletes it (or delete it yourself)."
-            )
-            deleted = False
-        else:
-            message += "The new key was deleted again; no new key was left behind" + (
-                " and the old key is untouched." if self.if_exists == "replace" else "."
-            )
-            deleted = True
-        if delivered:
-            message += f" {', '.join(delivered)} had already received the plaintext of the new key" + (
-                ", which no longer works." if deleted else "."
-            )
-        return PlaintextDeliveryError(
-            message, key_hash=created.hash, key_deleted=deleted, delivered_to=delivered
-        )
 
     def _variable_description(self, created: CreatedApiKey) -> str:
         return (

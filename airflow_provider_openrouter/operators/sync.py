@@ -19,6 +19,7 @@ from airflow.sdk import BaseOperator
 
 from airflow_provider_openrouter import _validation
 from airflow_provider_openrouter._defaults import DEFAULT_CONN_ID
+from airflow_provider_openrouter._sync_guardrails import DESTRUCTIVE, idents, validate_guardrails
 from airflow_provider_openrouter._sync_plan import (
     ACTIONS,
     CREATE_COLUMNS,
@@ -47,6 +48,8 @@ if TYPE_CHECKING:
     from airflow_provider_openrouter._batch import Request
     from airflow_provider_openrouter._claims import NameView
     from airflow_provider_openrouter._provisioning import Provisioner
+    from airflow_provider_openrouter._sync_guardrail_apply import GuardrailApply
+    from airflow_provider_openrouter._sync_guardrails import DesiredGuardrail
     from airflow_provider_openrouter._sync_plan import Plan
     from airflow_provider_openrouter.hooks.openrouter import OpenRouterHook
     from airflow_provider_openrouter.models import ApiKey, CreatedApiKey
@@ -101,8 +104,16 @@ class SyncApiKeysOperator(BaseOperator):
 
     :param tenants: The desired state: a list of mappings with ``name`` and optionally ``limit``,
         ``limit_reset``, ``include_byok_in_limit``, ``disabled``, ``workspace_id``, ``expires_at`` (new keys),
-        ``deliver_to_variable`` and ``rotate``. Every row is checked before anything is sent. (templated)
-    :param name_prefix: The keys this operator owns; every tenant name must start with it.
+        ``deliver_to_variable``, ``rotate`` and ``guardrail`` (the name of one of ``guardrails``, which the
+        tenant's key is assigned to). Every row is checked before anything is sent. (templated)
+    :param guardrails: The desired guardrails: a list of mappings with ``name``, optionally ``workspace_id``,
+        and the settings :class:`~airflow_provider_openrouter.guardrails.GuardrailSettings` names. Owned
+        like the keys: each name must start with ``name_prefix``, and the guardrails under it are created,
+        updated (only the settings given that drifted) and pruned (``prune="delete"`` deletes them; they
+        cannot be disabled, so otherwise they are kept and the tenants' keys leave them). A tenant key on an
+        owned guardrail its row does not name is unassigned. ``None`` (default): guardrails are not managed
+        and not read. See :doc:`/howto/guardrails`. (templated)
+    :param name_prefix: The keys (and guardrails) this operator owns; every tenant name must start with it.
     :param prune: What happens to owned keys without a tenant: ``"keep"`` (default), ``"disable"``,
         ``"delete"``.
     :param mode: ``"plan_and_apply"`` (default); ``"plan"``: plan only, change nothing, and leave the plan as
@@ -112,7 +123,8 @@ class SyncApiKeysOperator(BaseOperator):
         (templated)
     :param dry_run: Plan only: ``dry_run=True`` is ``mode="plan"``. With ``mode="apply"`` it checks the
         approved plan against a fresh one, then stops there.
-    :param max_destructive: The most disables and deletes one run may make: a whole number, or a fraction
+    :param max_destructive: The most disables and deletes one run may make (guardrail deletes and keys
+        unassigned from a guardrail included): a whole number, or a fraction
         (below 1) of the owned keys. Default 10. Above it the run refuses before changing anything, a
         plan-only run included: an approver is never asked for a plan the apply would refuse.
     :param rotate_older_than: Rotate keys older than this (seconds or a ``timedelta``); ``None``: only rows
@@ -126,7 +138,7 @@ class SyncApiKeysOperator(BaseOperator):
     :param openrouter_conn_id: The OpenRouter connection.
     """
 
-    template_fields: Sequence[str] = ("tenants", "plan")
+    template_fields: Sequence[str] = ("tenants", "plan", "guardrails")
     ui_color = "#e8eefc"
 
     def __init__(
@@ -134,6 +146,7 @@ class SyncApiKeysOperator(BaseOperator):
         *,
         tenants: Any,
         name_prefix: str,
+        guardrails: Any = None,
         prune: Prune = "keep",
         mode: Mode = "plan_and_apply",
         plan: Any = None,
@@ -166,6 +179,9 @@ class SyncApiKeysOperator(BaseOperator):
         self.max_workers = _validation.validate_int(max_workers, field="max_workers", minimum=1, maximum=64)
         self.claim_lease = _validation.validate_claim_lease(claim_lease)
         self.tenants = tenants
+        self.guardrails = guardrails
+        self._desired: dict[str, DesiredGuardrail] | None = None
+        self._guardrail_apply: GuardrailApply | None = None
         self.plan = plan
         self._provisioner: Provisioner | None = None
         self._planned_views: dict[str | None, dict[str, NameView]] | None = None
@@ -211,11 +227,18 @@ class SyncApiKeysOperator(BaseOperator):
             rotation_overlap=self.rotation_overlap,
             rotation_grace=self.rotation_grace,
         )
-        planner = Planner(tenants, policy)
+        planner = Planner(tenants, policy, self._desired)
+        managed = self._desired is not None
         # The digest is worked out while the walk waits for its pages.
         with ThreadPoolExecutor(1, thread_name_prefix="sync-digest") as pool:
             digest = pool.submit(tenants_digest, tenants)
-            plan = planner.plan(walk, read_back=read_back, digest=digest.result)
+            plan = planner.plan(
+                walk,
+                read_back=read_back,
+                digest=digest.result,
+                guardrail_walk=(lambda ws: hook.list_guardrails(workspace_id=ws)) if managed else None,
+                assignments=hook.list_key_assignments if managed else None,
+            )
         self._planned_views = planner.views
         self._planned_horizons = {workspace: horizon.top for workspace, horizon in horizons.items()}
         self._leftovers = planner.leftovers
@@ -230,28 +253,36 @@ class SyncApiKeysOperator(BaseOperator):
         return plan
 
     def _cap(self, plan: Mapping[str, Any]) -> int:
-        owned = int(plan["owned_keys"])
+        owned = int(plan["owned_keys"]) + int(plan.get("owned_guardrails", 0))
         if isinstance(self.max_destructive, float) and self.max_destructive < 1:
             return math.floor(self.max_destructive * owned)
         return int(self.max_destructive)
 
     def check_cap(self, plan: Mapping[str, Any]) -> None:
         destructive = plan["counts"]["disable"] + plan["counts"]["delete"]
+        guarded = plan.get("guardrail_counts") or {}
+        destructive += sum(guarded.get(action, 0) for action in DESTRUCTIVE)
         cap = self._cap(plan)
         if destructive > cap:
+            also = (
+                f", deletes {guarded.get('delete', 0)} of {plan.get('owned_guardrails', 0)} owned guardrails "
+                f"and unassigns {guarded.get('unassign', 0)} keys from guardrails"
+                if guarded
+                else ""
+            )
             raise SyncRefusedError(
                 f"The plan disables {plan['counts']['disable']} and deletes {plan['counts']['delete']} of "
-                f"{plan['owned_keys']} owned keys under {self.name_prefix!r}: {destructive} destructive "
-                f"changes, above max_destructive={self.max_destructive!r} ({cap}). Nothing was changed. "
-                "Check "
-                "the tenants table (an empty or truncated table prunes everything); if the plan is right, "
-                "raise max_destructive for this run."
+                f"{plan['owned_keys']} owned keys under {self.name_prefix!r}{also}: {destructive} "
+                f"destructive changes, above max_destructive={self.max_destructive!r} ({cap}). Nothing was "
+                "changed. Check the tenants table (an empty or truncated table prunes everything); if the "
+                "plan is right, raise max_destructive for this run."
             )
 
     # -- execute ---------------------------------------------------------------------------------------------
 
     def execute(self, context: Context) -> dict[str, Any]:
-        tenants = validate_tenants(self.tenants, self.name_prefix)
+        self._desired = validate_guardrails(self.guardrails, self.name_prefix)
+        tenants = validate_tenants(self.tenants, self.name_prefix, self._desired)
         plan = self.make_plan(tenants)
         if self.mode == "apply":
             self._check_approved(plan)
@@ -289,10 +320,23 @@ class SyncApiKeysOperator(BaseOperator):
         allowed = {ident(item) for item in approved["actions"]}
         # Actions already done (a resumed apply) drop out of a fresh plan; a new or different one matters.
         new = [item for item in fresh["actions"] if ident(item) not in allowed and item["action"] != "keep"]
-        if new:
-            shown = "\n".join(plan_table({"actions": new, "counts": {}}, limit=20).splitlines()[:-1])
+        approved_guarded = {
+            json.dumps(part, sort_keys=True, default=str)
+            for item in approved.get("guardrail_actions", [])
+            for part in idents(item)
+        }
+        new_guarded = [
+            item
+            for item in fresh.get("guardrail_actions", [])
+            if item["action"] != "keep"
+            and any(json.dumps(p, sort_keys=True, default=str) not in approved_guarded for p in idents(item))
+        ]
+        if new or new_guarded:
+            table = plan_table({"actions": new, "guardrail_actions": new_guarded, "counts": {}}, limit=20)
+            shown = "\n".join(table.splitlines()[:-1])
             raise SyncRefusedError(
-                f"The account changed since the approved plan ({approved.get('planned_at')}): {len(new)} "
+                f"The account changed since the approved plan ({approved.get('planned_at')}): "
+                f"{len(new) + len(new_guarded)} "
                 f"action(s) were not approved:\n{shown}\nNothing was changed. Plan and approve again."
             )
 
@@ -338,6 +382,8 @@ class SyncApiKeysOperator(BaseOperator):
             else:
                 record(action, None, "")
 
+        guarded = self._guardrail_apply = self._guardrails_for(plan, failures, lock)
+
         def collect(item: tuple[str | None, NameView]) -> None:
             # Deletes the claims past lease and grace (live ones belong to a run still at work) and settles
             # the old keys a replace took out.
@@ -350,9 +396,15 @@ class SyncApiKeysOperator(BaseOperator):
                 )
 
         with ThreadPoolExecutor(self.max_workers, thread_name_prefix="sync") as pool:
+            if guarded is not None:
+                guarded.prepare(pool)
             list(pool.map(simple, [i for i in todo if i["action"] in ("update", "disable", "delete")]))
+            if guarded is not None:
+                list(pool.map(lambda call: call(), guarded.destructive()))
             leftovers, self._leftovers = self._leftovers, {}
             list(pool.map(collect, [(ws, view) for ws, views in leftovers.items() for view in views]))
+            if guarded is not None:
+                guarded.assign_kept(pool)
 
         creating = [i for i in todo if i["action"] in ("create", "rotate")]
         by_workspace: dict[str | None, list[dict[str, Any]]] = {}
@@ -394,21 +446,27 @@ class SyncApiKeysOperator(BaseOperator):
                             else:
                                 views[name] = seen
         finally:
-            self._provisioner = None
-        summary = {
+            self._provisioner = self._guardrail_apply = None
+        summary: dict[str, Any] = {
             "counts": done,
             "failed": len(failures),
             "rate_limit_pauses": self.hook.rate_limit_pauses - pauses_before,
         }
+        if guarded is not None:
+            summary["guardrail_counts"] = guarded.done
         self.log.info(
             "Applied in %.1f s:\n%s",
             time.monotonic() - progress.started,
             "\n".join(f"  {a:<9} {done[a]:>7}" for a in ACTIONS if a not in ("unchanged", "keep"))
+            + "".join(
+                f"\n  guardrail {a:<9} {n:>7}" for a, n in (guarded.done if guarded else {}).items() if n
+            )
             + f"\n  {'failed':<9} {len(failures):>7}",
         )
         if failures:
+            total = len(todo) + (len(guarded.actions) if guarded is not None else 0)
             raise OpenRouterError(
-                f"{len(failures)} of {len(todo)} changes failed (the rest were made; a rerun converges):\n  "
+                f"{len(failures)} of {total} changes failed (the rest were made; a rerun converges):\n  "
                 + "\n  ".join(failures[:20])
             )
         return summary
@@ -441,9 +499,16 @@ class SyncApiKeysOperator(BaseOperator):
             for item in chunk
         ]
 
+        made: dict[str, list[str]] = {}
+        made_lock = threading.Lock()
+
         def report(index: int, result: Any) -> None:
             item = chunk[index]
             record(item["action"], result if isinstance(result, BaseException) else None, item["tenant"])
+            guardrail = by_name[item["tenant"]]["guardrail"]
+            if guardrail is not None and not isinstance(result, BaseException):
+                with made_lock:
+                    made.setdefault(guardrail, []).append(result.key.hash)
 
         from airflow_provider_openrouter._batch import provision_many
 
@@ -457,6 +522,23 @@ class SyncApiKeysOperator(BaseOperator):
             mask=mask_plaintexts,
             report=report,
         )
+        # The chunk's new keys take their tenants' guardrails before the next chunk starts: a key the run
+        # made is never left without its guardrail by a run that ends green.
+        if self._guardrail_apply is not None and made:
+            self._guardrail_apply.assign_new(made)
+
+    def _guardrails_for(
+        self, plan: Mapping[str, Any], failures: list[str], lock: threading.Lock
+    ) -> GuardrailApply | None:
+        if self._desired is None or "guardrail_actions" not in plan:
+            return None
+        from airflow_provider_openrouter._sync_guardrail_apply import GuardrailApply
+
+        def fail(message: str) -> None:
+            with lock:
+                failures.append(message)
+
+        return GuardrailApply(self.hook, plan["guardrail_actions"], self._desired, fail)
 
     def _request(self, item: Mapping[str, Any], tenant: Tenant, view: NameView, context: Context) -> Request:
         from airflow_provider_openrouter._batch import Request

@@ -466,7 +466,9 @@ class OpenRouterState:
             self._spend(rec, float(usd), byok=byok, now=self.now())
             return rec.to_state()
 
-    def set_usage(self, key_hash: str, values: Mapping[str, float]) -> dict[str, Any]:
+    def set_usage(self, key_hash: str, values: Mapping[str, Any]) -> dict[str, Any]:
+        values = dict(values)
+        used = values.pop("last_used_at", ...)  # an ISO instant, a datetime, None (never used); absent: kept
         unknown = set(values) - set(_USAGE_FIELDS)
         if unknown:
             raise ValueError(f"unknown usage fields: {', '.join(sorted(unknown))}")
@@ -480,6 +482,9 @@ class OpenRouterState:
                 spend = rec.byok if name.startswith("byok_") else rec.usage
                 attr = name.removeprefix("byok_").removeprefix("usage").lstrip("_") or "total"
                 setattr(spend, attr, float(value))
+            if used is not ...:
+                keep = used is None or isinstance(used, dt.datetime)
+                rec.last_used_at = used if keep else parse_instant(str(used))
             return rec.to_state()
 
     # -- keys ----------------------------------------------------------------------------------------------

@@ -86,8 +86,9 @@ class LocalOpenRouterControl(StateHelpers):
         ]
         return result
 
-    def set_usage(self, key_hash: str, **values: float) -> dict[str, Any]:
-        result: dict[str, Any] = self._call("PUT", f"/keys/{key_hash}/usage", values)["data"]
+    def set_usage(self, key_hash: str, **values: float | dt.datetime | str | None) -> dict[str, Any]:
+        body = {name: iso(v) if isinstance(v, dt.datetime) else v for name, v in values.items()}
+        result: dict[str, Any] = self._call("PUT", f"/keys/{key_hash}/usage", body)["data"]
         return result
 
     def set_spend_per_second(self, usd: float) -> None:
