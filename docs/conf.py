@@ -110,9 +110,11 @@ _EXTERNAL_NAMES = (
     "PokeReturnValue",
     "TaskInstanceKey",
     "TriggerEvent",
+    "BaseNotifier",
 )
 # This package's private classes that appear unqualified in public signatures.
-_PRIVATE_NAMES = ("OpenRouterConnectionConfig",)
+# (The sync's plan types live in its private plan module.)
+_PRIVATE_NAMES = ("OpenRouterConnectionConfig", "Prune", "Mode", "Tenant", "Plan")
 nitpick_ignore_regex = [
     (r"py:.*", rf"(?:{'|'.join(_EXTERNAL_MODULES)})(?:\..+)?"),
     (r"py:.*", rf"(?:{'|'.join(_EXTERNAL_NAMES)})"),

@@ -35,19 +35,16 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from airflow_provider_openrouter.testing import LocalOpenRouter
+    from airflow_provider_openrouter.testing.pytest_plugin import ConnectOpenRouter
 
 OTHER_WORKSPACE = "7d7e2f0c-5b1a-4c39-9a53-2f0a3c1e9b11"
 MISSING_ID = "550e8400-e29b-41d4-a716-446655440000"
 
 
 @pytest.fixture
-def fake(local_openrouter: LocalOpenRouter, monkeypatch: pytest.MonkeyPatch) -> LocalOpenRouter:
+def fake(openrouter_connection: ConnectOpenRouter) -> LocalOpenRouter:
     """The local OpenRouter as the default connection; retries fast and without jitter."""
-    monkeypatch.setenv(
-        "AIRFLOW_CONN_OPENROUTER_DEFAULT",
-        local_openrouter.connection_json(max_retries=2, max_retry_wait=0.01),
-    )
-    return local_openrouter
+    return openrouter_connection(max_retries=2, max_retry_wait=0.01)
 
 
 @pytest.fixture

@@ -34,19 +34,16 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from airflow_provider_openrouter.testing import LocalOpenRouter
+    from airflow_provider_openrouter.testing.pytest_plugin import ConnectOpenRouter
 
 WORKSPACE = "7d7e2f0c-5b1a-4c39-9a53-2f0a3c1e9b11"
 MISSING_HASH = "0" * 64
 
 
 @pytest.fixture
-def fake(local_openrouter: LocalOpenRouter, monkeypatch: pytest.MonkeyPatch) -> LocalOpenRouter:
+def fake(openrouter_connection: ConnectOpenRouter) -> LocalOpenRouter:
     """The local OpenRouter as the default connection; retries fast and without jitter."""
-    monkeypatch.setenv(
-        "AIRFLOW_CONN_OPENROUTER_DEFAULT",
-        local_openrouter.connection_json(max_retries=2, max_retry_wait=0.01),
-    )
-    return local_openrouter
+    return openrouter_connection(max_retries=2, max_retry_wait=0.01)
 
 
 @pytest.fixture
@@ -345,11 +342,11 @@ ERRORS: list[Any] = [
 @pytest.mark.parametrize(("status", "error_class"), ERRORS)
 def test_error_status_maps_to_typed_error(
     local_openrouter: LocalOpenRouter,
-    monkeypatch: pytest.MonkeyPatch,
+    openrouter_connection: ConnectOpenRouter,
     status: int,
     error_class: type[OpenRouterAPIError],
 ) -> None:
-    monkeypatch.setenv("AIRFLOW_CONN_OPENROUTER_DEFAULT", local_openrouter.connection_json(max_retries=0))
+    openrouter_connection(max_retries=0)
     key = local_openrouter.add_key("tenant")
     local_openrouter.inject(Status(status, message=f"told you {status}"), method="PATCH")
     with pytest.raises(error_class) as exc:
@@ -381,9 +378,9 @@ def test_regular_key_gets_the_real_refusal(
 
 
 def test_rate_limited_carries_retry_after(
-    local_openrouter: LocalOpenRouter, monkeypatch: pytest.MonkeyPatch
+    local_openrouter: LocalOpenRouter, openrouter_connection: ConnectOpenRouter
 ) -> None:
-    monkeypatch.setenv("AIRFLOW_CONN_OPENROUTER_DEFAULT", local_openrouter.connection_json(max_retries=0))
+    openrouter_connection(max_retries=0)
     local_openrouter.inject(Status(429, retry_after=7))
     with pytest.raises(RateLimitedError) as exc:
         OpenRouterHook().get_current_key()
@@ -391,9 +388,9 @@ def test_rate_limited_carries_retry_after(
 
 
 def test_html_error_page_is_a_server_error(
-    local_openrouter: LocalOpenRouter, monkeypatch: pytest.MonkeyPatch
+    local_openrouter: LocalOpenRouter, openrouter_connection: ConnectOpenRouter
 ) -> None:
-    monkeypatch.setenv("AIRFLOW_CONN_OPENROUTER_DEFAULT", local_openrouter.connection_json(max_retries=0))
+    openrouter_connection(max_retries=0)
     local_openrouter.inject(HtmlError(502))
     with pytest.raises(ServerError) as exc:
         OpenRouterHook().get_current_key()

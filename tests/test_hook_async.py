@@ -19,15 +19,12 @@ from airflow_provider_openrouter.models import ApiKey, CreatedApiKey, Credits, C
 
 if TYPE_CHECKING:
     from airflow_provider_openrouter.testing import LocalOpenRouter
+    from airflow_provider_openrouter.testing.pytest_plugin import ConnectOpenRouter
 
 
 @pytest.fixture
-def fake(local_openrouter: LocalOpenRouter, monkeypatch: pytest.MonkeyPatch) -> LocalOpenRouter:
-    monkeypatch.setenv(
-        "AIRFLOW_CONN_OPENROUTER_DEFAULT",
-        local_openrouter.connection_json(max_retries=1, max_retry_wait=0, app_title="Async"),
-    )
-    return local_openrouter
+def fake(openrouter_connection: ConnectOpenRouter) -> LocalOpenRouter:
+    return openrouter_connection(max_retries=1, max_retry_wait=0, app_title="Async")
 
 
 # Public API: users call these from their own triggers, so each is kept in step with its sync twin.

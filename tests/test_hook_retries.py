@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from airflow_provider_openrouter.testing import LocalOpenRouter
+    from airflow_provider_openrouter.testing.pytest_plugin import ConnectOpenRouter
 
 LOGGER = "airflow_provider_openrouter.transport"
 
@@ -103,9 +104,8 @@ def use_connection(monkeypatch: pytest.MonkeyPatch, fake: LocalOpenRouter, **ext
 
 
 @pytest.fixture
-def fake(local_openrouter: LocalOpenRouter, monkeypatch: pytest.MonkeyPatch) -> LocalOpenRouter:
-    use_connection(monkeypatch, local_openrouter, max_retries=3, max_retry_wait=0.01)
-    return local_openrouter
+def fake(openrouter_connection: ConnectOpenRouter) -> LocalOpenRouter:
+    return openrouter_connection(max_retries=3, max_retry_wait=0.01)
 
 
 @pytest.fixture

@@ -42,6 +42,8 @@ from airflow_provider_openrouter.triggers.key_usage import OpenRouterKeyUsageTri
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
+    from airflow_provider_openrouter.testing.pytest_plugin import ConnectOpenRouter
+
 # A Wednesday: the day, the week (from Monday 23rd) and the month (November) are all distinct windows.
 WEDNESDAY_NOON = dt.datetime(2026, 11, 25, 12, 0, tzinfo=dt.timezone.utc)
 WINDOWS = ["daily", "weekly", "monthly", "lifetime"]
@@ -57,13 +59,12 @@ def _operators_run_directly(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
-def fake(local_openrouter: LocalOpenRouter, monkeypatch: pytest.MonkeyPatch) -> LocalOpenRouter:
+def fake(openrouter_connection: ConnectOpenRouter) -> LocalOpenRouter:
     """The local OpenRouter on a frozen clock, reached through a connection that does not retry, so that each
     injected fault reaches the sensor."""
-    local_openrouter.set_clock(WEDNESDAY_NOON, frozen=True)
-    for name, value in local_openrouter.airflow_env(max_retries=0, timeout=5).items():
-        monkeypatch.setenv(name, value)
-    return local_openrouter
+    fake = openrouter_connection(max_retries=0, timeout=5)
+    fake.set_clock(WEDNESDAY_NOON, frozen=True)
+    return fake
 
 
 def sensor(**kwargs: Any) -> OpenRouterKeyUsageSensor:

@@ -25,13 +25,13 @@ from airflow_provider_openrouter.triggers.key_usage import OpenRouterKeyUsageTri
 if TYPE_CHECKING:
     from airflow.triggers.base import TriggerEvent
 
+    from airflow_provider_openrouter.testing.pytest_plugin import ConnectOpenRouter
+
 
 @pytest.fixture
-def fake(local_openrouter: LocalOpenRouter, monkeypatch: pytest.MonkeyPatch) -> LocalOpenRouter:
+def fake(openrouter_connection: ConnectOpenRouter) -> LocalOpenRouter:
     """The local OpenRouter behind a connection without retries: every injected fault reaches the trigger."""
-    for name, value in local_openrouter.airflow_env(max_retries=0, timeout=5).items():
-        monkeypatch.setenv(name, value)
-    return local_openrouter
+    return openrouter_connection(max_retries=0, timeout=5)
 
 
 def trigger(key_hash: str, **kwargs: Any) -> OpenRouterKeyUsageTrigger:

@@ -10,7 +10,7 @@ for one nothing.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
 import pytest
 
@@ -18,6 +18,14 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
 
     from airflow_provider_openrouter.testing import LocalOpenRouter
+
+
+class ConnectOpenRouter(Protocol):
+    """The ``openrouter_connection`` fixture: point a connection at a local OpenRouter."""
+
+    def __call__(
+        self, fake: LocalOpenRouter | None = None, *, conn_id: str = ..., **extras: Any
+    ) -> LocalOpenRouter: ...
 
 
 @pytest.fixture
@@ -30,10 +38,30 @@ def local_openrouter() -> Iterator[LocalOpenRouter]:
 
 
 @pytest.fixture
-def openrouter_conn_env(
+def openrouter_connection(
     local_openrouter: LocalOpenRouter, monkeypatch: pytest.MonkeyPatch
-) -> LocalOpenRouter:
+) -> ConnectOpenRouter:
+    """A function that points an Airflow connection (``openrouter_default`` unless ``conn_id`` says) at a
+    local OpenRouter (``local_openrouter`` unless ``fake`` is given), with ``extras`` as the connection's
+    settings (``max_retries=0``, ``timeout=5``, ...), for this test only; it returns that local OpenRouter::
+
+        def test_no_retries(openrouter_connection):
+            fake = openrouter_connection(max_retries=0)
+    """
+    from airflow_provider_openrouter._defaults import DEFAULT_CONN_ID
+
+    def connect(
+        fake: LocalOpenRouter | None = None, *, conn_id: str = DEFAULT_CONN_ID, **extras: Any
+    ) -> LocalOpenRouter:
+        fake = local_openrouter if fake is None else fake
+        for name, value in fake.airflow_env(conn_id, **extras).items():
+            monkeypatch.setenv(name, value)
+        return fake
+
+    return connect
+
+
+@pytest.fixture
+def openrouter_conn_env(openrouter_connection: ConnectOpenRouter) -> LocalOpenRouter:
     """``local_openrouter`` with ``AIRFLOW_CONN_OPENROUTER_DEFAULT`` pointing at it."""
-    for name, value in local_openrouter.airflow_env().items():
-        monkeypatch.setenv(name, value)
-    return local_openrouter
+    return openrouter_connection()
