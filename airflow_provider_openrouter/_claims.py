@@ -42,6 +42,7 @@ ORDER_SLACK: Final = 2 * AMBIGUITY
 
 _CLAIM = re.compile(r"^(?P<name>.+) \[pending delivery (?P<token>[0-9a-f]{10}) until (?P<until>\d{9,12})\]$")
 _REPLACED = re.compile(r"^(?P<name>.+) \[replaced (?P<at>\d{9,12})\]$")
+_RETIRED = re.compile(r"^(?P<name>.+) \[retired (?P<at>\d{9,12})\]$")
 
 log = logging.getLogger("airflow_provider_openrouter._provisioning")
 
@@ -53,6 +54,17 @@ def claim_name(name: str, token: str, until: float) -> str:
 def replaced_name(name: str, at: float) -> str:
     """The name an old key carries between a replace taking it out of ``name`` and deleting it."""
     return f"{name} [replaced {int(at)}]"
+
+
+def retired_name(name: str, at: float) -> str:
+    """The name the sync's rotation gives an old key at ``at``: it keeps working through the overlap."""
+    return f"{name} [retired {int(at)}]"
+
+
+def retired_of(key_name: str) -> tuple[str, float] | None:
+    """The name a rotation took the key named ``key_name`` out of, and when; or ``None``."""
+    match = _RETIRED.match(key_name)
+    return None if match is None else (match["name"], float(match["at"]))
 
 
 def replaced_of(key_name: str) -> str | None:

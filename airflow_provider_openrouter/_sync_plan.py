@@ -13,13 +13,19 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Literal, TypedDict, get_args
 
 from airflow_provider_openrouter import _validation
-from airflow_provider_openrouter._claims import Claim, NameView, epoch_of, replaced_of
+from airflow_provider_openrouter._claims import (
+    Claim,
+    NameView,
+    epoch_of,
+    replaced_of,
+    retired_of,
+)
 from airflow_provider_openrouter._sync_guardrails import GuardrailPlan
+from airflow_provider_openrouter._sync_retirement import retired_action
 from airflow_provider_openrouter.exceptions import OpenRouterValidationError
 from airflow_provider_openrouter.models import KEY_FIELDS, KeyField, same_setting
 
@@ -27,6 +33,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Mapping, Sequence
 
     from airflow_provider_openrouter._sync_guardrails import DesiredGuardrail, GuardrailAction
+    from airflow_provider_openrouter._sync_retirement import Retirement
     from airflow_provider_openrouter.guardrails import Guardrail, KeyAssignment
     from airflow_provider_openrouter.models import ApiKey
 
@@ -65,14 +72,8 @@ ROW_FIELDS: Final[tuple[str, ...]] = (
 # A column left out is left as the key has it, except these: a tenant's key works unless its row says not.
 _ENFORCED_DEFAULTS: Final[dict[str, Any]] = {"disabled": False}
 
-# An old key after rotation: still working until the overlap ends, then disabled, then deleted.
-_RETIRED: Final = re.compile(r"^(?P<name>.+) \[retired (?P<at>\d{9,12})\]$")
 
-
-def retired_name(name: str, at: float) -> str:
-    return f"{name} [retired {int(at)}]"
-
-
+# An old key after rotation: working until retired (see _sync_retirement), then disabled, then deleted.
 def _column_check(key_field: KeyField) -> Callable[[dict[str, Any]], Any]:
     default = _ENFORCED_DEFAULTS.get(key_field.name)
 
@@ -154,7 +155,7 @@ def validate_tenants(
         if isinstance(name, str):
             if not name.startswith(name_prefix):
                 problems.append(f"{label()}.name: must start with name_prefix {name_prefix!r}")
-            elif _RETIRED.match(name):
+            elif retired_of(name) is not None:
                 problems.append(f"{label()}.name: must not end with a bracketed marker this operator uses")
             if name in seen:
                 problems.append(f"{label()}.name: the same name as tenants[{seen[name]}]")
@@ -242,6 +243,9 @@ class PlanPolicy:
     rotate_older_than: float | None = None
     rotation_overlap: float = 86400.0
     rotation_grace: float = 7 * 86400.0
+    #: See :mod:`~airflow_provider_openrouter._sync_retirement`: ``None`` retires after the fixed overlap.
+    retire_when_idle_for: float | None = None
+    retire_deadline: float = 7 * 86400.0
 
 
 class Planner:
@@ -364,9 +368,9 @@ class Planner:
                 replaced.setdefault(taken_from, []).append(key)
                 continue
             owned += 1
-            match = _RETIRED.match(name) if marked else None
-            if match:
-                retired.append((key, match["name"], float(match["at"])))
+            rotated = retired_of(name) if marked else None
+            if rotated is not None:
+                retired.append((key, *rotated))
                 continue
             if name in quiet:
                 # A second key under the name: the first one is read back so that the duplicates are settled
@@ -473,14 +477,17 @@ class Planner:
         }
 
     def _retired(self, key: ApiKey, name: str, at: float, workspace: str | None) -> PlannedAction | None:
-        now, overlap = self.policy.now, self.policy.rotation_overlap
-        if now >= at + overlap + self.policy.rotation_grace:
-            action: Action = "delete"
-            reason = f"rotated out of {name!r}; overlap and grace over"
-        elif now >= at + overlap and not key.disabled:
-            action, reason = "disable", f"rotated out of {name!r}; overlap over"
-        else:
+        policy = self.policy
+        rules: Retirement = {
+            "rotation_overlap": policy.rotation_overlap,
+            "rotation_grace": policy.rotation_grace,
+            "retire_when_idle_for": policy.retire_when_idle_for,
+            "retire_deadline": policy.retire_deadline,
+        }
+        decided = retired_action(key, name, at, now=policy.now, rules=rules)
+        if decided is None:
             return None
+        action, reason = decided
         return {
             "tenant": None,
             "workspace_id": workspace,

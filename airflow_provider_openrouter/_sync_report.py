@@ -1,7 +1,10 @@
-"""The tenant sync's plan as people read it: a table in the task's log, a Markdown table for an approver."""
+"""The tenant sync as people read it: the plan as a table in the task's log and as a Markdown table for an
+approver, and the apply's progress lines."""
 
 from __future__ import annotations
 
+import threading
+import time
 from typing import TYPE_CHECKING, Any, Final
 
 from airflow_provider_openrouter._sync_guardrails import GUARDRAIL_ACTIONS
@@ -91,3 +94,26 @@ def plan_markdown(plan: Mapping[str, Any], *, limit: int = 100) -> str:
     if more > 0:
         lines.append(f"\n… and {more} more: the full plan is the plan task's return value.")
     return "\n".join(lines)
+
+
+class Progress:
+    """A line every ``every`` seconds: done / total, rate, time left."""
+
+    def __init__(self, log: Any, what: str, total: int, every: float = 5.0) -> None:
+        self.log, self.what, self.total, self.every = log, what, total, every
+        self.done = 0
+        self.started = self.last = time.monotonic()
+        self._lock = threading.Lock()
+
+    def step(self, n: int = 1) -> None:
+        with self._lock:
+            self.done += n
+            now = time.monotonic()
+            if now - self.last < self.every or self.done >= self.total:
+                return
+            self.last = now
+        rate = self.done / max(now - self.started, 1e-9)
+        left = (self.total - self.done) / rate if rate else float("inf")
+        self.log.info(
+            "%s: %d / %d done, %.1f/s, about %.0f s left", self.what, self.done, self.total, rate, left
+        )

@@ -52,6 +52,15 @@ def get_provider_info() -> dict[str, Any]:
             }
         ],
         "extra-links": ["airflow_provider_openrouter.links.OpenRouterKeyLink"],
+        # One asset per key name, openrouter://<connection id>/keys/<name>, which the key operators' events
+        # go to: the handler makes the ways of writing a name one URI.
+        "asset-uris": [
+            {
+                "schemes": ["openrouter"],
+                "handler": "airflow_provider_openrouter.assets.normalize_key_uri",
+                "factory": "airflow_provider_openrouter.assets.key_asset",
+            }
+        ],
         "plugins": [
             {
                 "name": "openrouter_keys",

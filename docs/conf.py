@@ -93,6 +93,7 @@ _EXTERNAL_MODULES = (
     "socketserver",
     "threading",
     "json",
+    "urllib",
     "pytest",
     "_pytest",
 )
@@ -111,6 +112,7 @@ _EXTERNAL_NAMES = (
     "TaskInstanceKey",
     "TriggerEvent",
     "BaseNotifier",
+    "Asset",
 )
 # This package's private classes that appear unqualified in public signatures.
 # (The sync's plan types live in its private plan module.)

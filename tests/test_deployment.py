@@ -22,6 +22,7 @@ import pytest
 from airflow_provider_openrouter.operators.api_key import PLAINTEXT_XCOM_KEY
 from airflow_provider_openrouter.testing.faults import Latency
 from tests import deployment_support, secret_audit
+from tests.deployment_dags.asset_event_dags import ASSET_KEY, ASSET_KEY_VARIABLE
 from tests.deployment_dags.deployment_test_dags import (
     KILLED_KEY,
     TENANTS,
@@ -50,6 +51,10 @@ if TYPE_CHECKING:
 # The session's deployment (a fixture used by name).
 deployment = deployment_support.deployment
 pytestmark = [pytest.mark.deployment, pytest.mark.timeout(900)]
+
+
+# The DAGs scheduled on a key's asset and on the key operators' asset alias.
+ON_KEY_DAGS = ("deploy_on_key_asset", "deploy_on_key_alias")
 
 
 def _hash(plaintext: str) -> str:
@@ -343,6 +348,45 @@ def test_example_dag_triggered_every_way(
         if run["state"] != "success"
     }
     assert not failed, failed
+
+
+def _asset_runs(dep: Deployment, dag_id: str) -> list[dict[str, Any]]:
+    runs = dep.api_ok("GET", f"/api/v2/dags/{dag_id}/dagRuns?limit=100")["dag_runs"]
+    return [run for run in runs if run["run_type"] == "asset_triggered"]
+
+
+def _events_seen(dep: Deployment, dag_id: str, run_id: str) -> list[dict[str, Any]]:
+    assert dep.wait_run(dag_id, run_id, timeout=180) == "success", ti_states(dep, dag_id, run_id)
+    path = f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/events_seen/xcomEntries/return_value"
+    seen: list[dict[str, Any]] = dep.api_ok("GET", f"{path}?deserialize=true")["value"]
+    return seen
+
+
+def test_a_key_change_triggers_the_dags_scheduled_on_its_asset_and_the_alias(deployment: Deployment) -> None:
+    from airflow_provider_openrouter.assets import key_uri
+
+    before = {dag_id: len(_asset_runs(deployment, dag_id)) for dag_id in ON_KEY_DAGS}
+    run_id = deployment.trigger("deploy_key_change")
+    assert deployment.wait_run("deploy_key_change", run_id) == "success"
+    [key] = keys_named(deployment, ASSET_KEY)
+    plaintext = variable_value(deployment, ASSET_KEY_VARIABLE)
+    assert plaintext is not None
+    assert _hash(plaintext) == key["hash"]
+    for dag_id in ON_KEY_DAGS:
+        runs = wait_for(
+            lambda dag_id=dag_id: _asset_runs(deployment, dag_id)[before[dag_id] :] or None,
+            180,
+            f"{dag_id} to be triggered by the key's asset event",
+            interval=2,
+        )
+        seen = [e for run in runs for e in _events_seen(deployment, dag_id, run["dag_run_id"])]
+        ours = [e for e in seen if e["extra"].get("key_hash") == key["hash"]]
+        assert ours, seen
+        assert ours[0]["uri"] == key_uri(ASSET_KEY)
+        assert ours[0]["extra"]["action"] in ("created", "rotated")
+        assert ours[0]["extra"]["key_name"] == ASSET_KEY
+        assert ours[0]["extra"]["plaintext_delivered_to"] == [f"Variable {ASSET_KEY_VARIABLE}"]
+        assert plaintext not in json.dumps(seen)
 
 
 def test_no_secret_in_any_log_or_the_database(deployment: Deployment) -> None:

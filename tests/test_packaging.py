@@ -33,7 +33,8 @@ NOT_IN_PROVIDER_INFO = {
 }
 
 # Imported by the package, installed with Airflow itself: the keys page's web stack, the connection form's
-# (Airflow 3.1) widgets and the task process's logging (structlog, whose output the plaintext masking hooks). A new third-party import outside this set must be declared in pyproject.toml.
+# (Airflow 3.1) widgets and the task process's logging (structlog, whose output the plaintext masking hooks).
+# A new third-party import outside this set must be declared in pyproject.toml.
 PROVIDED_BY_AIRFLOW = {
     "airflow",
     "fastapi",
@@ -68,6 +69,7 @@ def declared_in_provider_info() -> set[str]:
     modules |= {link.rsplit(".", 1)[0] for link in info["extra-links"]}
     modules |= {plugin["plugin-class"].rsplit(".", 1)[0] for plugin in info["plugins"]}
     modules |= {ct["hook-class-name"].rsplit(".", 1)[0] for ct in info["connection-types"]}
+    modules |= {entry["handler"].rsplit(".", 1)[0] for entry in info["asset-uris"]}
     return modules
 
 

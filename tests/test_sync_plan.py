@@ -13,13 +13,12 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from airflow_provider_openrouter._claims import claim_name, replaced_name
+from airflow_provider_openrouter._claims import claim_name, replaced_name, retired_name
 from airflow_provider_openrouter._sync_plan import (
     DRIFT_FIELDS,
     ROW_FIELDS,
     Planner,
     PlanPolicy,
-    retired_name,
     tenants_digest,
     validate_tenants,
 )

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from airflow.sdk import BaseOperator
 
-from airflow_provider_openrouter import _validation
+from airflow_provider_openrouter import _validation, assets
 from airflow_provider_openrouter._defaults import DEFAULT_CONN_ID
 from airflow_provider_openrouter._endpoints import create_key_body, update_key_body
 
@@ -21,6 +21,7 @@ from airflow_provider_openrouter._sentinel import UNSET, Unset
 
 # Re-exported, not only a type: the reference documents if_exists's type here, declared once with the checks.
 from airflow_provider_openrouter._validation import IfExists  # noqa: TC001
+from airflow_provider_openrouter.assets import DEFAULT_ASSET_ALIAS as _ALIAS
 from airflow_provider_openrouter.exceptions import (
     ApiKeyExistsError,
     ApiKeyNotFoundError,
@@ -87,9 +88,12 @@ class _KeyOperator(BaseOperator):
 
     operator_extra_links = (OpenRouterKeyLink(),)
 
-    def __init__(self, *, openrouter_conn_id: str = DEFAULT_CONN_ID, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+    def __init__(
+        self, *, openrouter_conn_id: str = DEFAULT_CONN_ID, asset_alias: str | None = _ALIAS, **kw: Any
+    ) -> None:
+        super().__init__(**assets.alias_outlet(asset_alias, kw))
         self.openrouter_conn_id = _validation.validate_conn_id(openrouter_conn_id)
+        self.asset_alias = asset_alias
 
     @functools.cached_property
     def hook(self) -> OpenRouterHook:
@@ -148,6 +152,7 @@ class CreateApiKeyOperator(_KeyOperator):
     :param claim_lease: Seconds (or a ``timedelta``, 2 s to a day) a task holds its provisional key; delivery
         must finish within half of it. Default 120 s.
     :param openrouter_conn_id: The OpenRouter connection (its password is the management key).
+    :param asset_alias: The asset alias of its asset events; ``None``: none (:ref:`howto/fleet:assets`).
 
     Literal arguments are checked when the DAG file is parsed, templated ones once rendered, before any
     request; an empty string never means "none" (see :ref:`howto/operator:empty-values`).
@@ -276,6 +281,7 @@ class CreateApiKeyOperator(_KeyOperator):
 
                 assign_kept_key(self.hook, guardrail, outcome.key, self.log)
             return self._reuse(outcome.key, args, collected=outcome.collected)
+        assets.key_created(self, context, outcome)
         return self._result(
             outcome.key,
             action=outcome.action,
@@ -415,6 +421,7 @@ class UpdateApiKeyOperator(_KeyOperator):
         missing key is as good as the change (disabling a key that a later step of the same process deletes).
         The result then has ``"found": False`` and ``"changed": False``, and the ``hash`` or ``name`` given.
     :param openrouter_conn_id: The OpenRouter connection (its password is the management key).
+    :param asset_alias: The asset alias of its asset events; ``None``: none (:ref:`howto/fleet:assets`).
     """
 
     template_fields: Sequence[str] = ("key_hash", "key_name", *_UPDATE_FIELDS)
@@ -513,6 +520,7 @@ class UpdateApiKeyOperator(_KeyOperator):
             return {**key.to_dict(), "found": True, "changed": False, "changed_fields": [], "previous": {}}
         previous = {field: getattr(key, field) for field in changes}
         updated = self.hook.update_key(key.hash, **changes)
+        assets.key_updated(self, context, updated, changes, previous)
         self.log.info(
             "Updated key %r (hash %s): %s.",
             updated.name,
@@ -547,6 +555,7 @@ class DeleteApiKeyOperator(_KeyOperator):
         (``try_number`` > 1) a missing key succeeds either way: the earlier try may have deleted it and died
         before saying so.
     :param openrouter_conn_id: The OpenRouter connection (its password is the management key).
+    :param asset_alias: The asset alias of its asset events; ``None``: none (:ref:`howto/fleet:assets`).
     """
 
     template_fields: Sequence[str] = ("key_hash", "key_name")
@@ -577,6 +586,7 @@ class DeleteApiKeyOperator(_KeyOperator):
             # (whose answer was lost) or by someone else.
             self.hook.delete_key(key.hash, missing_ok=True)
             self.log.info("Deleted key %r (hash %s).", key.name, key.hash)
+            assets.key_deleted(self, context, key)
             return {**key.to_dict(), "deleted": True}
         what = f"hash {key_hash}" if key_hash is not None else f"name {key_name!r}"
         try_number = getattr(context.get("ti"), "try_number", 1) or 1

@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Any, Final, Literal, get_args
 
 from airflow.sdk import BaseOperator
 
-from airflow_provider_openrouter import _validation
+from airflow_provider_openrouter import _validation, assets
+from airflow_provider_openrouter._claims import retired_name
 from airflow_provider_openrouter._defaults import DEFAULT_CONN_ID
 from airflow_provider_openrouter._sync_guardrails import DESTRUCTIVE, idents, validate_guardrails
 from airflow_provider_openrouter._sync_plan import (
@@ -28,11 +29,11 @@ from airflow_provider_openrouter._sync_plan import (
     PlanPolicy,
     Prune,
     Tenant,
-    retired_name,
     tenants_digest,
     validate_tenants,
 )
-from airflow_provider_openrouter._sync_report import plan_markdown, plan_table
+from airflow_provider_openrouter._sync_report import Progress, plan_markdown, plan_table
+from airflow_provider_openrouter._sync_retirement import validate_retirement
 from airflow_provider_openrouter.exceptions import (
     NotFoundError,
     OpenRouterError,
@@ -67,29 +68,6 @@ CHUNK: Final = 100
 
 def _seconds(value: Any, field: str) -> float | None:
     return None if value is None else _validation.validate_seconds(value, field=field)
-
-
-class Progress:
-    """A line every ``every`` seconds: done / total, rate, time left."""
-
-    def __init__(self, log: Any, what: str, total: int, every: float = 5.0) -> None:
-        self.log, self.what, self.total, self.every = log, what, total, every
-        self.done = 0
-        self.started = self.last = time.monotonic()
-        self._lock = threading.Lock()
-
-    def step(self, n: int = 1) -> None:
-        with self._lock:
-            self.done += n
-            now = time.monotonic()
-            if now - self.last < self.every or self.done >= self.total:
-                return
-            self.last = now
-        rate = self.done / max(now - self.started, 1e-9)
-        left = (self.total - self.done) / rate if rate else float("inf")
-        self.log.info(
-            "%s: %d / %d done, %.1f/s, about %.0f s left", self.what, self.done, self.total, rate, left
-        )
 
 
 class SyncApiKeysOperator(BaseOperator):
@@ -130,12 +108,20 @@ class SyncApiKeysOperator(BaseOperator):
     :param rotate_older_than: Rotate keys older than this (seconds or a ``timedelta``); ``None``: only rows
         with ``rotate`` set.
     :param rotation_overlap: How long a rotated-out key keeps working (default a day); then a run disables it.
+        Not used with ``retire_when_idle_for``.
     :param rotation_grace: How long it then stays disabled before a run deletes it (default a week).
+    :param retire_when_idle_for: Disable a rotated-out key only once its ``last_used_at`` shows it unused for
+        this long (counted from the rotation at the earliest), or at ``retire_deadline``, whichever comes
+        first; until then the plan lists it as ``keep`` with the reason. A key without ``last_used_at`` waits
+        for the deadline. ``None`` (default): the fixed ``rotation_overlap``. See :doc:`/howto/fleet`.
+    :param retire_deadline: With ``retire_when_idle_for``, the latest a rotated-out key is disabled, counted
+        from the rotation (default a week; at least ``retire_when_idle_for``).
     :param deliver_to_callable: ``deliver_to_callable(created_key, context)``: hands each new plaintext on.
     :param max_workers: Requests in flight at once while applying.
     :param claim_lease: Lease of each provisional key, as for ``CreateApiKeyOperator``: seconds or a
         ``timedelta``, 2 s to a day (see :doc:`/guarantees`).
     :param openrouter_conn_id: The OpenRouter connection.
+    :param asset_alias: The asset alias of the keys' asset events; ``None``: none (:ref:`howto/fleet:assets`).
     """
 
     template_fields: Sequence[str] = ("tenants", "plan", "guardrails")
@@ -155,14 +141,18 @@ class SyncApiKeysOperator(BaseOperator):
         rotate_older_than: float | dt.timedelta | None = None,
         rotation_overlap: float | dt.timedelta = dt.timedelta(days=1),
         rotation_grace: float | dt.timedelta = dt.timedelta(days=7),
+        retire_when_idle_for: float | dt.timedelta | None = None,
+        retire_deadline: float | dt.timedelta = dt.timedelta(days=7),
         deliver_to_callable: Callable[[CreatedApiKey, Context], None] | None = None,
         max_workers: int = 8,
         claim_lease: float | dt.timedelta = 120.0,
         openrouter_conn_id: str = DEFAULT_CONN_ID,
+        asset_alias: str | None = assets.DEFAULT_ASSET_ALIAS,
         **kwargs: Any,
     ) -> None:
-        super().__init__(**kwargs)
+        super().__init__(**assets.alias_outlet(asset_alias, kwargs))
         self.openrouter_conn_id = _validation.validate_conn_id(openrouter_conn_id)
+        self.asset_alias = asset_alias
         self.name_prefix = _validation.validate_name_prefix(name_prefix)
         self.prune: Prune = _validation.validate_one_of(prune, PRUNE, field="prune")
         self.mode: Mode = _validation.validate_one_of(mode, MODES, field="mode")
@@ -171,8 +161,12 @@ class SyncApiKeysOperator(BaseOperator):
         self.plan_only = _validation.validate_bool(dry_run, field="dry_run") or self.mode == "plan"
         self.max_destructive = _validation.validate_destructive_cap(max_destructive)
         self.rotate_older_than = _seconds(rotate_older_than, "rotate_older_than")
-        self.rotation_overlap = _seconds(rotation_overlap, "rotation_overlap") or 0.0
-        self.rotation_grace = _seconds(rotation_grace, "rotation_grace") or 0.0
+        self.retirement = validate_retirement(
+            rotation_overlap=rotation_overlap,
+            rotation_grace=rotation_grace,
+            retire_when_idle_for=retire_when_idle_for,
+            retire_deadline=retire_deadline,
+        )
         if deliver_to_callable is not None and not callable(deliver_to_callable):
             raise OpenRouterValidationError("deliver_to_callable", "must be a function or None")
         self.deliver_to_callable = deliver_to_callable
@@ -224,8 +218,7 @@ class SyncApiKeysOperator(BaseOperator):
             now=time.time(),
             prune=self.prune,
             rotate_older_than=self.rotate_older_than,
-            rotation_overlap=self.rotation_overlap,
-            rotation_grace=self.rotation_grace,
+            **self.retirement,
         )
         planner = Planner(tenants, policy, self._desired)
         managed = self._desired is not None
@@ -358,6 +351,7 @@ class SyncApiKeysOperator(BaseOperator):
         done: dict[str, int] = dict.fromkeys(ACTIONS, 0)
         failures: list[str] = []
         lock = threading.Lock()
+        events = self._events = assets.KeyEvents(self.asset_alias, self.openrouter_conn_id)
 
         def record(action: str, error: BaseException | None, what: str) -> None:
             with lock:
@@ -381,6 +375,7 @@ class SyncApiKeysOperator(BaseOperator):
                 record(action, exc, item["tenant"] or item.get("key_name") or key_hash)
             else:
                 record(action, None, "")
+                events.add_planned(item)
 
         guarded = self._guardrail_apply = self._guardrails_for(plan, failures, lock)
 
@@ -447,6 +442,7 @@ class SyncApiKeysOperator(BaseOperator):
                                 views[name] = seen
         finally:
             self._provisioner = self._guardrail_apply = None
+            events.emit(context)
         summary: dict[str, Any] = {
             "counts": done,
             "failed": len(failures),
@@ -505,6 +501,8 @@ class SyncApiKeysOperator(BaseOperator):
         def report(index: int, result: Any) -> None:
             item = chunk[index]
             record(item["action"], result if isinstance(result, BaseException) else None, item["tenant"])
+            if not isinstance(result, BaseException):
+                self._events.add_outcome(result)
             guardrail = by_name[item["tenant"]]["guardrail"]
             if guardrail is not None and not isinstance(result, BaseException):
                 with made_lock:
@@ -580,7 +578,7 @@ class SyncApiKeysOperator(BaseOperator):
         def retire(old: ApiKey) -> None:
             hook.update_key(old.hash, name=retired_name(tenant["name"], time.time()))
             self.log.info(
-                "Rotated key %r (hash %s) out: it works until the overlap ends.", old.name, old.hash
+                "Rotated key %r (hash %s) out: it works until a later run retires it.", old.name, old.hash
             )
 
         return Request(

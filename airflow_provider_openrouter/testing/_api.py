@@ -15,10 +15,11 @@ import traceback
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from airflow_provider_openrouter.testing._backend import RecordedRequest
+from airflow_provider_openrouter.testing._checks import check_workspace_id
 from airflow_provider_openrouter.testing._guardrails import ROUTES as GUARDRAIL_ROUTES
 from airflow_provider_openrouter.testing._guardrails import match_path as match_guardrail_path
 from airflow_provider_openrouter.testing._http import DROP, Response, json_response
-from airflow_provider_openrouter.testing._state import ApiError, check_workspace_id, hash_of, iso
+from airflow_provider_openrouter.testing._records import ApiError, hash_of, iso
 from airflow_provider_openrouter.testing.faults import (
     API_PREFIX,
     DropAfterCommit,

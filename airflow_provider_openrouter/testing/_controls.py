@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow_provider_openrouter.testing._api import object_body
 from airflow_provider_openrouter.testing._http import json_response
-from airflow_provider_openrouter.testing._state import ApiError, parse_instant, stamp
+from airflow_provider_openrouter.testing._records import ApiError, parse_instant, stamp
 from airflow_provider_openrouter.testing.faults import FaultRule
 from airflow_provider_openrouter.testing.realism import Realism
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from airflow_provider_openrouter.testing import _api, _controls
 from airflow_provider_openrouter.testing._http import HttpServer, json_response
-from airflow_provider_openrouter.testing._state import ApiError
+from airflow_provider_openrouter.testing._records import ApiError
 
 if TYPE_CHECKING:
     from airflow_provider_openrouter.testing._backend import Backend

@@ -1,41 +1,77 @@
-"""The model behind the local OpenRouter: keys, their spend, the clock, and the API's rules.
+"""The model behind the local OpenRouter: the account's keys, its clock, and the API's rules over them.
 
 Everything here is plain data guarded by one lock; the HTTP layer only translates requests into calls on
-:class:`OpenRouterState` and its :class:`ApiError` into error answers.
+:class:`OpenRouterState` and its :class:`ApiError` into error answers. A key's record is
+:mod:`~airflow_provider_openrouter.testing._records`'s, the checks of a request's values
+:mod:`~airflow_provider_openrouter.testing._checks`'s, and the simulated spend
+:mod:`~airflow_provider_openrouter.testing._spend`'s.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import hashlib
 import heapq
 import itertools
-import math
 import random
-import re
-import secrets
 import threading
-import time
-import uuid
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
+from airflow_provider_openrouter.testing._checks import (
+    _UPDATE_FIELDS,
+    _bad,
+    _check_bool,
+    _check_expires_at,
+    _check_limit,
+    _check_limit_reset,
+    _check_name,
+    check_workspace_id,
+)
+from airflow_provider_openrouter.testing._records import (
+    DEFAULT_CREATOR,
+    DEFAULT_WORKSPACE_ID,
+    KEY_PREFIX,
+    LIMIT_RESETS,
+    PAGE_SIZE,
+    ApiError,
+    KeyRecord,
+    Spend,
+    hash_of,
+    iso,
+    mask,
+    new_plaintext,
+    parse_instant,
+    stamp,
+    windows,
+)
+from airflow_provider_openrouter.testing._spend import SpendLedger
 from airflow_provider_openrouter.testing.realism import Realism
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Mapping
 
-DEFAULT_WORKSPACE_ID: Final = "0df9e665-d932-5740-b2c7-b52af166bc11"
-PAGE_SIZE: Final = 100
-LIMIT_RESETS: Final = ("daily", "weekly", "monthly")
-KEY_PREFIX: Final = "sk-or-v1-"
-DEFAULT_CREATOR: Final = "user_2dHFtVWx2n56w6HkLocal0000"
+# The names the rest of the fake (and its users' tests) import from here.
+__all__ = [
+    "DEFAULT_CREATOR",
+    "DEFAULT_WORKSPACE_ID",
+    "KEY_PREFIX",
+    "LIMIT_RESETS",
+    "PAGE_SIZE",
+    "ApiError",
+    "KeyRecord",
+    "OpenRouterState",
+    "Spend",
+    "check_workspace_id",
+    "hash_of",
+    "iso",
+    "mask",
+    "new_plaintext",
+    "parse_instant",
+    "stamp",
+    "windows",
+]
 
 _UTC = dt.timezone.utc
-# The API takes UTC instants with seconds; fractions are tolerated (the official SDK sends them when present).
-_EXPIRES_RE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|\+00:00)")
-_UPDATE_FIELDS: Final = ("name", "disabled", "limit", "limit_reset", "include_byok_in_limit", "workspace_id")
 _USAGE_FIELDS: Final = (
     "usage",
     "usage_daily",
@@ -46,291 +82,6 @@ _USAGE_FIELDS: Final = (
     "byok_usage_weekly",
     "byok_usage_monthly",
 )
-
-
-class ApiError(Exception):
-    """An error answer of the API: status and OpenRouter's message."""
-
-    def __init__(self, status: int, message: str, metadata: Mapping[str, Any] | None = None) -> None:
-        self.status = status
-        self.message = message
-        self.metadata = dict(metadata) if metadata is not None else None
-        super().__init__(f"{status}: {message}")
-
-    def body(self) -> dict[str, Any]:
-        return {"error": {"code": self.status, "message": self.message, "metadata": self.metadata}}
-
-
-def new_plaintext() -> str:
-    return KEY_PREFIX + secrets.token_hex(32)
-
-
-def hash_of(plaintext: str) -> str:
-    """The key's identifier: SHA-256 hex of its plaintext."""
-    return hashlib.sha256(plaintext.encode()).hexdigest()
-
-
-def mask(plaintext: str) -> str:
-    """The label OpenRouter shows for a key, e.g. ``sk-or-v1-abc...123``."""
-    return f"{plaintext[: len(KEY_PREFIX) + 3]}...{plaintext[-3:]}"
-
-
-def iso(moment: dt.datetime | None) -> str | None:
-    """Whole seconds with ``Z``: the form of ``expires_at``, which the API takes with seconds."""
-    if moment is None:
-        return None
-    return moment.astimezone(_UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def stamp(moment: dt.datetime | None, *, trim: bool = False) -> str | None:
-    """A stamp the API makes (``created_at``, ``updated_at``, ``last_used_at``): microseconds and ``+00:00``,
-    as OpenRouter's guide shows ``"2025-02-19T20:52:27.363244+00:00"``. ``trim`` drops the fraction's trailing
-    zeros (and the fraction when it is zero), as PostgreSQL writes a timestamp in JSON."""
-    if moment is None:
-        return None
-    text = moment.astimezone(_UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")
-    if trim:
-        text = text.rstrip("0").rstrip(".")
-    return text + "+00:00"
-
-
-def parse_instant(value: str) -> dt.datetime:
-    text = value.strip()
-    if text.endswith(("Z", "z")):
-        text = text[:-1] + "+00:00"
-    moment = dt.datetime.fromisoformat(text)
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=_UTC)
-    return moment.astimezone(_UTC)
-
-
-_windows_cache: tuple[dt.date, dict[str, str]] | None = None
-
-
-def windows(now: dt.datetime) -> dict[str, str]:
-    """The current reset window of each period: UTC day, week starting Monday, month."""
-    global _windows_cache
-    day = now.astimezone(_UTC).date()
-    cached = _windows_cache
-    if cached is not None and cached[0] == day:
-        return cached[1]
-    current = {
-        "daily": day.isoformat(),
-        "weekly": (day - dt.timedelta(days=day.weekday())).isoformat(),
-        "monthly": f"{day.year:04d}-{day.month:02d}",
-    }
-    _windows_cache = (day, current)
-    return current
-
-
-@dataclass
-class Spend:
-    """One kind of spend (OpenRouter credits or BYOK) of one key: lifetime and per current window."""
-
-    total: float = 0.0
-    daily: float = 0.0
-    weekly: float = 0.0
-    monthly: float = 0.0
-    marks: dict[str, str] = field(default_factory=dict)
-
-    def roll(self, current: Mapping[str, str]) -> None:
-        """Zero each window counter whose window has passed since it was last touched."""
-        for period in LIMIT_RESETS:
-            if self.marks.get(period) != current[period]:
-                if period in self.marks:
-                    setattr(self, period, 0.0)
-                self.marks[period] = current[period]
-
-    def add(self, usd: float, current: Mapping[str, str]) -> None:
-        self.roll(current)
-        self.total += usd
-        self.daily += usd
-        self.weekly += usd
-        self.monthly += usd
-
-    def in_window(self, limit_reset: str | None) -> float:
-        return self.total if limit_reset is None else float(getattr(self, limit_reset))
-
-
-@dataclass
-class KeyRecord:
-    hash: str
-    name: str
-    label: str
-    management: bool
-    created_at: dt.datetime
-    workspace_id: str = DEFAULT_WORKSPACE_ID
-    disabled: bool = False
-    limit: float | None = None
-    limit_reset: str | None = None
-    include_byok_in_limit: bool = False
-    updated_at: dt.datetime | None = None
-    creator_user_id: str | None = DEFAULT_CREATOR
-    expires_at: dt.datetime | None = None
-    external_user: str | None = None
-    last_used_at: dt.datetime | None = None
-    usage: Spend = field(default_factory=Spend)
-    byok: Spend = field(default_factory=Spend)
-
-    def expired(self, now: dt.datetime) -> bool:
-        return self.expires_at is not None and self.expires_at <= now
-
-    def counted(self) -> float:
-        """Spend that counts against the limit in the current window."""
-        spent = self.usage.in_window(self.limit_reset)
-        if self.include_byok_in_limit:
-            spent += self.byok.in_window(self.limit_reset)
-        return spent
-
-    def limit_remaining(self) -> float | None:
-        if self.limit is None:
-            return None
-        return max(0.0, round(self.limit - self.counted(), 10))
-
-    def usage_fields(self) -> dict[str, float]:
-        return {
-            "usage": self.usage.total,
-            "usage_daily": self.usage.daily,
-            "usage_weekly": self.usage.weekly,
-            "usage_monthly": self.usage.monthly,
-            "byok_usage": self.byok.total,
-            "byok_usage_daily": self.byok.daily,
-            "byok_usage_weekly": self.byok.weekly,
-            "byok_usage_monthly": self.byok.monthly,
-        }
-
-    def to_api(self, *, trim: bool = False) -> dict[str, Any]:
-        """The Key object of the API (list, get, create, update); ``trim`` as :func:`stamp`'s."""
-        return {
-            "hash": self.hash,
-            "name": self.name,
-            "label": self.label,
-            "disabled": self.disabled,
-            "limit": self.limit,
-            "limit_remaining": self.limit_remaining(),
-            "limit_reset": self.limit_reset,
-            "include_byok_in_limit": self.include_byok_in_limit,
-            **self.usage_fields(),
-            "created_at": stamp(self.created_at, trim=trim),
-            "updated_at": stamp(self.updated_at, trim=trim),
-            "creator_user_id": self.creator_user_id,
-            "workspace_id": self.workspace_id,
-            "expires_at": iso(self.expires_at),
-            "external_user": self.external_user,
-            "last_used_at": stamp(self.last_used_at, trim=trim),
-        }
-
-    def to_current(self) -> dict[str, Any]:
-        """The CurrentKey object of ``GET /key``."""
-        remaining = self.limit_remaining()
-        budget: dict[str, Any] | None = None
-        if self.limit is not None:
-            budget = {
-                "budget_id": None,
-                "guardrail_id": None,
-                "include_byok": self.include_byok_in_limit,
-                "limit_usd": self.limit,
-                "remaining_usd": remaining,
-                "reset_interval": self.limit_reset,
-                "resets_at": None,
-                "scope": "key_limit",
-                "spend_usd": self.counted(),
-            }
-        return {
-            "label": self.label,
-            "limit": self.limit,
-            "limit_remaining": remaining,
-            "limit_reset": self.limit_reset,
-            "include_byok_in_limit": self.include_byok_in_limit,
-            **self.usage_fields(),
-            "is_free_tier": False,
-            "is_management_key": self.management,
-            "is_provisioning_key": self.management,
-            "creator_user_id": self.creator_user_id,
-            "rate_limit": {
-                "requests": -1,
-                "interval": "10s",
-                "note": "This field is deprecated and safe to ignore.",
-            },
-            "expires_at": iso(self.expires_at),
-            "allowed_data_regions": ["global"],
-            "budgets": [budget] if budget else [],
-            "effective_budget": budget,
-            "free_model_daily_requests": {"limit": 1000, "remaining": 1000, "used": 0},
-            "organization_id": None,
-            "workspace_id": self.workspace_id,
-        }
-
-    def to_state(self) -> dict[str, Any]:
-        """Everything the fake knows about the key (for inspection in tests), JSON-safe, no plaintext."""
-        return {**self.to_api(), "management": self.management}
-
-
-def _bad(message: str) -> ApiError:
-    return ApiError(400, message)
-
-
-def _check_name(value: Any, max_length: int | None) -> str:
-    if not isinstance(value, str):
-        raise _bad("name: expected a string")
-    if not value:
-        raise _bad("name: must contain at least 1 character")
-    if max_length is not None and len(value) > max_length:
-        raise _bad(f"name: must contain at most {max_length} characters")
-    return value
-
-
-def _check_limit(value: Any) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise _bad("limit: expected a number or null")
-    if value < 0:
-        raise _bad("limit: must be greater than or equal to 0")
-    return float(value)
-
-
-def _check_limit_reset(value: Any) -> str | None:
-    if value is None:
-        return None
-    if value not in LIMIT_RESETS:
-        raise _bad(f"limit_reset: invalid value {value!r}; expected 'daily', 'weekly', 'monthly' or null")
-    return str(value)
-
-
-def _check_bool(name: str, value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise _bad(f"{name}: expected a boolean")
-    return value
-
-
-def check_workspace_id(value: Any) -> str:
-    if not isinstance(value, str):
-        raise _bad("workspace_id: expected a UUID string")
-    try:
-        uuid.UUID(value)
-    except ValueError:
-        raise _bad("workspace_id: invalid UUID") from None
-    return value.lower()
-
-
-def _check_expires_at(value: Any, now: dt.datetime) -> dt.datetime | None:
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        raise _bad("expires_at: expected an ISO 8601 date-time string or null")
-    if not _EXPIRES_RE.fullmatch(value.strip()):
-        raise _bad(
-            "expires_at: must be an ISO 8601 UTC timestamp with seconds, e.g. 2027-12-31T23:59:59Z "
-            "(other time zones and minute precision are not accepted)"
-        )
-    try:
-        moment = parse_instant(value)
-    except ValueError:
-        raise _bad("expires_at: not a valid date-time") from None
-    if moment <= now:
-        raise _bad("expires_at: must be in the future")
-    return moment.replace(microsecond=0)
 
 
 class OpenRouterState:
@@ -368,10 +119,7 @@ class OpenRouterState:
         self._offset = dt.timedelta(0)
         self._frozen: dt.datetime | None = None
         self.total_credits = float(total_credits)
-        self._spend_rate = float(spend_per_second)
-        self._spend_mark = time.monotonic()
-        # Account-level spend: it outlives deleted keys, as the real account's total usage does.
-        self._account_usage = 0.0
+        self.ledger = SpendLedger(self._keys, spend_per_second)
         self.management_key = management_key or new_plaintext()
         self._insert(self.management_key, name="Local management key", management=True)
 
@@ -423,47 +171,43 @@ class OpenRouterState:
 
     @property
     def spend_per_second(self) -> float:
-        return self._spend_rate
+        return self.ledger.rate
 
     def set_spend_per_second(self, usd: float) -> None:
         with self.lock:
             self._accrue()
-            self._spend_rate = float(usd)
+            self.ledger.rate = float(usd)
 
     def _accrue(self) -> None:
-        """Apply the simulated spend since the last call: every usable regular key spends at the set rate,
-        until its limit stops it, as the real API refuses requests once a key's limit is used up."""
-        mark = time.monotonic()
-        elapsed, self._spend_mark = mark - self._spend_mark, mark
-        if self._spend_rate <= 0 or elapsed <= 0:
-            return
-        now = self.now()
-        amount = self._spend_rate * elapsed
-        for rec in self._keys.values():
-            if rec.management or rec.disabled or rec.expired(now):
-                continue
-            self._roll(rec, now)
-            remaining = rec.limit_remaining()
-            spend = amount if remaining is None else min(amount, remaining)
-            if spend > 0:
-                self._spend(rec, spend, byok=False, now=now)
+        """Apply the simulated spend since the last call (see :class:`SpendLedger`): a key's record takes
+        its share when it is next read, through :meth:`_roll`."""
+        self.ledger.accrue(self.now())
 
     def _roll(self, rec: KeyRecord, now: dt.datetime) -> None:
+        """Bring ``rec`` up to date for reading at ``now``: its simulated spend, then its windows."""
+        self.ledger.settle(rec)
         current = windows(now)
+        self.ledger.saw_windows(current)
         rec.usage.roll(current)
         rec.byok.roll(current)
 
     def _spend(self, rec: KeyRecord, usd: float, *, byok: bool, now: dt.datetime) -> None:
-        (rec.byok if byok else rec.usage).add(usd, windows(now))
+        self.ledger.settle(rec)
+        current = windows(now)
+        self.ledger.saw_windows(current)
+        (rec.byok if byok else rec.usage).add(usd, current)
         if not byok:
-            self._account_usage += usd
+            self.ledger.account_usage += usd
         rec.last_used_at = now
 
     def add_usage(self, key_hash: str, usd: float, *, byok: bool = False) -> dict[str, Any]:
         with self.lock:
             self._accrue()
             rec = self._held(key_hash)
-            self._spend(rec, float(usd), byok=byok, now=self.now())
+            now = self.now()
+            self._spend(rec, float(usd), byok=byok, now=now)
+            # What counts against its limit changed: whether, and how long, it goes on spending.
+            self.ledger.enlist(rec, now)
             return rec.to_state()
 
     def set_usage(self, key_hash: str, values: Mapping[str, Any]) -> dict[str, Any]:
@@ -475,9 +219,10 @@ class OpenRouterState:
         with self.lock:
             self._accrue()
             rec = self._held(key_hash)
-            self._roll(rec, self.now())
+            now = self.now()
+            self._roll(rec, now)
             if "usage" in values:
-                self._account_usage += float(values["usage"]) - rec.usage.total
+                self.ledger.account_usage += float(values["usage"]) - rec.usage.total
             for name, value in values.items():
                 spend = rec.byok if name.startswith("byok_") else rec.usage
                 attr = name.removeprefix("byok_").removeprefix("usage").lstrip("_") or "total"
@@ -485,6 +230,7 @@ class OpenRouterState:
             if used is not ...:
                 keep = used is None or isinstance(used, dt.datetime)
                 rec.last_used_at = used if keep else parse_instant(str(used))
+            self.ledger.enlist(rec, now)
             return rec.to_state()
 
     # -- keys ----------------------------------------------------------------------------------------------
@@ -505,6 +251,7 @@ class OpenRouterState:
         )
         self._roll(rec, now)
         self._keys[rec.hash] = rec
+        self.ledger.enlist(rec, now)
         self._issued.append(plaintext)
         if listed:
             self._list(rec.hash, rec)
@@ -719,6 +466,7 @@ class OpenRouterState:
 
     def current_key(self, rec: KeyRecord) -> dict[str, Any]:
         with self.lock:
+            self.ledger.settle(rec)
             return rec.to_current()
 
     def list_keys(
@@ -824,16 +572,18 @@ class OpenRouterState:
             for name, value in changes.items():
                 setattr(rec, name, value)
             rec.updated_at = now
+            # Disabled, re-enabled or given another limit: whether, and how long, it goes on spending.
+            self.ledger.enlist(rec, now)
             self._publish(key_hash, rec)
             return rec.to_api(trim=self._realism.trim_stamp_zeros)
 
     def delete_key(self, key_hash: str) -> None:
         with self.lock:
-            self._record(key_hash)
+            self.ledger.drop(self._record(key_hash))
             del self._keys[key_hash]
             self._publish(key_hash, None)
 
     def credits(self) -> dict[str, float]:
         with self.lock:
             self._accrue()
-            return {"total_credits": self.total_credits, "total_usage": round(self._account_usage, 10)}
+            return {"total_credits": self.total_credits, "total_usage": round(self.ledger.account_usage, 10)}

@@ -12,7 +12,7 @@ from typing import Any
 from airflow_provider_openrouter.testing._backend import RecordedRequest
 from airflow_provider_openrouter.testing._controls import CONTROL_PREFIX
 from airflow_provider_openrouter.testing._local import StateHelpers
-from airflow_provider_openrouter.testing._state import iso
+from airflow_provider_openrouter.testing._records import iso
 from airflow_provider_openrouter.testing.faults import API_PREFIX, FaultRule
 from airflow_provider_openrouter.testing.realism import Realism
 
