@@ -92,7 +92,7 @@ constraints-line:
 # The freshness check, never part of `make test`: each line CI tests, installed with the newest releases of
 # everything (no constraints, no caps) in a venv of its own. It prints how that differs from the committed
 # file and runs the fast tests there; it fails when any line breaks, which is the news it exists to bring.
-LATEST_TESTS ?= -m "not deployment and not airflow_db and not browser" --deselect tests/test_constraints.py
+LATEST_TESTS ?= -m "not deployment and not airflow_db and not browser" --deselect tests/unit/test_constraints.py
 test-latest:
 	@status=0; \
 	$(MAKE) latest-line AIRFLOW_VERSION=$(AIRFLOW_VERSION) EXTRAS=test,docs,deployment || status=1; \
@@ -145,7 +145,7 @@ typecheck: install
 # A contributor's loop on the newest line: lint, types and the tests that need no metadata database, browser,
 # deployment or chaos processes, nor the minute-long races of two sync runs and of threads under a 429 (make
 # test runs those). Nothing is installed outside .venv.
-QUICK_TESTS ?= -m "not deployment and not airflow_db and not browser" --ignore=tests/test_chaos.py \
+QUICK_TESTS ?= -m "not deployment and not airflow_db and not browser" --ignore=tests/system/test_chaos.py \
 	-k "not two_sync_runs_racing and not wait_out_a_429"
 quick: install
 	$(BIN)/ruff check airflow_provider_openrouter tests example_dags benchmarks scripts docs
@@ -154,13 +154,13 @@ quick: install
 	$(BIN)/pytest -p no:cacheprovider -q $(QUICK_TESTS) $(PYTEST_ARGS)
 
 # The fast tests: everything that does not need the deployment (browser tests included). On the newest line
-# the provisioning simulation (tests/simulation) runs SIM_RUNS seeded runs; elsewhere its quick default.
+# the provisioning simulation (tests/unit/simulation) runs SIM_RUNS seeded runs; elsewhere its quick default.
 FAST_TESTS ?= -m "not deployment"
 SIM_RUNS ?= 100000
 pytest: install chromium
 	OPENROUTER_SIM_RUNS=$(SIM_RUNS) $(BIN)/pytest -p no:cacheprovider $(FAST_TESTS) $(PYTEST_ARGS)
 
-# The deployment tests (tests/test_deployment.py): one real deployment per run.
+# The deployment tests (tests/system/test_deployment.py): one real deployment per run.
 test-deployment: install services
 	$(BIN)/pytest -p no:cacheprovider -m deployment $(PYTEST_ARGS)
 
@@ -168,14 +168,14 @@ docs: install
 	$(BIN)/sphinx-build -W --keep-going -n -q -b html docs docs/_build/html
 
 # The fast tests on the lowest line and on 3.2; the deployment tests on the lowest line. The connection-form
-# UI tests (tests/test_ui.py) drive 3.3's UI and do not find their way around 3.1's yet; the keys page's
+# UI tests (tests/system/test_ui.py) drive 3.3's UI and do not find their way around 3.1's yet; the keys page's
 # browser tests run on 3.1 too.
 # Also left out on 3.1 until fixed, found by running the whole fast suite there: make run's pre-check prints
-# 3.1's deprecation warnings before its one line (tests/test_run_preflight.py), and 3.1 reports a connection
+# 3.1's deprecation warnings before its one line (tests/integration/test_run_preflight.py), and 3.1 reports a connection
 # whose extra is not JSON as undefined rather than letting the hook name the field (bad extra JSON cases).
-LOWEST_FAST_TESTS ?= $(FAST_TESTS) --ignore=tests/test_ui.py --ignore=tests/test_run_preflight.py \
-	--deselect "tests/test_bad_input.py::test_connection_refuses_bad_extra_json[extra-not-json]" \
-	--deselect "tests/test_bad_input.py::test_connection_refuses_bad_extra_json[extra-a-list]"
+LOWEST_FAST_TESTS ?= $(FAST_TESTS) --ignore=tests/system/test_ui.py --ignore=tests/integration/test_run_preflight.py \
+	--deselect "tests/integration/test_bad_input.py::test_connection_refuses_bad_extra_json[extra-not-json]" \
+	--deselect "tests/integration/test_bad_input.py::test_connection_refuses_bad_extra_json[extra-a-list]"
 test-fast-3.1: install-3.1 chromium
 	$(LOWEST_VENV)/bin/pytest -p no:cacheprovider $(LOWEST_FAST_TESTS) $(PYTEST_ARGS)
 

@@ -16,8 +16,8 @@ another Airflow whose logging does not look as expected, or DEBUG logging, at wh
 body of each message it receives (a Variable's value among them).
 
 The module reaches into the masker's private state (its pattern set, its compiled replacer, its
-``_adaptations``) and into the task process's logging configuration; ``tests/test_masking.py`` and
-``tests/test_masking_scale.py`` run on every supported Airflow line.
+``_adaptations``) and into the task process's logging configuration; ``tests/unit/test_masking.py`` and
+``tests/unit/test_masking_scale.py`` run on every supported Airflow line.
 """
 
 from __future__ import annotations

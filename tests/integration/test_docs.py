@@ -38,7 +38,7 @@ from airflow_provider_openrouter.sensors.key_usage import OpenRouterKeyUsageSens
 from airflow_provider_openrouter.testing import DropAfterCommit, LocalOpenRouter, Status
 from tests.example_dag_runs import discovered_dag_ids
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs"
 RST_FILES = sorted(p for p in DOCS.rglob("*.rst") if "_build" not in p.parts)
 

@@ -6,7 +6,7 @@ on their own, fast enough that a key is at its limit by the time any sensor firs
 usage sensor has something to see without the DAG being changed for the test.
 
 The README's other Python blocks are fragments (a ``conftest.py`` line, a test skeleton with ``...``), and the
-testing page's examples run in ``tests/test_docs.py``.
+testing page's examples run in ``tests/integration/test_docs.py``.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from cryptography.fernet import Fernet
 
 from tests.airflow_runner import make_airflow_instance
 from tests.conftest import ROOT
-from tests.test_docs import PYTHON_BLOCKS
+from tests.integration.test_docs import PYTHON_BLOCKS
 
 if TYPE_CHECKING:
     import subprocess

@@ -29,7 +29,7 @@ from airflow_provider_openrouter.testing._state import DEFAULT_WORKSPACE_ID
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SPEC_DIR = ROOT.parent / "shared" / "openrouter"
 SPEC_FILES = ("openapi-keys.sdk-1.3.84.yaml", "openapi-keys.yaml")
 OTHER_WORKSPACE = "6f1f2d7e-3b9a-4c1e-9a53-0c5b1e2d3f40"

@@ -7,7 +7,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-PACKAGE = Path(__file__).resolve().parent.parent / "airflow_provider_openrouter"
+PACKAGE = Path(__file__).resolve().parents[2] / "airflow_provider_openrouter"
 NAME = PACKAGE.name
 
 

@@ -3,7 +3,7 @@
 ``OPENROUTER_SIM_RUNS`` (default 300) runs are made from seed ``OPENROUTER_SIM_SEED`` (default 0) on,
 spread over ``OPENROUTER_SIM_PROCESSES`` processes (default: one per core when there are more than 2,000
 runs). A failure prints its seed; ``OPENROUTER_SIM_SEED=<seed> OPENROUTER_SIM_RUNS=1`` replays it, and
-:func:`tests.simulation.workers.simulate` with ``trace=True`` shows its interleaving.
+:func:`tests.unit.simulation.workers.simulate` with ``trace=True`` shows its interleaving.
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.simulation.workers import E2, R1, R2, R3, Result, simulate
+from tests.unit.simulation.workers import E2, R1, R2, R3, Result, simulate
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 RUNS = int(os.environ.get("OPENROUTER_SIM_RUNS", "300"))
 FIRST = int(os.environ.get("OPENROUTER_SIM_SEED", "0"))
 #: Holes found and not closed yet: the sweep lists their violations without failing. Each has an
@@ -72,7 +72,7 @@ def test_a_seed_replays_in_another_process() -> None:
     seeds = range(40)
     here = [simulate(seed).digest for seed in seeds]
     code = (
-        "from tests.simulation.workers import simulate; "
+        "from tests.unit.simulation.workers import simulate; "
         f"print([simulate(seed).digest for seed in {list(seeds)!r}])"
     )
     env = {**os.environ, "PYTHONHASHSEED": "4321"}

@@ -327,7 +327,7 @@ def test_test_connection_with_wrong_key(
 
 
 def test_test_connection_unreachable(monkeypatch: pytest.MonkeyPatch) -> None:
-    from tests.test_hook_retries import free_port
+    from tests.integration.test_hook_retries import free_port
 
     monkeypatch.setenv(CONN_ENV, conn_json(host=f"http://127.0.0.1:{free_port()}/api/v1", max_retries=0))
     ok, message = OpenRouterHook().test_connection()

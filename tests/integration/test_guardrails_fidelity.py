@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
     from airflow_provider_openrouter.testing import LocalOpenRouter
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SPEC = ROOT.parent / "shared" / "openrouter" / "openapi-guardrails.yaml"
 PRISM_VERSION = "5.16.0"
 NO_RETRIES = RetryConfig("none", BackoffStrategy(1, 1, 1.0, 1), False)

@@ -33,8 +33,8 @@ from airflow_provider_openrouter.exceptions import (
     ServerError,
 )
 from airflow_provider_openrouter.models import ApiKey, CreatedApiKey
-from tests.simulation.model import Account, Key, Knobs, Missing, claim_of
-from tests.simulation.scheduler import Actor, Killed, Pool, Scheduler
+from tests.unit.simulation.model import Account, Key, Knobs, Missing, claim_of
+from tests.unit.simulation.scheduler import Actor, Killed, Pool, Scheduler
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator

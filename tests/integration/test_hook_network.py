@@ -18,7 +18,7 @@ import pytest
 
 from airflow_provider_openrouter.exceptions import OpenRouterTransportError
 from airflow_provider_openrouter.hooks.openrouter import OpenRouterHook
-from tests.test_hook_retries import free_port
+from tests.integration.test_hook_retries import free_port
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

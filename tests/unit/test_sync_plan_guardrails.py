@@ -16,7 +16,7 @@ from airflow_provider_openrouter._sync_report import plan_markdown, plan_table
 from airflow_provider_openrouter.exceptions import SyncRefusedError
 from airflow_provider_openrouter.guardrails import ContentFilterBuiltin, Guardrail, KeyAssignment
 from airflow_provider_openrouter.operators.sync import SyncApiKeysOperator
-from tests.test_sync_plan import NOW, PREFIX, Account, key
+from tests.unit.test_sync_plan import NOW, PREFIX, Account, key
 
 GOLD = "00000000-0000-4000-8000-00000000000a"
 OLD = "00000000-0000-4000-8000-00000000000b"

@@ -416,7 +416,7 @@ def _cells(frame: FrameLocator, name: str) -> tuple[str, str, str]:
 def test_browser_guardrail_column_effective_budget_and_filter(
     server: ApiServer, browser_fake: LocalOpenRouter
 ) -> None:
-    from tests.test_keys_page import PAGE_VIEWPORT, TIMEOUT_MS, _assert_no_secret
+    from tests.system.test_keys_page import PAGE_VIEWPORT, TIMEOUT_MS, _assert_no_secret
     from tests.ui_support import SCREENSHOTS, Screenshots, chromium
 
     shots = Screenshots(SCREENSHOTS / "keys_page_guardrails")

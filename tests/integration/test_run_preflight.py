@@ -20,7 +20,7 @@ from airflow_provider_openrouter.testing import LocalOpenRouter
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "run_flagship.py"
 
 
