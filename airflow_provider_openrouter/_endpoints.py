@@ -332,8 +332,9 @@ def update_key_call(key_hash: Any, changes: Mapping[str, Any]) -> Call[ApiKey]:
     return Call("PATCH", path, _parse_key, body=body)
 
 
-def delete_key_call(key_hash: Any, *, missing_ok: Any) -> Call[bool]:
-    path = _key_path(v.validate_key_hash(key_hash))
+def delete_call(path: str, *, missing_ok: Any, parse: Callable[[Any], bool] = _parse_deleted) -> Call[bool]:
+    """``DELETE path`` as "ensure absent": a 404 after an attempt that may have deleted is success (``True``),
+    and with ``missing_ok`` a 404 otherwise is ``False`` rather than an error."""
     v.validate_bool(missing_ok, field="missing_ok")
 
     def recover(error: OpenRouterAPIError, maybe_done_earlier: bool) -> bool:
@@ -345,4 +346,8 @@ def delete_key_call(key_hash: Any, *, missing_ok: Any) -> Call[bool]:
                 return False
         raise error
 
-    return Call("DELETE", path, _parse_deleted, recover=recover)
+    return Call("DELETE", path, parse, recover=recover)
+
+
+def delete_key_call(key_hash: Any, *, missing_ok: Any) -> Call[bool]:
+    return delete_call(_key_path(v.validate_key_hash(key_hash)), missing_ok=missing_ok)

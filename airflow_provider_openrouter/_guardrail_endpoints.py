@@ -16,8 +16,7 @@ from urllib.parse import quote
 
 from airflow_provider_openrouter import _guardrail_validation as gv
 from airflow_provider_openrouter import _validation as v
-from airflow_provider_openrouter._endpoints import Call, Malformed
-from airflow_provider_openrouter.exceptions import NotFoundError, OpenRouterAPIError
+from airflow_provider_openrouter._endpoints import Call, Malformed, delete_call
 from airflow_provider_openrouter.guardrails import Guardrail, KeyAssignment
 
 if TYPE_CHECKING:
@@ -102,19 +101,7 @@ def update_guardrail_call(guardrail_id: Any, settings: Mapping[str, Any], *, nam
 
 
 def delete_guardrail_call(guardrail_id: Any, *, missing_ok: Any) -> Call[bool]:
-    path = _path(guardrail_id)
-    v.validate_bool(missing_ok, field="missing_ok")
-
-    def recover(error: OpenRouterAPIError, maybe_done_earlier: bool) -> bool:
-        if isinstance(error, NotFoundError):
-            # An earlier attempt whose answer got lost may well have done the deleting.
-            if maybe_done_earlier:
-                return True
-            if missing_ok:
-                return False
-        raise error
-
-    return Call("DELETE", path, _parse_deleted, recover=recover)
+    return delete_call(_path(guardrail_id), missing_ok=missing_ok, parse=_parse_deleted)
 
 
 def assign_keys_calls(guardrail_id: Any, key_hashes: Any) -> list[Call[int]]:
