@@ -79,9 +79,13 @@ class KeyWrites:
                 raise
             return key
 
-    def rename_quietly(self, key_hash: str, name: str) -> None:
+    def rename_quietly(self, key_hash: str, name: str, *, only_from: str | None = None) -> None:
+        """:meth:`rename`, logging a failure rather than raising it. With ``only_from``, only a key that still
+        carries that name is renamed: a delivered claim whose earlier rename landed unseen may since have been
+        taken out of the name by a replace, and renaming it back would give the name two keys."""
         try:
-            self.rename(key_hash, name)
+            if only_from is None or self.hook.get_key(key_hash).name == only_from:
+                self.rename(key_hash, name)
         except BaseException as exc:  # best effort: the error that brought us here matters more
             self.log.warning(
                 "Could not rename the delivered key (hash %s) to %r: %s. A run after its lease replaces it.",

@@ -431,7 +431,7 @@ class Provisioner:
             # the key the destinations hold.
             stage = self._stage.get(created.hash)
             if stage == "clear":
-                self.writes.rename_quietly(created.hash, name)  # a second rename to the same name is harmless
+                self.writes.rename_quietly(created.hash, name, only_from=created.api_key.name)
             elif stage != "named":
                 self.withdraw(created.hash)
             raise
