@@ -423,6 +423,8 @@ def test_browser_guardrail_column_effective_budget_and_filter(
     with chromium() as browser:
         context = browser.new_context(viewport=PAGE_VIEWPORT, base_url=server.url)  # type: ignore[arg-type]
         context.set_default_timeout(TIMEOUT_MS)
+        # Signed in as the login page would (Airflow 3.1's UI does not sign a visitor in by itself).
+        context.add_cookies([{"name": "_token", "value": server.token(), "url": server.url}])
         page = context.new_page()
         page.goto("/plugin/openrouter-keys")
         frame = _frame(page)
