@@ -37,7 +37,7 @@ MIDDLE_PINS := "fastapi<0.137" "cadwyn<8"
 NEWEST_PYTHON_VERSIONS ?= 3.10 3.11 3.12 3.13
 
 .PHONY: install install-3.1 install-3.2 run up down services test quick lint typecheck pytest test-deployment \
-	test-fast-3.1 test-deployment-3.1 test-airflow-3.1 test-airflow-3.2 lane-fast lane-deployment docs bench \
+	test-fast-3.1 test-deployment-3.1 test-airflow-3.1 test-airflow-3.2 lane-deployment docs bench \
 	chromium clean constraints constraints-line test-latest latest-line
 
 # A venv is made afresh from its constraints file, then checked against it (scripts/constraints.py).
@@ -192,16 +192,11 @@ MIDDLE_TESTS ?= -m "not deployment and not airflow_db"
 test-airflow-3.2: install-3.2
 	$(MIDDLE_VENV)/bin/pytest -p no:cacheprovider $(MIDDLE_TESTS) $(PYTEST_ARGS)
 
-# Two lanes side by side on two cores: the fast suites are CPU-bound, the deployment tests mostly wait (for
-# sensors, heartbeats, a restarted triggerer), so the shortest fast suite (3.2's) follows them in their lane.
-# Each lane's output is printed when the lane ends. A lane runs every suite even when one fails, and fails if
-# any did.
-lane-fast:
-	@status=0; \
-	$(MAKE) pytest || status=1; \
-	$(MAKE) test-fast-3.1 || status=1; \
-	exit $$status
-
+# Three lanes side by side on two cores: the two big fast suites (3.3's and 3.1's) are CPU-bound and share the
+# cores; the deployment tests mostly wait (for sensors, heartbeats, a restarted triggerer), so the shortest fast
+# suite (3.2's) follows them in their lane. Each lane's output is printed when the lane ends. Every lane runs
+# even when another fails (-k), and the deployment lane runs every suite even when one fails, and fails if any
+# did.
 lane-deployment:
 	@status=0; \
 	$(MAKE) test-deployment || status=1; \
@@ -213,7 +208,7 @@ lane-deployment:
 # lanes run.
 test: lint typecheck docs chromium services
 	$(MAKE) -j2 --output-sync=target install-3.1 install-3.2
-	$(MAKE) -j2 --output-sync=target lane-fast lane-deployment
+	$(MAKE) -k -j3 --output-sync=target pytest test-fast-3.1 lane-deployment
 
 # mapped_vs_sync.py runs a real deployment: PostgreSQL and Redis as for `make up`.
 bench: install services
