@@ -156,9 +156,6 @@ class Provisioner:
         # it): "delivered" (the old keys may still carry the name: withdraw it), "clear" (they do not: finish
         # its rename), "named" (nothing left to undo).
         self._stage: dict[str, Literal["delivered", "clear", "named"]] = {}
-        #: After :meth:`provision_many`: the horizon of its check, and what it saw of the ``later`` names.
-        self.horizon: frozenset[str] | None = None
-        self.later_views: dict[str, NameView] = {}
 
     # -- views ---------------------------------------------------------------------------------------------
 

@@ -43,6 +43,8 @@ class GuardrailApply:
         self.ids: dict[str, str] = {}
         self.done: dict[str, int] = dict.fromkeys(GUARDRAIL_ACTIONS, 0)
         self._lock = threading.Lock()
+        # New keys by guardrail, waiting to fill an assignment request (new_key).
+        self._new: dict[str, list[str]] = {}
         for action in self.actions:
             if action["guardrail_id"] is not None and action["guardrail"] in desired:
                 self.ids[action["guardrail"]] = action["guardrail_id"]
@@ -134,11 +136,19 @@ class GuardrailApply:
             )
         list(pool.map(lambda part: self._bulk("assign", part[0], self.ids.get(part[0]), part[1]), parts))
 
-    def assign_new(self, made: Mapping[str, list[str]]) -> int:
-        """Assign one chunk's new keys, ``{guardrail name: key hashes}``: a request per guardrail."""
-        sent = 0
-        for name, hashes in made.items():
-            for start in range(0, len(hashes), BULK):
-                self._bulk("assign", name, self.ids.get(name), hashes[start : start + BULK])
-                sent += 1
-        return sent
+    def new_key(self, guardrail: str, key_hash: str) -> None:
+        """Assign a new key to its tenant's guardrail: with the next ones, once there are ``BULK`` of them
+        (sent from the calling thread), or at :meth:`assign_new`."""
+        with self._lock:
+            waiting = self._new.setdefault(guardrail, [])
+            waiting.append(key_hash)
+            full = self._new.pop(guardrail) if len(waiting) >= BULK else None
+        if full is not None:
+            self._bulk("assign", guardrail, self.ids.get(guardrail), full)
+
+    def assign_new(self) -> None:
+        """Assign the new keys :meth:`new_key` still holds: a request per guardrail."""
+        with self._lock:
+            waiting, self._new = self._new, {}
+        for name, hashes in waiting.items():
+            self._bulk("assign", name, self.ids.get(name), hashes)

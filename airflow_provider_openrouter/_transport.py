@@ -20,7 +20,7 @@ import threading
 import time
 import weakref
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from airflow_provider_openrouter import __version__
 from airflow_provider_openrouter._retry import Answer, Exchange, Failure, RateGate, RetryPolicy
@@ -166,6 +166,11 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_WATCHDOG._after_fork)
 
 
+#: The most threads that share a hook: a sync's ``max_workers`` (at most 64) and a walk's ``pages_in_flight``
+#: (at most 10), which a sync's check walks beside.
+CONNECTIONS_KEPT: Final = 64 + 10
+
+
 @functools.lru_cache(maxsize=1)
 def _watched_pools() -> dict[str, type]:
     """urllib3 pools that tell the attempt under watch which connection it got."""
@@ -218,6 +223,11 @@ class SyncTransport:
         network = NetworkSettings.from_environment(self.config.base_url)
         session = requests.Session()
         session.trust_env = False
+        # A connection kept for every thread that may share the hook: a pool smaller than that closes the
+        # connections it cannot keep, and the next requests pay for new ones.
+        pooled = requests.adapters.HTTPAdapter(pool_maxsize=CONNECTIONS_KEPT)
+        session.mount("http://", pooled)
+        session.mount("https://", pooled)
         # Normalised once (IDNA host, quoting) the way requests would on every request; paths appended later
         # are already quoted.
         probe = requests.PreparedRequest()

@@ -61,9 +61,6 @@ Mode = Literal["plan_and_apply", "plan", "apply"]
 MODES: Final[tuple[Mode, ...]] = get_args(Mode)
 # Where a plan-only task leaves the plan as a Markdown table, for an approval step to show.
 PLAN_MARKDOWN_XCOM_KEY: Final = "plan_markdown"
-# Names claimed per check: each name's key and claim are held until its chunk is done (about 2.5 KB); each
-# check reads the keys created since the one before, a page per chunk.
-CHUNK: Final = 100
 
 
 def _seconds(value: Any, field: str) -> float | None:
@@ -339,7 +336,6 @@ class SyncApiKeysOperator(BaseOperator):
         """Make the plan's changes: updates, disables and deletes first, then creates and rotations."""
         from concurrent.futures import ThreadPoolExecutor
 
-        from airflow_provider_openrouter._claims import merge_views
         from airflow_provider_openrouter._provisioning import Provisioner
 
         by_name = {t["name"]: t for t in tenants}
@@ -420,26 +416,16 @@ class SyncApiKeysOperator(BaseOperator):
                         for name, view in walked.items()
                         if view.finals or view.claims or view.replaced
                     }
-                for start in range(0, len(items), CHUNK):
-                    self._create_chunk(
-                        provisioner,
-                        items[start : start + CHUNK],
-                        by_name=by_name,
-                        views=views,
-                        workspace=workspace,
-                        since=since,
-                        later=[item["tenant"] for item in items[start + CHUNK :]],
-                        context=context,
-                        record=record,
-                    )
-                    # The next chunk's check stops where this one's began, knowing what this one saw of it.
-                    if provisioner.horizon is not None:
-                        since = provisioner.horizon
-                        for name, seen in provisioner.later_views.items():
-                            if name in views:
-                                merge_views(views[name], seen)
-                            else:
-                                views[name] = seen
+                self._create(
+                    provisioner,
+                    items,
+                    by_name=by_name,
+                    views=views,
+                    workspace=workspace,
+                    since=since,
+                    context=context,
+                    record=record,
+                )
         finally:
             self._provisioner = self._guardrail_apply = None
             events.emit(context)
@@ -467,21 +453,20 @@ class SyncApiKeysOperator(BaseOperator):
             )
         return summary
 
-    def _create_chunk(
+    def _create(
         self,
         provisioner: Provisioner,
-        chunk: list[dict[str, Any]],
+        items: list[dict[str, Any]],
         *,
         by_name: Mapping[str, Tenant],
         views: dict[str, NameView],
         workspace: str | None,
         since: frozenset[str] | None,
-        later: list[str],
         context: Context,
         record: Callable[[str, BaseException | None, str], None],
     ) -> None:
-        """Create (or rotate) one chunk's keys with one walk checking their claims. A method of its own so
-        that a chunk's keys, views and outcomes are gone before the next chunk's are made."""
+        """Create (or rotate) one workspace's keys, a chunk of names checked by each walk."""
+        from airflow_provider_openrouter._batch import provision_many
         from airflow_provider_openrouter._claims import NameView
         from airflow_provider_openrouter._masking import mask_plaintexts
 
@@ -492,38 +477,32 @@ class SyncApiKeysOperator(BaseOperator):
                 views.pop(item["tenant"], NameView(item["tenant"])),
                 context,
             )
-            for item in chunk
+            for item in items
         ]
-
-        made: dict[str, list[str]] = {}
-        made_lock = threading.Lock()
+        guarded = self._guardrail_apply
 
         def report(index: int, result: Any) -> None:
-            item = chunk[index]
+            item = items[index]
             record(item["action"], result if isinstance(result, BaseException) else None, item["tenant"])
-            if not isinstance(result, BaseException):
-                self._events.add_outcome(result)
+            if isinstance(result, BaseException):
+                return
+            self._events.add_outcome(result)
             guardrail = by_name[item["tenant"]]["guardrail"]
-            if guardrail is not None and not isinstance(result, BaseException):
-                with made_lock:
-                    made.setdefault(guardrail, []).append(result.key.hash)
-
-        from airflow_provider_openrouter._batch import provision_many
+            if guarded is not None and guardrail is not None:
+                guarded.new_key(guardrail, result.key.hash)
 
         provision_many(
             provisioner,
             requests,
             workspace_id=workspace,
             since=since,
-            later=later,
             workers=self.max_workers,
             mask=mask_plaintexts,
             report=report,
         )
-        # The chunk's new keys take their tenants' guardrails before the next chunk starts: a key the run
-        # made is never left without its guardrail by a run that ends green.
-        if self._guardrail_apply is not None and made:
-            self._guardrail_apply.assign_new(made)
+        # A key the run made is never left without its guardrail by a run that ends green.
+        if guarded is not None:
+            guarded.assign_new()
 
     def _guardrails_for(
         self, plan: Mapping[str, Any], failures: list[str], lock: threading.Lock

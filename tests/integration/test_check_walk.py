@@ -82,7 +82,7 @@ def test_a_sync_checks_each_chunk_against_the_keys_created_since_its_plan(fake: 
 
 
 def test_each_chunks_check_reads_only_the_keys_created_since_the_last_check(fake: LocalOpenRouter) -> None:
-    from airflow_provider_openrouter.operators.sync import CHUNK
+    from airflow_provider_openrouter._batch import CHUNK
 
     pages = full_walk_pages(fake)
     seen: dict[str, str] = {}
@@ -98,6 +98,32 @@ def test_each_chunks_check_reads_only_the_keys_created_since_the_last_check(fake
     # created within seconds of its newest key: here the earlier chunks, all made within the same seconds,
     # and none of the account's older keys. Checks reading to the end would take 6, 7 and 8 pages.
     assert list_requests(fake) - pages <= 2 + 3 + 5
+    finals = {k["name"]: k["hash"] for k in fake.keys() if k["name"].startswith("t-")}  # noqa: SIM118
+    assert finals == seen
+
+
+def test_a_chunks_claims_are_made_before_the_chunk_before_is_renamed(fake: LocalOpenRouter) -> None:
+    from airflow_provider_openrouter._batch import CHUNK
+
+    seen: dict[str, str] = {}
+    fake.clear_requests()
+    result = SyncApiKeysOperator(
+        task_id="sync",
+        tenants=[{"name": f"t-{i:04d}", "limit": 1} for i in range(2 * CHUNK)],
+        name_prefix="t-",
+        deliver_to_callable=lambda key, ctx: seen.__setitem__(key.name, key.hash),
+    ).execute({})  # type: ignore[arg-type]
+    assert result["applied"]["counts"]["create"] == 2 * CHUNK
+    served = fake.requests
+    claims = [i for i, r in enumerate(served) if r.method == "POST" and r.path.endswith("/keys")]
+    renames = [i for i, r in enumerate(served) if r.method == "PATCH"]
+    checks = [i for i, r in enumerate(served) if r.method == "GET" and r.path.endswith("/keys")]
+    assert len(claims) == len(renames) == 2 * CHUNK
+    # The workers go on to the second chunk's claims once the first chunk's check has walked, rather than
+    # waiting for its renames: those are queued behind the claims, and the second check walks beside them.
+    first_check_done = max(i for i in checks if i < claims[CHUNK])
+    assert claims[CHUNK] < renames[0]
+    assert first_check_done < claims[CHUNK]
     finals = {k["name"]: k["hash"] for k in fake.keys() if k["name"].startswith("t-")}  # noqa: SIM118
     assert finals == seen
 

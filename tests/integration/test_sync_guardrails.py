@@ -86,8 +86,9 @@ def test_two_tiers_and_a_thousand_tenants(fake: LocalOpenRouter) -> None:
     assert result["guardrail_counts"]["create"] == 2
     assert result["guardrail_counts"]["assign"] == 1000
     assert result["applied"]["guardrail_counts"]["assign"] == 1000
-    # One request per guardrail per chunk of 100 new keys, never one per key.
-    assert len(sent) == len(tiers) * math.ceil(1000 / 100)
+    # One request per guardrail per 100 of its new keys, never one per key.
+    assert len(sent) == len(tiers) * math.ceil(500 / 100)
+    assert all(len(request.body["key_hashes"]) == 100 for request in sent)
     held = on_account()
     assert len(held) == 1000
     assert all(held[t["name"]] == t["guardrail"] for t in tenants)

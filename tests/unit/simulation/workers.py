@@ -297,6 +297,9 @@ class World:
         self.seed = seed
         self.replace = replace
         rng = self.rng = random.Random(seed)
+        # Drawn from a generator of their own, so that the seeds found before these existed still play out
+        # the runs they were found in.
+        self.chunk_rng = random.Random(f"chunks-{seed}")
         self.sched = Scheduler(rng)
         hard = rng.random() < 0.75
         self.knobs = Knobs(
@@ -548,7 +551,10 @@ class World:
             for view in creating
         ]
         if requests:
-            provision_many(made, requests, since=since, workers=2, report=report)
+            # A chunk a name: the second name's claim is made while the first is settled, and its check walks
+            # meanwhile, carrying the view the first check gave it.
+            chunk = self.chunk_rng.choice((1, 2))
+            provision_many(made, requests, since=since, chunk=chunk, workers=2, report=report)
         failed = None
         for name, result in outcomes.items():
             if isinstance(result, Killed):
