@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Protocol
 
 from airflow_provider_openrouter.exceptions import GuardrailAssignmentError, PlaintextDeliveryError
+from airflow_provider_openrouter.models import same_setting
 
 if TYPE_CHECKING:
     from airflow_provider_openrouter.hooks.openrouter import OpenRouterHook
@@ -20,6 +21,8 @@ if TYPE_CHECKING:
 
 class _Log(Protocol):
     def info(self, event: Any, /, *args: Any, **kw: Any) -> Any: ...
+
+    def warning(self, event: Any, /, *args: Any, **kw: Any) -> Any: ...
 
 
 def _undo(hook: OpenRouterHook, key_hash: str) -> str | None:
@@ -61,6 +64,29 @@ def assign_kept_key(hook: OpenRouterHook, guardrail_id: str, key: ApiKey, log: _
         ) from exc
     if changed:
         log.info("Assigned the reused key %r (hash %s) to guardrail %s.", key.name, key.hash, guardrail_id)
+
+
+def log_reused(key: ApiKey, asked: dict[str, Any], log: _Log) -> None:
+    """Say that the name's key was kept, and how it differs from the settings ``asked`` for (``None``: not
+    asked)."""
+    log.info(
+        "A key named %r already exists (hash %s) and if_exists='reuse': keeping it. No key was created, "
+        "so no new plaintext exists and nothing was delivered.",
+        key.name,
+        key.hash,
+    )
+    if key.disabled:
+        log.warning("The reused key %r (hash %s) is disabled.", key.name, key.hash)
+    differs = [
+        f"{field} is {getattr(key, field)!r}, asked for {value!r}"
+        for field, value in asked.items()
+        if value is not None and not same_setting(getattr(key, field), value)
+    ]
+    if differs:
+        log.warning(
+            "The reused key differs from this task's settings (%s); UpdateApiKeyOperator changes them.",
+            "; ".join(differs),
+        )
 
 
 def delivery_failed(

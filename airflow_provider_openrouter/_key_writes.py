@@ -3,9 +3,10 @@ checked by reading the key when its answer is lost, and a delete means "ensure a
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING, Any
 
-from airflow_provider_openrouter._claims import replaced_name
+from airflow_provider_openrouter._claims import replaced_name, retired_name
 from airflow_provider_openrouter.exceptions import (
     OpenRouterError,
     OpenRouterTransportError,
@@ -52,6 +53,18 @@ class KeyWrites:
             raise
         return out
 
+    def retire(self, name: str, old: ApiKey, *, at: float) -> ApiKey:
+        """Rename ``old`` out of ``name`` to :func:`retired_name`: it keeps working until a later run
+        (the sync's, or ``RetireApiKeysOperator``) retires it by :mod:`._sync_retirement`'s rule."""
+        key = self.rename(old.hash, retired_name(name, at))
+        self.log.info(
+            "Rotated key %r (hash %s) out as %r: it keeps working until it is retired.",
+            old.name,
+            old.hash,
+            key.name,
+        )
+        return key
+
     def put_back(self, name: str, olds: list[ApiKey]) -> None:
         for old in olds:
             self.rename_quietly(old.hash, name)
@@ -93,3 +106,19 @@ class KeyWrites:
                 name,
                 exc,
             )
+
+
+def retirer(
+    hook: OpenRouterHook, name: str, log: Any, *, clock: Callable[[], float] | None = None
+) -> Callable[[ApiKey], None]:
+    """The ``retire`` of :meth:`~._provisioning.Provisioner.provision` for a rotation with overlap: each old
+    key of ``name`` is renamed ``<name> [retired <epoch>]`` (at ``clock()``) instead of being deleted. One
+    place for the tenant sync's rotation and ``CreateApiKeyOperator(keep_old_key=True)``, so that the name
+    they leave is the one ``retired_of`` and the retirement rule read."""
+    writes = KeyWrites(hook, log)
+
+    def retire(old: ApiKey) -> None:
+        # time.time looked up per call, not bound at import: a test may hold the wall clock.
+        writes.retire(name, old, at=(clock or time.time)())
+
+    return retire

@@ -91,8 +91,8 @@ def retired_action(
     """What a run at ``now`` does with ``key``, rotated out of ``name`` at ``at``, and why. ``None``: nothing
     to do or say (inside a fixed overlap; or disabled, the delete still to come)."""
     idle_for = rules["retire_when_idle_for"]
+    moment = retirement_moment(key, at, rules=rules)
     if idle_for is None:
-        moment = at + rules["rotation_overlap"]
         if now >= moment + rules["rotation_grace"]:
             return "delete", f"rotated out of {name!r}; overlap and grace over"
         if now >= moment and not key.disabled:
@@ -100,8 +100,6 @@ def retired_action(
         return None
     deadline = at + rules["retire_deadline"]
     used = epoch_of(key.last_used_at)
-    # The idle time counts from the rotation at the earliest; without a last use, only the deadline counts.
-    moment = deadline if used is None else min(max(used, at) + idle_for, deadline)
     idle = moment < deadline
     if used is None:
         seen = "no use recorded"
@@ -123,3 +121,35 @@ def retired_action(
     else:
         waiting = f"{seen}; idle for {span(idle_for)} needed; deadline in {span(deadline - now)}"
     return "keep", f"rotated out of {name!r}, still working until idle: {waiting}"
+
+
+def retirement_moment(key: ApiKey, at: float, *, rules: Retirement) -> float:
+    """When ``key``, rotated out at ``at``, is retired by what is known of it now (see the module's rule)."""
+    idle_for = rules["retire_when_idle_for"]
+    if idle_for is None:
+        return at + rules["rotation_overlap"]
+    deadline = at + rules["retire_deadline"]
+    used = epoch_of(key.last_used_at)
+    # The idle time counts from the rotation at the earliest; without a last use, only the deadline counts.
+    return deadline if used is None else min(max(used, at) + idle_for, deadline)
+
+
+def due_at(key: ApiKey, at: float, *, rules: Retirement) -> float:
+    """The earliest moment :func:`retired_action` can next ask for a disable or delete of ``key``, rotated
+    out at ``at``, by what is known of it now. A later use can only push it back (up to the deadline), so a
+    waiter that sleeps until then, and reads the key again, misses no moment."""
+    moment = retirement_moment(key, at, rules=rules)
+    # A disabled key (by a run or a person) waits only for the delete.
+    return moment + rules["rotation_grace"] if key.disabled else moment
+
+
+def waiting_reason(key: ApiKey, name: str, at: float, *, now: float, rules: Retirement) -> str:
+    """Why a rotated-out key is left as it is at ``now``: :func:`retired_action`'s reason, or (where it has
+    nothing to say) when the next step comes."""
+    decided = retired_action(key, name, at, now=now, rules=rules)
+    if decided is not None:
+        return decided[1]
+    left = span(due_at(key, at, rules=rules) - now)
+    if key.disabled:
+        return f"rotated out of {name!r} and disabled; deleted in {left}"
+    return f"rotated out of {name!r}; overlap over in {left}"

@@ -174,6 +174,23 @@ def validate_provisioned_name(value: Any, *, field: str = "name") -> str:
     return name
 
 
+def validate_target(key_hash: Any, key_name: Any, *, rendered: bool) -> tuple[str | None, str | None]:
+    """Exactly one of ``key_hash`` / ``key_name``, each checked when literal (all of them once rendered)."""
+    if rendered:
+        key_hash, key_name = rendered_none(key_hash), rendered_none(key_name)
+    if (key_hash is None) == (key_name is None):
+        fail(
+            "key_hash, key_name",
+            "give exactly one: the key's hash or its exact name"
+            + (" (got both)" if key_hash is not None else " (got neither)"),
+        )
+    if key_hash is not None and (rendered or is_literal(key_hash)):
+        return validate_key_hash(key_hash), None
+    if key_name is not None and (rendered or is_literal(key_name)):
+        return None, validate_name(key_name, field="key_name")
+    return None, None
+
+
 def validate_name_prefix(value: Any, *, field: str = "name_prefix") -> str:
     """The prefix of the key names a tenant sync owns: a non-blank single line."""
     if not isinstance(value, str) or not value.strip():

@@ -36,6 +36,7 @@ def get_provider_info() -> dict[str, Any]:
                     "airflow_provider_openrouter.operators.api_key",
                     "airflow_provider_openrouter.operators.sync",
                     "airflow_provider_openrouter.operators.fleet_alerts",
+                    "airflow_provider_openrouter.operators.retire",
                 ],
             }
         ],
@@ -48,7 +49,10 @@ def get_provider_info() -> dict[str, Any]:
         "triggers": [
             {
                 "integration-name": "OpenRouter",
-                "python-modules": ["airflow_provider_openrouter.triggers.key_usage"],
+                "python-modules": [
+                    "airflow_provider_openrouter.triggers.key_usage",
+                    "airflow_provider_openrouter.triggers.retired_keys",
+                ],
             }
         ],
         "extra-links": ["airflow_provider_openrouter.links.OpenRouterKeyLink"],

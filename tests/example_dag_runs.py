@@ -74,6 +74,12 @@ EXAMPLE_DAG_RUNS: tuple[ExampleDagRun, ...] = (
     # E-mails through smtp_default: a loopback SMTP server of the test run (its messages are audited too).
     ExampleDagRun("example_openrouter_fleet_alerts"),
     ExampleDagRun("example_openrouter_tenant_lifecycle", conf={"watch_timeout": 120}),
+    # The provisioning example's service key, rotated with an overlap; keys spend on their own here, so the
+    # old key never goes idle and is retired at the deadline: seconds, not the default fortnight.
+    ExampleDagRun(
+        "example_openrouter_rotate_key",
+        conf={"key_name": "reporting-service", "idle_seconds": 1, "deadline_seconds": 5},
+    ),
 )
 
 

@@ -61,23 +61,6 @@ _SETTINGS: Final = tuple(
 _DAWN_OF_TIME: Final = dt.datetime(1, 1, 2, tzinfo=dt.timezone.utc)
 
 
-def _target(key_hash: Any, key_name: Any, *, rendered: bool) -> tuple[str | None, str | None]:
-    """Exactly one of ``key_hash`` / ``key_name``, each checked when literal (all of them once rendered)."""
-    if rendered:
-        key_hash, key_name = _validation.rendered_none(key_hash), _validation.rendered_none(key_name)
-    if (key_hash is None) == (key_name is None):
-        _validation.fail(
-            "key_hash, key_name",
-            "give exactly one: the key's hash or its exact name"
-            + (" (got both)" if key_hash is not None else " (got neither)"),
-        )
-    if key_hash is not None and (rendered or _validation.is_literal(key_hash)):
-        return _validation.validate_key_hash(key_hash), None
-    if key_name is not None and (rendered or _validation.is_literal(key_name)):
-        return None, _validation.validate_name(key_name, field="key_name")
-    return None, None
-
-
 def _callable_name(func: Callable[..., Any]) -> str:
     # The qualified name alone: Airflow loads DAG files under generated module names that say nothing.
     return str(getattr(func, "__qualname__", None) or type(func).__name__)
@@ -129,7 +112,9 @@ class CreateApiKeyOperator(_KeyOperator):
 
     It returns the key's metadata (:class:`~airflow_provider_openrouter.models.ApiKey`) plus ``action``
     (``"created"``, ``"reused"``, ``"replaced"``), ``plaintext_issued``, ``plaintext_delivered_to`` (never the
-    plaintext), ``replaced_key_hashes`` and ``deleted_orphan_key_hashes``.
+    plaintext), ``replaced_key_hashes`` (the old keys the new one took the name from), ``retired_key_hashes``
+    (those of them still working as ``<name> [retired …]``: ``keep_old_key``) and
+    ``deleted_orphan_key_hashes``.
 
     :param name: Name of the key, and what makes the operator idempotent. (templated)
     :param limit: Spending limit in USD (0 to 1,000,000,000), or ``None`` for none. (templated)
@@ -144,6 +129,10 @@ class CreateApiKeyOperator(_KeyOperator):
         key while it is still provisional, before delivery (if that fails the key is deleted again); a
         reused one too, which is safe to repeat. ``None``: no guardrail. (templated)
     :param if_exists: When a key of this name exists: ``"fail"`` (default), ``"reuse"`` or ``"replace"``.
+    :param keep_old_key: ``True`` or ``False`` (default). With ``if_exists="replace"``, rotate with overlap:
+        the old key is not deleted but renamed ``<name> [retired <epoch>]`` and keeps working, until
+        :class:`~airflow_provider_openrouter.operators.retire.RetireApiKeysOperator` (or a tenant sync of the
+        name) retires it once idle (:ref:`howto/fleet:single-key-rotation`). Needs ``if_exists="replace"``.
     :param deliver_to_variable: Airflow Variable to write the plaintext to. (templated)
     :param deliver_to_callable: ``deliver_to_callable(created_key, context)``, handed the
         :class:`~airflow_provider_openrouter.models.CreatedApiKey`; it must raise if it could not store it.
@@ -172,6 +161,7 @@ class CreateApiKeyOperator(_KeyOperator):
         workspace_id: str | None = None,
         creator_user_id: str | None = None,
         if_exists: IfExists = "fail",
+        keep_old_key: bool = False,
         deliver_to_variable: str | None = None,
         deliver_to_callable: Callable[[CreatedApiKey, Context], None] | None = None,
         push_plaintext_to_xcom: bool = False,
@@ -196,6 +186,7 @@ class CreateApiKeyOperator(_KeyOperator):
         for field in _CREATE_FIELDS:
             setattr(self, field, settings[field])
         self.if_exists = if_exists
+        self.keep_old_key = keep_old_key
         self.deliver_to_variable = deliver_to_variable
         self.deliver_to_callable = deliver_to_callable
         self.push_plaintext_to_xcom = push_plaintext_to_xcom
@@ -207,6 +198,12 @@ class CreateApiKeyOperator(_KeyOperator):
     def _validate_static(self) -> None:
         """Check what is known when the DAG file is parsed; templates are checked once rendered."""
         _validation.validate_one_of(self.if_exists, _validation.IF_EXISTS, field="if_exists")
+        if _validation.validate_bool(self.keep_old_key, field="keep_old_key") and self.if_exists != "replace":
+            _validation.fail(
+                "keep_old_key",
+                f"keeps the old key a replace takes the name from: it needs if_exists='replace' (got "
+                f"if_exists={self.if_exists!r})",
+            )
         _validation.validate_bool(self.push_plaintext_to_xcom, field="push_plaintext_to_xcom")
         if self.deliver_to_callable is not None and not callable(self.deliver_to_callable):
             raise OpenRouterValidationError("deliver_to_callable", "must be a function or None")
@@ -264,9 +261,19 @@ class CreateApiKeyOperator(_KeyOperator):
             )
             return self._deliver(created, context, variable)
 
+        retire = None
+        if self.keep_old_key:
+            from airflow_provider_openrouter._key_writes import retirer
+
+            retire = retirer(self.hook, args["name"], self.log, clock=provisioner.clock)
         try:
             outcome = provisioner.provision(
-                args["name"], self.if_exists, create, deliver, workspace_id=args.get("workspace_id")
+                args["name"],
+                self.if_exists,
+                create,
+                deliver,
+                workspace_id=args.get("workspace_id"),
+                retire=retire,
             )
         except ApiKeyExistsError as exc:
             if exc.hashes:
@@ -289,6 +296,7 @@ class CreateApiKeyOperator(_KeyOperator):
             delivered=outcome.delivered_to,
             replaced=outcome.replaced,
             orphans=outcome.collected,
+            retired=outcome.replaced if retire is not None else [],
         )
 
     def on_kill(self) -> None:
@@ -298,25 +306,10 @@ class CreateApiKeyOperator(_KeyOperator):
             provisioner.cancelled = True
 
     def _reuse(self, key: ApiKey, args: dict[str, Any], *, collected: list[str]) -> dict[str, Any]:
+        from airflow_provider_openrouter._create_steps import log_reused
+
         self._remember_key(key.hash)
-        self.log.info(
-            "A key named %r already exists (hash %s) and if_exists='reuse': keeping it. No key was created, "
-            "so no new plaintext exists and nothing was delivered.",
-            key.name,
-            key.hash,
-        )
-        if key.disabled:
-            self.log.warning("The reused key %r (hash %s) is disabled.", key.name, key.hash)
-        differs = [
-            f"{field} is {getattr(key, field)!r}, asked for {args[field]!r}"
-            for field in _SETTINGS
-            if args.get(field) is not None and not same_setting(getattr(key, field), args[field])
-        ]
-        if differs:
-            self.log.warning(
-                "The reused key differs from this task's settings (%s); UpdateApiKeyOperator changes them.",
-                "; ".join(differs),
-            )
+        log_reused(key, {field: args.get(field) for field in _SETTINGS}, self.log)
         return self._result(key, action="reused", issued=False, delivered=[], replaced=[], orphans=collected)
 
     def _guardrail(self) -> str | None:
@@ -382,6 +375,7 @@ class CreateApiKeyOperator(_KeyOperator):
         delivered: list[str],
         replaced: list[str],
         orphans: list[str],
+        retired: list[str] | None = None,
     ) -> dict[str, Any]:
         return {
             **key.to_dict(),
@@ -389,6 +383,7 @@ class CreateApiKeyOperator(_KeyOperator):
             "plaintext_issued": issued,
             "plaintext_delivered_to": delivered,
             "replaced_key_hashes": replaced,
+            "retired_key_hashes": retired or [],
             "deleted_orphan_key_hashes": orphans,
         }
 
@@ -462,7 +457,7 @@ class UpdateApiKeyOperator(_KeyOperator):
         self.key_name = key_name
         for field, value in given.items():
             setattr(self, field, None if value is UNSET else value)
-        _target(key_hash, key_name, rendered=False)
+        _validation.validate_target(key_hash, key_name, rendered=False)
         if not self.update_fields:
             raise OpenRouterValidationError(
                 ", ".join(_UPDATE_FIELDS), "nothing to update: give at least one of these fields"
@@ -484,7 +479,7 @@ class UpdateApiKeyOperator(_KeyOperator):
         )
 
     def execute(self, context: Context) -> dict[str, Any]:
-        key_hash, key_name = _target(self.key_hash, self.key_name, rendered=True)
+        key_hash, key_name = _validation.validate_target(self.key_hash, self.key_name, rendered=True)
         wanted = self._changes({field: getattr(self, field) for field in self.update_fields})
         key = self._find_target(key_hash, key_name)
         if key is None and key_name is not None and "name" in wanted and wanted["name"] != key_name:
@@ -574,11 +569,11 @@ class DeleteApiKeyOperator(_KeyOperator):
         self.key_hash = key_hash
         self.key_name = key_name
         self.missing_ok = missing_ok
-        _target(key_hash, key_name, rendered=False)
+        _validation.validate_target(key_hash, key_name, rendered=False)
         _validation.validate_bool(missing_ok, field="missing_ok")
 
     def execute(self, context: Context) -> dict[str, Any]:
-        key_hash, key_name = _target(self.key_hash, self.key_name, rendered=True)
+        key_hash, key_name = _validation.validate_target(self.key_hash, self.key_name, rendered=True)
         key = self._find_target(key_hash, key_name)
         if key is not None:
             self._remember_key(key.hash)

@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Any, Final, Literal, get_args
 from airflow.sdk import BaseOperator
 
 from airflow_provider_openrouter import _validation, assets
-from airflow_provider_openrouter._claims import retired_name
 from airflow_provider_openrouter._defaults import DEFAULT_CONN_ID
 from airflow_provider_openrouter._sync_guardrails import DESTRUCTIVE, idents, validate_guardrails
 from airflow_provider_openrouter._sync_plan import (
@@ -519,6 +518,7 @@ class SyncApiKeysOperator(BaseOperator):
 
     def _request(self, item: Mapping[str, Any], tenant: Tenant, view: NameView, context: Context) -> Request:
         from airflow_provider_openrouter._batch import Request
+        from airflow_provider_openrouter._key_writes import retirer
 
         hook = self.hook
         settings = {field: tenant[field] for field in CREATE_COLUMNS}
@@ -554,19 +554,15 @@ class SyncApiKeysOperator(BaseOperator):
                 )
             return where
 
-        def retire(old: ApiKey) -> None:
-            hook.update_key(old.hash, name=retired_name(tenant["name"], time.time()))
-            self.log.info(
-                "Rotated key %r (hash %s) out: it works until a later run retires it.", old.name, old.hash
-            )
-
         return Request(
             name=tenant["name"],
             create=create,
             deliver=deliver,
             if_exists="replace" if item["action"] == "rotate" else "fail",
             view=view,
-            retire=retire if item["action"] == "rotate" else None,
+            retire=retirer(hook, tenant["name"], self.log, clock=time.time)
+            if item["action"] == "rotate"
+            else None,
         )
 
     def on_kill(self) -> None:

@@ -34,6 +34,7 @@ from airflow_provider_openrouter.operators.api_key import (
     UpdateApiKeyOperator,
 )
 from airflow_provider_openrouter.operators.fleet_alerts import ApiKeyAlertsOperator
+from airflow_provider_openrouter.operators.retire import RetireApiKeysOperator
 from airflow_provider_openrouter.sensors.key_usage import OpenRouterKeyUsageSensor
 from airflow_provider_openrouter.testing import DropAfterCommit, LocalOpenRouter, Status
 from tests.example_dag_runs import discovered_dag_ids
@@ -132,6 +133,7 @@ HOWTOS = {
     DeleteApiKeyOperator: "howto/operator:DeleteApiKeyOperator",
     OpenRouterKeyUsageSensor: "howto/sensor:OpenRouterKeyUsageSensor",
     ApiKeyAlertsOperator: "howto/operator:ApiKeyAlertsOperator",
+    RetireApiKeysOperator: "howto/operator:RetireApiKeysOperator",
 }
 
 
