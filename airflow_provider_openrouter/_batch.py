@@ -158,7 +158,13 @@ class _Batch:
             if view is None:
                 self.careful.append((index, since))
                 continue
-            rivals = self.provisioner.tidy(view, self.workspace_id)
+            try:
+                rivals = self.provisioner.tidy(view, self.workspace_id)
+            except Exception:
+                # The chunk before holds claims still to settle: an error here must not end the batch and
+                # leave them behind. The careful path tidies the name again and reports what it meets.
+                self.careful.append((index, since))
+                continue
             finals = list(view.finals)
             if rivals or (finals and request.if_exists != "replace"):
                 self.careful.append((index, since))
@@ -180,8 +186,6 @@ class _Batch:
         """One walk deciding the chunk's claims; returns where the next chunk's check may stop."""
         claims, since = chunk.claims, chunk.since
         made = [claimed[0] for claimed in claims if isinstance(claimed, tuple)]
-        if mask is not None and made:
-            mask([created.plaintext for created in made])
         if not made:
             return since
         mine = {created.hash: created.api_key for created in made}
@@ -190,9 +194,11 @@ class _Batch:
             for (index, _), claimed in zip(chunk.fresh, claims, strict=True)
             if isinstance(claimed, tuple)
         ]
-        del made
         provisioner = self.provisioner
         try:
+            if mask is not None:
+                mask([created.plaintext for created in made])
+            del made
             views, horizon = provisioner.walk(
                 names,
                 self.workspace_id,
@@ -202,7 +208,8 @@ class _Batch:
                 also=self.names,
             )
         except BaseException as exc:
-            # Nothing was decided, so nothing was delivered: every claim of the chunk goes.
+            # Nothing was decided, so nothing was delivered: every claim of the chunk goes. Nothing may end
+            # the batch before that, nor while the chunk before still settles (see classify).
             for position, claimed in enumerate(claims):
                 if isinstance(claimed, tuple):
                     provisioner.withdraw(claimed[0].hash)

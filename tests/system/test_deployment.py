@@ -252,6 +252,13 @@ EXAMPLES: list[tuple[str, dict[str, Any], bool]] = [
     ("example_openrouter_sync_tenants", {}, True),
     # E-mails through smtp_default: a loopback SMTP server of the test (deployment_smtp).
     ("example_openrouter_fleet_alerts", {}, True),
+    # The provisioning example's service key, rotated with an overlap; its old key is retired in the real
+    # triggerer, at a deadline of seconds (the local OpenRouter's keys spend on their own: never idle).
+    (
+        "example_openrouter_rotate_key",
+        {"key_name": "reporting-service", "idle_seconds": 1, "deadline_seconds": 5},
+        False,
+    ),
 ]
 NEEDS_SMTP = {"example_openrouter_fleet_alerts"}
 
