@@ -106,31 +106,23 @@ def delete_guardrail_call(guardrail_id: Any, *, missing_ok: Any) -> Call[bool]:
 
 def assign_keys_calls(guardrail_id: Any, key_hashes: Any) -> list[Call[int]]:
     """``POST /guardrails/{id}/assignments/keys``, :data:`ASSIGN_CHUNK` keys per request."""
-    path = _path(guardrail_id, "/assignments/keys")
-    hashes = gv.validate_key_hashes(key_hashes)
-    return [
-        Call(
-            "POST",
-            path,
-            _count("assigned_count"),
-            body={"key_hashes": hashes[i : i + ASSIGN_CHUNK]},
-            repeatable=True,  # a key already on the guardrail stays on it
-        )
-        for i in range(0, len(hashes), ASSIGN_CHUNK)
-    ]
+    return _assignment_calls(_path(guardrail_id, "/assignments/keys"), key_hashes, "assigned_count")
 
 
 def unassign_keys_calls(guardrail_id: Any, key_hashes: Any) -> list[Call[int]]:
     """``POST /guardrails/{id}/assignments/keys/remove``, :data:`ASSIGN_CHUNK` keys per request."""
-    path = _path(guardrail_id, "/assignments/keys/remove")
+    return _assignment_calls(_path(guardrail_id, "/assignments/keys/remove"), key_hashes, "unassigned_count")
+
+
+def _assignment_calls(path: str, key_hashes: Any, counted: str) -> list[Call[int]]:
     hashes = gv.validate_key_hashes(key_hashes)
     return [
         Call(
             "POST",
             path,
-            _count("unassigned_count"),
+            _count(counted),
             body={"key_hashes": hashes[i : i + ASSIGN_CHUNK]},
-            repeatable=True,  # a key already off the guardrail stays off it
+            repeatable=True,  # a key already on (or off) the guardrail stays so
         )
         for i in range(0, len(hashes), ASSIGN_CHUNK)
     ]

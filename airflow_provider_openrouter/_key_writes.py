@@ -7,21 +7,13 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_openrouter._claims import replaced_name, retired_name
-from airflow_provider_openrouter.exceptions import (
-    OpenRouterError,
-    OpenRouterTransportError,
-    ServerError,
-    UnreadableResponseError,
-)
+from airflow_provider_openrouter.exceptions import NO_CLEAR_ANSWER, OpenRouterError
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     from airflow_provider_openrouter.hooks.openrouter import OpenRouterHook
     from airflow_provider_openrouter.models import ApiKey
-
-#: Errors after which a write may or may not have been made.
-UNKNOWN_OUTCOME = (OpenRouterTransportError, ServerError, UnreadableResponseError)
 
 
 class KeyWrites:
@@ -85,7 +77,7 @@ class KeyWrites:
     def rename(self, key_hash: str, name: str) -> ApiKey:
         try:
             return self.hook.update_key(key_hash, name=name)
-        except UNKNOWN_OUTCOME:
+        except NO_CLEAR_ANSWER:
             # The rename may have been made: the key says.
             key = self.hook.get_key(key_hash)
             if key.name != name:

@@ -46,8 +46,9 @@ from airflow_provider_openrouter._claims import (
     recent,
     view_of,
 )
-from airflow_provider_openrouter._key_writes import UNKNOWN_OUTCOME, KeyWrites
+from airflow_provider_openrouter._key_writes import KeyWrites
 from airflow_provider_openrouter.exceptions import (
+    NO_CLEAR_ANSWER,
     ApiKeyExistsError,
     ClaimHeldError,
     KeyNameNotUniqueError,
@@ -411,7 +412,7 @@ class Provisioner:
         token = f"{self.token}{round_no:02d}"
         try:
             return create(claim_name(name, token, until)), until
-        except UNKNOWN_OUTCOME as exc:
+        except NO_CLEAR_ANSWER as exc:
             if isinstance(exc, OpenRouterTransportError) and exc.reached_server is False:
                 raise
             self.log.warning("Creating a claim on %r got no usable answer (%s); looking again.", name, exc)

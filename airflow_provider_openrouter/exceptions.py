@@ -248,6 +248,16 @@ class UnreadableResponseError(OpenRouterAPIError):
     """The answer is not the JSON the API promises (an HTML proxy page, a truncated body, a missing field)."""
 
 
+#: The failures that say nothing about the request: no answer, a 5xx, or an answer that cannot be read (the
+#: network, OpenRouter or a proxy in front of it). A read may go through when asked again; a write may or may
+#: not have happened.
+NO_CLEAR_ANSWER: tuple[type[OpenRouterError], ...] = (
+    OpenRouterTransportError,
+    ServerError,
+    UnreadableResponseError,
+)
+
+
 _BY_STATUS: dict[int, type[OpenRouterAPIError]] = {
     400: BadRequestError,
     401: AuthenticationError,

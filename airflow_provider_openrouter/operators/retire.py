@@ -268,7 +268,7 @@ class RetireApiKeysOperator(BaseOperator):
 
     def _wait_in_worker(self, waiting: list[Retired], rules: Retirement) -> None:
         """Read the waiting keys by hash until a step is due or one is gone (then the caller walks again)."""
-        from airflow_provider_openrouter._key_writes import UNKNOWN_OUTCOME
+        from airflow_provider_openrouter.exceptions import NO_CLEAR_ANSWER
 
         failures = 0
         while True:
@@ -279,7 +279,7 @@ class RetireApiKeysOperator(BaseOperator):
                 fresh = [(self.hook.get_key(key.hash), of, at) for key, of, at in waiting]
             except NotFoundError:
                 return
-            except UNKNOWN_OUTCOME as exc:
+            except NO_CLEAR_ANSWER as exc:
                 failures += 1
                 if failures > self.max_consecutive_failures:
                     raise

@@ -22,14 +22,12 @@ from airflow_provider_openrouter._usage import (
     unavailable_message,
 )
 from airflow_provider_openrouter.exceptions import (
+    NO_CLEAR_ANSWER,
     NotFoundError,
     OpenRouterError,
     OpenRouterKeyUnavailableError,
-    OpenRouterTransportError,
     OpenRouterValidationError,
     RateLimitedError,
-    ServerError,
-    UnreadableResponseError,
 )
 
 try:  # Airflow >= 3.2
@@ -62,12 +60,6 @@ __all__ = ["RESCHEDULE_MIN_INTERVAL", "OpenRouterKeyUsageSensor"]
 # scheduler fails the task (Airflow's own race, apache/airflow#71172). Measured on a deployment with two
 # Celery workers: see the README's "On a real deployment".
 RESCHEDULE_MIN_INTERVAL = 5.0
-
-_TRANSIENT: tuple[type[OpenRouterError], ...] = (
-    OpenRouterTransportError,
-    ServerError,
-    UnreadableResponseError,
-)
 
 
 class OpenRouterKeyUsageSensor(BaseSensorOperator):
@@ -292,7 +284,7 @@ class OpenRouterKeyUsageSensor(BaseSensorOperator):
             if extra > 0 and not self.deferrable:
                 time.sleep(extra)
             return PokeReturnValue(is_done=False)
-        except _TRANSIENT as err:
+        except NO_CLEAR_ANSWER as err:
             # Between reschedules nothing is remembered, so only a sensor that stays in memory can count.
             if self.mode == "reschedule" and not self.deferrable:
                 raise

@@ -21,14 +21,12 @@ from airflow_provider_openrouter._usage import (
     unavailable_message,
 )
 from airflow_provider_openrouter.exceptions import (
+    NO_CLEAR_ANSWER,
     AuthenticationError,
     NotFoundError,
     OpenRouterError,
-    OpenRouterTransportError,
     OpenRouterValidationError,
     RateLimitedError,
-    ServerError,
-    UnreadableResponseError,
 )
 
 if TYPE_CHECKING:
@@ -100,14 +98,6 @@ def shared_hook(conn_id: str, *, stale: OpenRouterHook | None = None) -> OpenRou
     """The running loop's hook for ``conn_id``; a new one after ``HOOK_REFRESH_SECONDS``, or when the
     caller found ``stale`` unusable (the connection's key may have been rotated)."""
     return _shared(conn_id, stale=stale).hook
-
-
-# Failures that another poll may not see: the network, the server or a proxy in front of it.
-_TRANSIENT: tuple[type[OpenRouterError], ...] = (
-    OpenRouterTransportError,
-    ServerError,
-    UnreadableResponseError,
-)
 
 
 class OpenRouterKeyUsageTrigger(BaseTrigger):
@@ -238,7 +228,7 @@ class OpenRouterKeyUsageTrigger(BaseTrigger):
                 # towards max_consecutive_failures; the deadline still bounds the wait.
                 wait = max(wait, err.retry_after or 0.0)
                 self.log.warning("%s: rate limited (%s); next poll in %.1f s", who, err, wait)
-            except _TRANSIENT as err:
+            except NO_CLEAR_ANSWER as err:
                 failures += 1
                 if failures > self.max_consecutive_failures:
                     yield self._event(

@@ -13,14 +13,12 @@ from airflow_provider_openrouter._claims import retired_of
 from airflow_provider_openrouter._defaults import DEFAULT_CONN_ID
 from airflow_provider_openrouter._sync_retirement import due_at, validate_retirement, waiting_reason
 from airflow_provider_openrouter.exceptions import (
+    NO_CLEAR_ANSWER,
     AuthenticationError,
     NotFoundError,
     OpenRouterError,
-    OpenRouterTransportError,
     OpenRouterValidationError,
     RateLimitedError,
-    ServerError,
-    UnreadableResponseError,
 )
 from airflow_provider_openrouter.triggers.key_usage import shared_hook
 
@@ -32,13 +30,6 @@ if TYPE_CHECKING:
 __all__ = ["RetiredKeysTrigger"]
 
 CLASSPATH = "airflow_provider_openrouter.triggers.retired_keys.RetiredKeysTrigger"
-
-# Failures that another poll may not see: the network, the server or a proxy in front of it.
-_TRANSIENT: tuple[type[OpenRouterError], ...] = (
-    OpenRouterTransportError,
-    ServerError,
-    UnreadableResponseError,
-)
 
 
 class RetiredKeysTrigger(BaseTrigger):
@@ -143,7 +134,7 @@ class RetiredKeysTrigger(BaseTrigger):
                 # OpenRouter asked us to slow down: not a failure of the watch.
                 wait = max(wait, err.retry_after or 0.0)
                 self.log.warning("Rate limited (%s); next read in %.1f s", err, wait)
-            except _TRANSIENT as err:
+            except NO_CLEAR_ANSWER as err:
                 failures += 1
                 if failures > self.max_consecutive_failures:
                     yield self._event(

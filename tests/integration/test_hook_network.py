@@ -3,7 +3,6 @@ rather than on every request: ``HTTP(S)_PROXY``, ``NO_PROXY``, ``REQUESTS_CA_BUN
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import http.client
 import http.server
@@ -19,6 +18,7 @@ import pytest
 from airflow_provider_openrouter.exceptions import OpenRouterTransportError
 from airflow_provider_openrouter.hooks.openrouter import OpenRouterHook
 from tests.integration.test_hook_retries import free_port
+from tests.relay import pump
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -201,23 +201,11 @@ class TlsFront:
             client.close()
             return
         upstream = socket.create_connection(("127.0.0.1", self.target_port))
-        threading.Thread(target=_pump, args=(upstream, tls), daemon=True).start()
-        _pump(tls, upstream)
+        threading.Thread(target=pump, args=(upstream, tls), daemon=True).start()
+        pump(tls, upstream)
 
     def close(self) -> None:
         self.listener.close()
-
-
-def _pump(src: socket.socket, dst: socket.socket) -> None:
-    try:
-        while data := src.recv(65536):
-            dst.sendall(data)
-    except OSError:
-        pass
-    finally:
-        for sock in (src, dst):
-            with contextlib.suppress(OSError):
-                sock.close()
 
 
 def _self_signed(directory: Path) -> tuple[str, str]:

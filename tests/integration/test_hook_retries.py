@@ -6,7 +6,6 @@ Waits are kept tiny (``max_retry_wait``) and the jitter is pinned through the ho
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import re
 import socket
@@ -37,6 +36,7 @@ from airflow_provider_openrouter.testing import (
     Status,
     Trickle,
 )
+from tests.relay import pump
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -68,21 +68,9 @@ class TcpRelay:
             self.connections += 1
             upstream = socket.create_connection(self.target)
             for src, dst in ((client, upstream), (upstream, client)):
-                thread = threading.Thread(target=self._pump, args=(src, dst), daemon=True)
+                thread = threading.Thread(target=pump, args=(src, dst), daemon=True)
                 thread.start()
                 self._threads.append(thread)
-
-    @staticmethod
-    def _pump(src: socket.socket, dst: socket.socket) -> None:
-        try:
-            while data := src.recv(65536):
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for sock in (src, dst):
-                with contextlib.suppress(OSError):
-                    sock.shutdown(socket.SHUT_RDWR)
 
     def close(self) -> None:
         self._stopped = True

@@ -10,7 +10,6 @@ takes no hour; the waiting tests use the real clock with durations of a second o
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import json
 import re
 import time
@@ -27,6 +26,7 @@ from airflow_provider_openrouter.operators import retire as retire_module
 from airflow_provider_openrouter.operators.api_key import CreateApiKeyOperator
 from airflow_provider_openrouter.operators.retire import RetireApiKeysOperator
 from airflow_provider_openrouter.triggers.retired_keys import RetiredKeysTrigger
+from tests.held_clock import holding
 
 try:  # Airflow >= 3.2
     from airflow.sdk.exceptions import TaskDeferred
@@ -55,19 +55,6 @@ class Run:
         return [(event.dest_asset_key.uri, event.extra) for event in accessor.asset_alias_events]
 
 
-class _HeldClock:
-    """The retire module's ``time`` with its wall clock held at one moment (the rest as it is)."""
-
-    def __init__(self, moment: float) -> None:
-        self.moment = moment
-
-    def time(self) -> float:
-        return self.moment
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(time, name)
-
-
 @pytest.fixture
 def fake(openrouter_conn_env: LocalOpenRouter) -> LocalOpenRouter:
     return openrouter_conn_env
@@ -77,11 +64,7 @@ def fake(openrouter_conn_env: LocalOpenRouter) -> LocalOpenRouter:
 def clock(fake: LocalOpenRouter, monkeypatch: pytest.MonkeyPatch) -> Any:
     """``clock(moment)``: the operator and the local OpenRouter both at ``moment`` (epoch seconds)."""
 
-    def at(moment: float) -> None:
-        monkeypatch.setattr(retire_module, "time", _HeldClock(moment))
-        fake.set_clock(dt.datetime.fromtimestamp(moment, dt.timezone.utc), frozen=True)
-
-    return at
+    return holding(retire_module, fake, monkeypatch)
 
 
 def store(created: CreatedApiKey, context: Any) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-import time
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -23,6 +22,7 @@ from airflow_provider_openrouter.exceptions import OpenRouterValidationError, Sy
 from airflow_provider_openrouter.models import ApiKey
 from airflow_provider_openrouter.operators import sync as sync_module
 from airflow_provider_openrouter.operators.sync import SyncApiKeysOperator
+from tests.held_clock import holding
 
 if TYPE_CHECKING:
     from airflow_provider_openrouter.testing import LocalOpenRouter
@@ -194,19 +194,6 @@ def test_retirement_arguments_take_timedeltas() -> None:
 # ------------------------------------------------------------------ the operator over real HTTP ---
 
 
-class _HeldClock:
-    """The sync module's ``time`` with its wall clock held at one moment (the rest as it is)."""
-
-    def __init__(self, moment: float) -> None:
-        self.moment = moment
-
-    def time(self) -> float:
-        return self.moment
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(time, name)
-
-
 @pytest.fixture
 def fake(openrouter_conn_env: LocalOpenRouter) -> LocalOpenRouter:
     return openrouter_conn_env
@@ -216,11 +203,7 @@ def fake(openrouter_conn_env: LocalOpenRouter) -> LocalOpenRouter:
 def clock(fake: LocalOpenRouter, monkeypatch: pytest.MonkeyPatch) -> Any:
     """``clock(moment)``: the operator and the local OpenRouter both at ``moment`` (epoch seconds)."""
 
-    def at(moment: float) -> None:
-        monkeypatch.setattr(sync_module, "time", _HeldClock(moment))
-        fake.set_clock(dt.datetime.fromtimestamp(moment, dt.timezone.utc), frozen=True)
-
-    return at
+    return holding(sync_module, fake, monkeypatch)
 
 
 def sync(tenants: list[dict[str, Any]], **kwargs: Any) -> dict[str, Any]:
