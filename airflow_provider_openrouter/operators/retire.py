@@ -251,6 +251,10 @@ class RetireApiKeysOperator(BaseOperator):
                     waiting.append((self.hook.update_key(key.hash, disabled=True), of, at))
                 else:
                     self.hook.delete_key(key.hash, missing_ok=True)
+            except NotFoundError:
+                # Deleted since the walk (another run, or a person): past what a disable is for.
+                self.log.info("Key %r (hash %s) is already gone.", key.name, key.hash)
+                continue
             except OpenRouterError as exc:
                 failures.append(f"{action} {key.name!r} (hash {key.hash}): {type(exc).__name__}: {exc}")
                 continue

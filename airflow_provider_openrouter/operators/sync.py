@@ -358,6 +358,7 @@ class SyncApiKeysOperator(BaseOperator):
 
         def simple(item: dict[str, Any]) -> None:
             action, key_hash = item["action"], item["key_hash"]
+            what = item["tenant"] or item.get("key_name") or key_hash
             try:
                 if action == "update":
                     changes = {f: new for f, (_, new) in item["changes"].items()}
@@ -366,8 +367,15 @@ class SyncApiKeysOperator(BaseOperator):
                     self.hook.update_key(key_hash, disabled=True)
                 elif action == "delete":
                     self.hook.delete_key(key_hash, missing_ok=True)
+            except NotFoundError as exc:
+                if action != "disable":
+                    record(action, exc, what)
+                    return
+                # Deleted since the walk (another run, a retire task, a person): past what a disable is for.
+                self.log.info("Key %s (hash %s) is already gone; nothing to disable.", what, key_hash)
+                progress.step()
             except Exception as exc:
-                record(action, exc, item["tenant"] or item.get("key_name") or key_hash)
+                record(action, exc, what)
             else:
                 record(action, None, "")
                 events.add_planned(item)

@@ -25,6 +25,7 @@ from airflow_provider_openrouter.hooks.openrouter import OpenRouterHook
 from airflow_provider_openrouter.operators import retire as retire_module
 from airflow_provider_openrouter.operators.api_key import CreateApiKeyOperator
 from airflow_provider_openrouter.operators.retire import RetireApiKeysOperator
+from airflow_provider_openrouter.testing import Realism
 from airflow_provider_openrouter.triggers.retired_keys import RetiredKeysTrigger
 from tests.held_clock import holding
 
@@ -201,6 +202,21 @@ def test_a_busy_key_is_retired_at_the_deadline(fake: LocalOpenRouter, clock: Any
     fake.add_usage(old, 0.01)
     clock(at + 5 * DAY)
     assert only(retire()) == ("delete", "rotated out of 'svc-a'; deadline reached; grace over")
+
+
+def test_a_key_deleted_by_another_run_since_the_walk_is_gone_not_a_failure(
+    fake: LocalOpenRouter, clock: Any
+) -> None:
+    old, at, _ = rotate(fake, "svc-a")
+    clock(at + 10 * MINUTE)
+    fake.add_usage(old, 0.01)
+    clock(at + 2 * HOUR)  # idle for an hour: due to be disabled, with a day of grace before the delete
+    # Another retire run deletes it; this run's walk still lists it (the list lags behind the write).
+    fake.set_realism(Realism(list_lag=60))
+    OpenRouterHook().delete_key(old)
+    assert old in fake.listed_hashes()
+    assert retire(rotation_grace=DAY) == []
+    assert [r.status for r in fake.requests if r.method == "PATCH"][-1] == 404
 
 
 def test_only_the_names_asked_for_are_touched(fake: LocalOpenRouter, clock: Any) -> None:

@@ -19,9 +19,11 @@ from airflow_provider_openrouter._sync_plan import Planner, PlanPolicy, validate
 from airflow_provider_openrouter._sync_report import plan_markdown, plan_table
 from airflow_provider_openrouter._sync_retirement import span
 from airflow_provider_openrouter.exceptions import OpenRouterValidationError, SyncRefusedError
+from airflow_provider_openrouter.hooks.openrouter import OpenRouterHook
 from airflow_provider_openrouter.models import ApiKey
 from airflow_provider_openrouter.operators import sync as sync_module
 from airflow_provider_openrouter.operators.sync import SyncApiKeysOperator
+from airflow_provider_openrouter.testing import Realism
 from tests.held_clock import holding
 
 if TYPE_CHECKING:
@@ -284,6 +286,21 @@ def test_the_old_key_is_retired_at_the_deadline_though_still_used(fake: LocalOpe
     disabled = state(fake, old)
     assert disabled is not None
     assert disabled["disabled"] is True
+
+
+def test_an_old_key_deleted_by_another_run_since_the_walk_is_gone_not_a_failure(
+    fake: LocalOpenRouter, clock: Any
+) -> None:
+    old, at = rotate(fake, "t-gone")
+    clock(at + 5 * DAY)
+    # A retire task (or another sync) deletes it; this run's walk still lists it (the list lags the write).
+    fake.set_realism(Realism(list_lag=60))
+    OpenRouterHook().delete_key(old)
+    assert old in fake.listed_hashes()
+    result = sync([{"name": "t-gone"}])
+    assert retired_action(result, old) is not None
+    assert [r.status for r in fake.requests if r.method == "PATCH"][-1] == 404
+    assert result["applied"]["counts"]["disable"] == 0
 
 
 def test_an_approved_plan_applies_though_the_waiting_reason_changed(
