@@ -62,7 +62,10 @@ def _try(conn: str, grace: float, wait: bool, results: str, barrier: Any) -> Non
         outcome: dict[str, Any] = {"ok": True, "result": op.execute({})}
     except BaseException as exc:
         outcome = {"ok": False, "error": type(exc).__name__, "message": str(exc)[:500]}
-    Path(results, f"{os.getpid()}.json").write_text(json.dumps(outcome))
+    # Written aside and renamed in: a try killed while writing leaves no file rather than a torn one.
+    partial = Path(results, f"{os.getpid()}.partial")
+    partial.write_text(json.dumps(outcome))
+    os.replace(partial, partial.with_suffix(".json"))
     os._exit(0)
 
 
