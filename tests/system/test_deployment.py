@@ -225,12 +225,22 @@ def test_deferred_sensors_survive_a_triggerer_restart(deployment: Deployment) ->
     deployment.start_component("triggerer")
     state = deployment.wait_run(dag_id, run_id, timeout=300)
     assert state == "success", ti_states(deployment, dag_id, run_id)
-    # Each sensor's trigger ran in both triggerers: the killed one, then the new one.
-    for n in range(WATCHED):
-        jobs = {
-            path.name.rsplit(".trigger.", 1)[1] for path in trigger_logs(deployment, dag_id, f"watch_{n}")
-        }
-        assert len(jobs) == 2, (n, jobs)
+
+    # Each sensor's trigger ran in both triggerers: the killed one, then the new one (each writes the task's
+    # trigger log under its own job id).
+    def jobs_of(n: int) -> set[str]:
+        logs = trigger_logs(deployment, dag_id, f"watch_{n}")
+        return {path.name.rsplit(".trigger.", 1)[1] for path in logs}
+
+    try:
+        wait_for(lambda: all(len(jobs_of(n)) == 2 for n in range(WATCHED)), 60, "each triggerer's logs")
+    except AssertionError as exc:
+        triggerers = deployment.api_ok("GET", "/api/v2/jobs?job_type=TriggererJob&limit=100")["jobs"]
+        found = {n: sorted(jobs_of(n)) for n in range(WATCHED)}
+        raise AssertionError(
+            f"{exc}: trigger logs by sensor {found}; triggerer jobs "
+            f"{[(job['id'], job['state'], job['start_date'], job['end_date']) for job in triggerers]}"
+        ) from None
 
 
 PER_TRIGGER_TENANT = {"ui": "initech", "cli": "globex", "rest": "acme"}
