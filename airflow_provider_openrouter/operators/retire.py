@@ -225,7 +225,7 @@ class RetireApiKeysOperator(BaseOperator):
         found: list[Retired] = []
         # Collected before any change: deleting while walking would shift the pages still to come.
         for key in self.hook.list_keys(include_disabled=True, include_expired=True, workspace_id=workspace):
-            rotated = retired_of(key.name) if key.name.endswith("]") else None
+            rotated = retired_of(key.name)
             if rotated is not None and (rotated[0] == name or (prefix and rotated[0].startswith(prefix))):
                 found.append((key, *rotated))
         now = time.time()

@@ -25,7 +25,6 @@ from airflow_provider_openrouter.triggers.key_usage import shared_hook
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
-    from airflow_provider_openrouter.models import ApiKey
 
 __all__ = ["RetiredKeysTrigger"]
 
@@ -65,16 +64,21 @@ class RetiredKeysTrigger(BaseTrigger):
         if not isinstance(keys, list) or not keys:
             raise OpenRouterValidationError("keys", "must be a non-empty list of {key_hash, key_name}")
         self.keys: list[dict[str, str]] = []
+        # Each key's hash, the name it was rotated out of, and when.
+        self._watched: list[tuple[str, str, float]] = []
         for entry in keys:
             if not isinstance(entry, dict):
                 raise OpenRouterValidationError("keys", f"each entry must be a dict (got {entry!r})")
             name = v.validate_name(entry.get("key_name"), field="keys.key_name")
-            if retired_of(name) is None:
+            rotated = retired_of(name)
+            if rotated is None:
                 raise OpenRouterValidationError(
                     "keys.key_name",
                     f"must be a rotated-out key's name, '<name> [retired <epoch>]' (got {name!r})",
                 )
-            self.keys.append({"key_hash": v.validate_key_hash(entry.get("key_hash")), "key_name": name})
+            key_hash = v.validate_key_hash(entry.get("key_hash"))
+            self.keys.append({"key_hash": key_hash, "key_name": name})
+            self._watched.append((key_hash, *rotated))
         if not isinstance(rules, dict):
             raise OpenRouterValidationError("rules", "must be a dict of the retirement durations")
         self.rules = validate_retirement(
@@ -112,11 +116,7 @@ class RetiredKeysTrigger(BaseTrigger):
             wait = self.poll_interval
             hook = shared_hook(self.openrouter_conn_id)
             try:
-                read: list[tuple[ApiKey, str, float]] = []
-                for entry in self.keys:
-                    rotated = retired_of(entry["key_name"])
-                    assert rotated is not None  # checked when built
-                    read.append((await hook.aget_key(entry["key_hash"]), *rotated))
+                read = [(await hook.aget_key(key_hash), name, at) for key_hash, name, at in self._watched]
             except NotFoundError as err:
                 yield self._event("due", f"A rotated-out key is gone ({err}): looking again.")
                 return

@@ -35,6 +35,8 @@ except ImportError:  # Airflow 3.1
     from airflow.exceptions import TaskDeferred  # type: ignore[no-redef,attr-defined,unused-ignore]
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from airflow.triggers.base import TriggerEvent
 
     from airflow_provider_openrouter.models import CreatedApiKey
@@ -62,9 +64,8 @@ def fake(openrouter_conn_env: LocalOpenRouter) -> LocalOpenRouter:
 
 
 @pytest.fixture
-def clock(fake: LocalOpenRouter, monkeypatch: pytest.MonkeyPatch) -> Any:
+def clock(fake: LocalOpenRouter, monkeypatch: pytest.MonkeyPatch) -> Callable[[float], None]:
     """``clock(moment)``: the operator and the local OpenRouter both at ``moment`` (epoch seconds)."""
-
     return holding(retire_module, fake, monkeypatch)
 
 

@@ -27,6 +27,8 @@ from airflow_provider_openrouter.testing import Realism
 from tests.held_clock import holding
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from airflow_provider_openrouter.testing import LocalOpenRouter
 
 PREFIX = "t-"
@@ -202,9 +204,8 @@ def fake(openrouter_conn_env: LocalOpenRouter) -> LocalOpenRouter:
 
 
 @pytest.fixture
-def clock(fake: LocalOpenRouter, monkeypatch: pytest.MonkeyPatch) -> Any:
+def clock(fake: LocalOpenRouter, monkeypatch: pytest.MonkeyPatch) -> Callable[[float], None]:
     """``clock(moment)``: the operator and the local OpenRouter both at ``moment`` (epoch seconds)."""
-
     return holding(sync_module, fake, monkeypatch)
 
 
